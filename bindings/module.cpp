@@ -1,0 +1,36 @@
+// haml._C: importing this module loads haml_core, whose static TORCH_LIBRARY registrations put the
+// haml ops into torch's dispatcher (torch.ops.haml.*). It holds no tensor math; build_info() says
+// what this build contains so that Python can check it against the running torch.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "haml/ops.h"
+
+namespace py = pybind11;
+
+namespace {
+
+py::dict build_info() {
+  py::dict info;
+  info["version"] = HAML_VERSION;
+  info["torch_version"] = HAML_TORCH_VERSION;
+#ifdef HAML_WITH_CUDA
+  info["cuda"] = true;
+  info["cuda_version"] = HAML_CUDA_VERSION;
+  info["devices"] = std::vector<std::string>{"cpu", "cuda"};
+#else
+  info["cuda"] = false;
+  info["cuda_version"] = py::none();
+  info["devices"] = std::vector<std::string>{"cpu"};
+#endif
+  info["ops"] = haml::native_op_names();
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "haml native kernels; the ops themselves are torch.ops.haml.*";
+  m.def("build_info", &build_info,
+        "Version, the torch version built against, CUDA on/off and the native ops of this build.");
+}

@@ -1,0 +1,62 @@
+// Argument checks of the clip_surrogate ops, shared by the CPU kernels and the CUDA glue.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "haml/checks.h"
+
+namespace haml::detail {
+
+inline void check_optional_like(const char* op, const char* name,
+                                const std::optional<at::Tensor>& t, const at::Tensor& ref) {
+  if (!t.has_value()) return;
+  TORCH_CHECK(t->scalar_type() == ref.scalar_type(), op, ": '", name, "' must have dtype ",
+              ref.scalar_type(), ", got ", t->scalar_type());
+  TORCH_CHECK(t->sizes() == ref.sizes(), op, ": '", name, "' must have the shape of 'logp_new' ",
+              ref.sizes(), ", got ", t->sizes());
+  TORCH_CHECK(t->device() == ref.device(), op, ": '", name, "' is on ", t->device(),
+              " but 'logp_new' is on ", ref.device());
+}
+
+inline void check_clip(const char* op, std::optional<double> clip) {
+  TORCH_CHECK(!clip.has_value() || (*clip >= 0.0 && std::isfinite(*clip)), op,
+              ": 'clip' must be a finite number >= 0 or None, got ", clip.value_or(0.0));
+}
+
+inline void check_clip_surrogate_fwd_args(const at::Tensor& logp_new, const at::Tensor& logp_old,
+                                          const at::Tensor& advantages,
+                                          const std::optional<at::Tensor>& factor,
+                                          const std::optional<at::Tensor>& mask,
+                                          const std::optional<at::Tensor>& entropy,
+                                          std::optional<double> clip) {
+  constexpr const char* op = "clip_surrogate_fwd";
+  HAML_CHECK_FLOATING("clip_surrogate_fwd", "logp_new", logp_new);
+  check_optional_like(op, "logp_old", logp_old, logp_new);
+  check_optional_like(op, "advantages", advantages, logp_new);
+  check_optional_like(op, "factor", factor, logp_new);
+  check_optional_like(op, "mask", mask, logp_new);
+  check_optional_like(op, "entropy", entropy, logp_new);
+  check_clip(op, clip);
+}
+
+inline void check_clip_surrogate_bwd_args(const at::Tensor& grad_loss, const at::Tensor& ratio,
+                                          const at::Tensor& advantages,
+                                          const std::optional<at::Tensor>& factor,
+                                          const std::optional<at::Tensor>& mask,
+                                          const at::Tensor& weight_sum,
+                                          std::optional<double> clip) {
+  constexpr const char* op = "clip_surrogate_bwd";
+  HAML_CHECK_FLOATING("clip_surrogate_bwd", "ratio", ratio);
+  TORCH_CHECK(grad_loss.numel() == 1 && weight_sum.numel() == 1, op,
+              ": 'grad_loss' and 'weight_sum' must hold one element each");
+  HAML_CHECK_DTYPE("clip_surrogate_bwd", "grad_loss", grad_loss, ratio.scalar_type());
+  HAML_CHECK_DTYPE("clip_surrogate_bwd", "weight_sum", weight_sum, ratio.scalar_type());
+  HAML_CHECK_SAME_DEVICE("clip_surrogate_bwd", "grad_loss", grad_loss, "ratio", ratio);
+  HAML_CHECK_SAME_DEVICE("clip_surrogate_bwd", "weight_sum", weight_sum, "ratio", ratio);
+  check_optional_like(op, "advantages", advantages, ratio);
+  check_optional_like(op, "factor", factor, ratio);
+  check_optional_like(op, "mask", mask, ratio);
+  check_clip(op, clip);
+}
+
+}  // namespace haml::detail

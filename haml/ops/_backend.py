@@ -1,0 +1,112 @@
+"""Which implementation each op runs: the native kernel in ``haml._C`` or the PyTorch reference.
+
+``HAML_BACKEND`` selects it:
+
+- ``auto`` (default): native where the extension is loaded and has a kernel for the input's
+  device, the reference otherwise;
+- ``native``: like ``auto``, but an error if the extension cannot be loaded;
+- ``reference``: the reference everywhere.
+
+This module is the only place that branches on devices; the C++ side leaves that to torch's
+dispatcher. Which ops have native kernels on which device is read once at import into a plain
+dict, so that ``torch.compile`` traces the choice as a constant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from typing import Any
+
+import torch
+
+_VALID_BACKENDS = ("auto", "native", "reference")
+_DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
+
+
+class NativeExtensionError(ImportError):
+    """``HAML_BACKEND=native`` was asked for but ``haml._C`` could not be used."""
+
+
+def _requested_backend() -> str:
+    requested = os.environ.get("HAML_BACKEND", "auto").strip().lower() or "auto"
+    if requested not in _VALID_BACKENDS:
+        raise ValueError(
+            f"HAML_BACKEND={requested!r} is not one of {', '.join(_VALID_BACKENDS)}"
+        )
+    return requested
+
+
+def _torch_release(version: str) -> str:
+    # "2.13.0+cpu" and "2.13.0+cu128" share one C++ ABI; only the release must match.
+    return version.split("+")[0]
+
+
+def _load_extension() -> tuple[Any | None, str | None]:
+    """Import haml._C; return (module, None) or (None, why it cannot be used)."""
+    try:
+        module = importlib.import_module("haml._C")
+    except ImportError as err:
+        text = str(err)
+        if "undefined symbol" in text:
+            return None, (
+                f"haml._C does not match the installed torch {torch.__version__} ({text}); "
+                "it was probably built against another torch. Rebuild it with "
+                "`pip install --no-build-isolation -e .`"
+            )
+        return None, (
+            f"haml._C is not built ({text}); build it with "
+            "`pip install --no-build-isolation -e .`"
+        )
+    except OSError as err:  # a shared library that cannot be loaded at all
+        return None, f"haml._C could not be loaded: {err}"
+    info = module.build_info()
+    if _torch_release(info["torch_version"]) != _torch_release(torch.__version__):
+        return None, (
+            f"haml._C was built against torch {info['torch_version']} but torch "
+            f"{torch.__version__} is installed; rebuild it with "
+            "`pip install --no-build-isolation -e .`"
+        )
+    return module, None
+
+
+def _native_kernels(ops: list[str]) -> dict[tuple[str, str], bool]:
+    """(op, device type) -> whether the dispatcher has a native kernel for it."""
+    table = {}
+    for op in ops:
+        for device, key in _DEVICE_KEYS.items():
+            table[(op, device)] = torch._C._dispatch_has_kernel_for_dispatch_key(
+                f"haml::{op}", key
+            )
+    return table
+
+
+REQUESTED = _requested_backend()
+_extension, UNAVAILABLE_REASON = (None, "HAML_BACKEND=reference")
+if REQUESTED != "reference":
+    _extension, UNAVAILABLE_REASON = _load_extension()
+    if _extension is None:
+        if REQUESTED == "native":
+            raise NativeExtensionError(f"HAML_BACKEND=native, but {UNAVAILABLE_REASON}")
+        warnings.warn(
+            f"{UNAVAILABLE_REASON}. haml.ops falls back to the pure-PyTorch reference "
+            "implementations (correct, slower).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+BUILD_INFO: dict[str, Any] | None = _extension.build_info() if _extension else None
+_NATIVE: dict[tuple[str, str], bool] = _native_kernels(BUILD_INFO["ops"]) if BUILD_INFO else {}
+
+
+def has_native(op: str, device: torch.device | str) -> bool:
+    """Whether ``op`` runs natively for tensors on ``device`` under the current backend."""
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    return _NATIVE.get((op, device_type), False)
+
+
+def backend(device: torch.device | str = "cpu") -> str:
+    """``"native"`` if the native kernels serve ``device``, else ``"reference"``."""
+    device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
+    return "native" if any(d == device_type and ok for (_, d), ok in _NATIVE.items()) else "reference"
