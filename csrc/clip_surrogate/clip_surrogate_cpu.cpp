@@ -7,32 +7,78 @@
 #include <ATen/ops/scalar_tensor.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 
 #include "clip_surrogate_checks.h"
 #include "clip_surrogate_math.h"
 #include "haml/ops.h"
+#include "haml/optional_tensor.h"
+#include "haml/vec_exp.h"
 
 namespace haml {
 
 namespace {
 
 constexpr int64_t kSurrogateGrain = 8192;
+// Work is done in cache-sized blocks: first the ratios of a block, then its sums.
+constexpr int64_t kBlock = 1024;
+// Independent partial sums per block, so that the summing loop vectorises without reordering
+// any one floating-point sum.
+constexpr int kLanes = 16;
 
-// Weighted sums of one pass, accumulated in double whatever the input dtype.
+// Weighted sums of one pass, accumulated in double across blocks whatever the input dtype.
 enum SumIndex { kObjective, kWeight, kEntropy, kClipped, kKl, kRatio, kNumSums };
 using Sums = std::array<double, kNumSums>;
 
-// A pointer that is null when the optional tensor is absent; contiguous copies are kept alive by
-// the caller.
+// The loops below are compiled for AVX2 and for the baseline ISA; the loader picks one at run time.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HAML_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define HAML_VECTOR_CLONES
+#endif
+
+// r = exp(logp_new - logp_old) for one block.
 template <typename scalar_t>
-const scalar_t* optional_ptr(const std::optional<at::Tensor>& t) {
-  return t.has_value() ? t->const_data_ptr<scalar_t>() : nullptr;
+HAML_VECTOR_CLONES void block_ratio(const scalar_t* __restrict logp_new,
+                                    const scalar_t* __restrict logp_old,
+                                    scalar_t* __restrict ratio, int64_t len) {
+  for (int64_t i = 0; i < len; ++i) ratio[i] = detail::vec_exp(logp_new[i] - logp_old[i]);
 }
 
-std::optional<at::Tensor> contiguous(const std::optional<at::Tensor>& t) {
-  if (!t.has_value()) return std::nullopt;
-  return t->contiguous();
+// Adds one block's weighted terms to acc. A zero weight excludes a sample even where its terms
+// are inf or NaN (dead agents, masked actions).
+template <typename scalar_t>
+HAML_VECTOR_CLONES void block_sums(const scalar_t* __restrict logp_new,
+                                   const scalar_t* __restrict logp_old,
+                                   const scalar_t* __restrict ratio,
+                                   const scalar_t* __restrict advantages,
+                                   const scalar_t* __restrict factor,
+                                   const scalar_t* __restrict mask,
+                                   const scalar_t* __restrict entropy, int64_t len, bool clipped,
+                                   scalar_t clip, Sums& acc) {
+  scalar_t lanes[kNumSums][kLanes] = {};
+  int64_t i = 0;
+  const auto add = [&](int64_t j, int lane) {
+    const scalar_t f = factor ? factor[j] : scalar_t(1);
+    const scalar_t w = mask ? mask[j] : scalar_t(1);
+    const bool active = w != scalar_t(0);
+    const auto e = detail::surrogate_terms<scalar_t>(logp_new[j] - logp_old[j], ratio[j],
+                                                     advantages[j], f, clipped, clip);
+    lanes[kObjective][lane] += active ? w * e.objective : scalar_t(0);
+    lanes[kWeight][lane] += w;
+    lanes[kEntropy][lane] += (active && entropy) ? w * entropy[j] : scalar_t(0);
+    lanes[kClipped][lane] += active ? w * e.clipped : scalar_t(0);
+    lanes[kKl][lane] += active ? w * e.kl : scalar_t(0);
+    lanes[kRatio][lane] += active ? w * e.ratio : scalar_t(0);
+  };
+  for (; i + kLanes <= len; i += kLanes) {
+    for (int lane = 0; lane < kLanes; ++lane) add(i + lane, lane);
+  }
+  for (int lane = 0; i < len; ++i, ++lane) add(i, lane);
+  for (int k = 0; k < kNumSums; ++k) {
+    for (int lane = 0; lane < kLanes; ++lane) acc[k] += static_cast<double>(lanes[k][lane]);
+  }
 }
 
 }  // namespace
@@ -48,9 +94,9 @@ SurrogateFwdOut clip_surrogate_fwd_cpu(const at::Tensor& logp_new_in, const at::
   const auto logp_new = logp_new_in.contiguous();
   const auto logp_old = logp_old_in.contiguous();
   const auto advantages = advantages_in.contiguous();
-  const auto factor = contiguous(factor_in);
-  const auto mask = contiguous(mask_in);
-  const auto entropy = contiguous(entropy_in);
+  const auto factor = detail::contiguous(factor_in);
+  const auto mask = detail::contiguous(mask_in);
+  const auto entropy = detail::contiguous(entropy_in);
   auto ratio = at::empty_like(logp_new);
   const int64_t n = logp_new.numel();
   const bool clipped = clip.has_value();
@@ -60,29 +106,20 @@ SurrogateFwdOut clip_surrogate_fwd_cpu(const at::Tensor& logp_new_in, const at::
     const auto* p_new = logp_new.const_data_ptr<scalar_t>();
     const auto* p_old = logp_old.const_data_ptr<scalar_t>();
     const auto* p_adv = advantages.const_data_ptr<scalar_t>();
-    const auto* p_factor = optional_ptr<scalar_t>(factor);
-    const auto* p_mask = optional_ptr<scalar_t>(mask);
-    const auto* p_ent = optional_ptr<scalar_t>(entropy);
+    const auto* p_factor = detail::optional_ptr<scalar_t>(factor);
+    const auto* p_mask = detail::optional_ptr<scalar_t>(mask);
+    const auto* p_ent = detail::optional_ptr<scalar_t>(entropy);
     auto* p_ratio = ratio.mutable_data_ptr<scalar_t>();
     const auto eps = static_cast<scalar_t>(clip.value_or(0.0));
     total = at::parallel_reduce(
         0, n, kSurrogateGrain, Sums{},
         [&](int64_t begin, int64_t end, Sums acc) {
-          for (int64_t i = begin; i < end; ++i) {
-            const scalar_t f = p_factor ? p_factor[i] : scalar_t(1);
-            const auto e = detail::surrogate_element<scalar_t>(p_new[i], p_old[i], p_adv[i], f,
-                                                               clipped, eps);
-            p_ratio[i] = e.ratio;
-            const double w = p_mask ? static_cast<double>(p_mask[i]) : 1.0;
-            // A zero weight excludes the sample, even where its terms are inf or NaN (dead
-            // agents, masked actions).
-            if (w == 0.0) continue;
-            acc[kObjective] += w * e.objective;
-            acc[kWeight] += w;
-            if (p_ent) acc[kEntropy] += w * p_ent[i];
-            acc[kClipped] += w * e.clipped;
-            acc[kKl] += w * e.kl;
-            acc[kRatio] += w * e.ratio;
+          for (int64_t b = begin; b < end; b += kBlock) {
+            const int64_t len = std::min(kBlock, end - b);
+            block_ratio<scalar_t>(p_new + b, p_old + b, p_ratio + b, len);
+            block_sums<scalar_t>(p_new + b, p_old + b, p_ratio + b, p_adv + b,
+                                 p_factor ? p_factor + b : nullptr, p_mask ? p_mask + b : nullptr,
+                                 p_ent ? p_ent + b : nullptr, len, clipped, eps, acc);
           }
           return acc;
         },
@@ -113,8 +150,8 @@ std::tuple<at::Tensor, at::Tensor> clip_surrogate_bwd_cpu(
                                         weight_sum, clip);
   const auto ratio = ratio_in.contiguous();
   const auto advantages = advantages_in.contiguous();
-  const auto factor = contiguous(factor_in);
-  const auto mask = contiguous(mask_in);
+  const auto factor = detail::contiguous(factor_in);
+  const auto mask = detail::contiguous(mask_in);
   auto grad_logp_new = at::empty_like(ratio);
   auto grad_entropy = entropy_grad ? at::empty_like(ratio) : at::empty({0}, ratio.options());
   const int64_t n = ratio.numel();
@@ -123,8 +160,8 @@ std::tuple<at::Tensor, at::Tensor> clip_surrogate_bwd_cpu(
   AT_DISPATCH_FLOATING_TYPES(ratio.scalar_type(), "haml_clip_surrogate_bwd_cpu", [&] {
     const auto* p_ratio = ratio.const_data_ptr<scalar_t>();
     const auto* p_adv = advantages.const_data_ptr<scalar_t>();
-    const auto* p_factor = optional_ptr<scalar_t>(factor);
-    const auto* p_mask = optional_ptr<scalar_t>(mask);
+    const auto* p_factor = detail::optional_ptr<scalar_t>(factor);
+    const auto* p_mask = detail::optional_ptr<scalar_t>(mask);
     auto* g_new = grad_logp_new.mutable_data_ptr<scalar_t>();
     auto* g_ent = entropy_grad ? grad_entropy.mutable_data_ptr<scalar_t>() : nullptr;
     const auto eps = static_cast<scalar_t>(clip.value_or(0.0));

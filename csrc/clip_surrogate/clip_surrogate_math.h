@@ -25,6 +25,29 @@ HAML_HOST_DEVICE scalar_t clamp_ratio(scalar_t ratio, scalar_t clip) {
   return ratio < lo ? lo : (ratio > hi ? hi : ratio);
 }
 
+// The terms of one sample given its log-ratio and ratio r = exp(log_ratio).
+template <typename scalar_t>
+HAML_HOST_DEVICE SurrogateElement<scalar_t> surrogate_terms(scalar_t log_ratio, scalar_t ratio,
+                                                            scalar_t advantage, scalar_t factor,
+                                                            bool clipped, scalar_t clip) {
+  using std::fabs;
+  SurrogateElement<scalar_t> e;
+  e.ratio = ratio;
+  const scalar_t weighted_adv = factor * advantage;  // M * A
+  const scalar_t surr1 = ratio * weighted_adv;
+  if (clipped) {
+    const scalar_t surr2 = clamp_ratio(ratio, clip) * weighted_adv;
+    // min that returns NaN when surr1 is NaN, as torch.min does.
+    e.objective = surr2 < surr1 ? surr2 : surr1;
+    e.clipped = fabs(ratio - scalar_t(1)) > clip ? scalar_t(1) : scalar_t(0);
+  } else {
+    e.objective = surr1;
+    e.clipped = scalar_t(0);
+  }
+  e.kl = (ratio - scalar_t(1)) - log_ratio;
+  return e;
+}
+
 template <typename scalar_t>
 HAML_HOST_DEVICE SurrogateElement<scalar_t> surrogate_element(scalar_t logp_new,
                                                               scalar_t logp_old,
@@ -32,23 +55,8 @@ HAML_HOST_DEVICE SurrogateElement<scalar_t> surrogate_element(scalar_t logp_new,
                                                               scalar_t factor, bool clipped,
                                                               scalar_t clip) {
   using std::exp;
-  using std::fabs;
-  SurrogateElement<scalar_t> e;
   const scalar_t log_ratio = logp_new - logp_old;
-  e.ratio = exp(log_ratio);
-  const scalar_t weighted_adv = factor * advantage;  // M * A
-  const scalar_t surr1 = e.ratio * weighted_adv;
-  if (clipped) {
-    const scalar_t surr2 = clamp_ratio(e.ratio, clip) * weighted_adv;
-    // min that returns NaN when surr1 is NaN, as torch.min does.
-    e.objective = surr2 < surr1 ? surr2 : surr1;
-    e.clipped = fabs(e.ratio - scalar_t(1)) > clip ? scalar_t(1) : scalar_t(0);
-  } else {
-    e.objective = surr1;
-    e.clipped = scalar_t(0);
-  }
-  e.kl = (e.ratio - scalar_t(1)) - log_ratio;
-  return e;
+  return surrogate_terms(log_ratio, exp(log_ratio), advantage, factor, clipped, clip);
 }
 
 // d objective / d logp_new. Through the min, the unclipped branch carries the gradient when it is

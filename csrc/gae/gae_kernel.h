@@ -22,27 +22,41 @@ HAML_HOST_DEVICE scalar_t gae_step(scalar_t reward, scalar_t value, scalar_t nex
   return delta + gamma_lam * not_done * next_adv;
 }
 
-// The whole scan for columns [col_begin, col_end). t runs backwards and the inner loop over
-// contiguous columns, so it vectorises and each row of each input is read once.
+// One row t of the scan over columns [0, len): the pointers are offset to the row and the
+// column block. next_adv is row t + 1 of the advantages, or null on the last row (A_T = 0).
+// The rows never overlap, hence __restrict, which lets the loop vectorise. The flags are read as
+// bytes (bool storage): GCC does not vectorise loads of bool itself.
+template <typename scalar_t>
+inline void gae_row(const scalar_t* __restrict rewards, const scalar_t* __restrict values,
+                    const scalar_t* __restrict next_values, const uint8_t* __restrict terminated,
+                    const uint8_t* __restrict truncated, const scalar_t* __restrict next_adv,
+                    int64_t len, scalar_t gamma, scalar_t gamma_lam,
+                    scalar_t* __restrict advantages, scalar_t* __restrict returns) {
+  for (int64_t j = 0; j < len; ++j) {
+    const scalar_t carried = next_adv ? next_adv[j] : scalar_t(0);
+    const scalar_t adv = gae_step<scalar_t>(rewards[j], values[j], next_values[j],
+                                            terminated[j] != 0, truncated[j] != 0, carried, gamma,
+                                            gamma_lam);
+    advantages[j] = adv;
+    returns[j] = adv + values[j];
+  }
+}
+
+// The whole scan for columns [col_begin, col_end) of row-major [T, B] tensors: t runs backwards
+// and each row is a contiguous, vectorised pass, so each input is read once.
 template <typename scalar_t>
 inline void gae_columns(const scalar_t* rewards, const scalar_t* values,
                         const scalar_t* next_values, const bool* terminated, const bool* truncated,
                         int64_t T, int64_t B, int64_t col_begin, int64_t col_end, scalar_t gamma,
                         scalar_t lam, scalar_t* advantages, scalar_t* returns) {
-  const scalar_t gamma_lam = gamma * lam;
+  const auto* term = reinterpret_cast<const uint8_t*>(terminated);
+  const auto* trunc = reinterpret_cast<const uint8_t*>(truncated);
+  const int64_t len = col_end - col_begin;
   for (int64_t t = T - 1; t >= 0; --t) {
-    const int64_t row = t * B;
-    // A_T = 0: nothing is carried into the last row.
-    const bool has_next = t + 1 < T;
-    for (int64_t j = col_begin; j < col_end; ++j) {
-      const int64_t i = row + j;
-      const scalar_t next_adv = has_next ? advantages[i + B] : scalar_t(0);
-      const scalar_t adv = gae_step<scalar_t>(rewards[i], values[i], next_values[i],
-                                              terminated[i], truncated[i], next_adv, gamma,
-                                              gamma_lam);
-      advantages[i] = adv;
-      returns[i] = adv + values[i];
-    }
+    const int64_t i = t * B + col_begin;
+    const scalar_t* next_adv = t + 1 < T ? advantages + i + B : nullptr;
+    gae_row<scalar_t>(rewards + i, values + i, next_values + i, term + i, trunc + i, next_adv,
+                      len, gamma, gamma * lam, advantages + i, returns + i);
   }
 }
 

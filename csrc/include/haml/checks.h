@@ -21,3 +21,11 @@
 #define HAML_CHECK_SAME_DEVICE(op, name, t, ref_name, ref)                                \
   TORCH_CHECK((t).device() == (ref).device(), op ": '" name "' is on ", (t).device(),     \
               " but '" ref_name "' is on ", (ref).device())
+
+// For the CUDA glue only (it includes the CUDA runtime): a failed kernel launch becomes an error.
+#define HAML_CHECK_CUDA_LAUNCH(op, err_expr)                                             \
+  do {                                                                                    \
+    const cudaError_t haml_err_ = (err_expr);                                             \
+    TORCH_CHECK(haml_err_ == cudaSuccess, op ": CUDA launch failed: ",                    \
+                cudaGetErrorString(haml_err_));                                           \
+  } while (0)

@@ -1,0 +1,93 @@
+// ATen glue of the CUDA clipped surrogate: checks, outputs, workspace, stream, registration.
+// Built only when torch has CUDA.
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "clip_surrogate_checks.h"
+#include "haml/cuda_launch.h"
+#include "haml/ops.h"
+#include "haml/optional_tensor.h"
+
+namespace haml {
+
+SurrogateFwdOut clip_surrogate_fwd_cuda(const at::Tensor& logp_new_in, const at::Tensor& logp_old_in,
+                                        const at::Tensor& advantages_in,
+                                        const std::optional<at::Tensor>& factor_in,
+                                        const std::optional<at::Tensor>& mask_in,
+                                        const std::optional<at::Tensor>& entropy_in,
+                                        std::optional<double> clip, double entropy_coef) {
+  detail::check_clip_surrogate_fwd_args(logp_new_in, logp_old_in, advantages_in, factor_in,
+                                        mask_in, entropy_in, clip);
+  const c10::cuda::CUDAGuard guard(logp_new_in.device());
+  const auto logp_new = logp_new_in.contiguous();
+  const auto logp_old = logp_old_in.contiguous();
+  const auto advantages = advantages_in.contiguous();
+  const auto factor = detail::contiguous(factor_in);
+  const auto mask = detail::contiguous(mask_in);
+  const auto entropy = detail::contiguous(entropy_in);
+  const auto options = logp_new.options();
+  auto ratio = at::empty_like(logp_new);
+  auto loss = at::empty({}, options);
+  auto clip_fraction = at::empty({}, options);
+  auto approx_kl = at::empty({}, options);
+  auto ratio_mean = at::empty({}, options);
+  auto weight_sum = at::empty({}, options);
+  auto workspace =
+      at::empty({cuda::surrogate_workspace_doubles()}, options.dtype(at::kDouble));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(logp_new.scalar_type(), "haml_clip_surrogate_fwd_cuda", [&] {
+    HAML_CHECK_CUDA_LAUNCH("clip_surrogate_fwd",
+                 cuda::clip_surrogate_fwd<scalar_t>(
+                     logp_new.const_data_ptr<scalar_t>(), logp_old.const_data_ptr<scalar_t>(),
+                     advantages.const_data_ptr<scalar_t>(), detail::optional_ptr<scalar_t>(factor),
+                     detail::optional_ptr<scalar_t>(mask), detail::optional_ptr<scalar_t>(entropy),
+                     logp_new.numel(), clip.has_value(), clip.value_or(0.0), entropy_coef,
+                     workspace.mutable_data_ptr<double>(), ratio.mutable_data_ptr<scalar_t>(),
+                     loss.mutable_data_ptr<scalar_t>(), clip_fraction.mutable_data_ptr<scalar_t>(),
+                     approx_kl.mutable_data_ptr<scalar_t>(),
+                     ratio_mean.mutable_data_ptr<scalar_t>(),
+                     weight_sum.mutable_data_ptr<scalar_t>(), stream));
+  });
+  return {loss, clip_fraction, approx_kl, ratio_mean, weight_sum, ratio};
+}
+
+std::tuple<at::Tensor, at::Tensor> clip_surrogate_bwd_cuda(
+    const at::Tensor& grad_loss_in, const at::Tensor& ratio_in, const at::Tensor& advantages_in,
+    const std::optional<at::Tensor>& factor_in, const std::optional<at::Tensor>& mask_in,
+    const at::Tensor& weight_sum_in, std::optional<double> clip, double entropy_coef,
+    bool entropy_grad) {
+  detail::check_clip_surrogate_bwd_args(grad_loss_in, ratio_in, advantages_in, factor_in,
+                                        mask_in, weight_sum_in, clip);
+  const c10::cuda::CUDAGuard guard(ratio_in.device());
+  const auto grad_loss = grad_loss_in.contiguous();
+  const auto weight_sum = weight_sum_in.contiguous();
+  const auto ratio = ratio_in.contiguous();
+  const auto advantages = advantages_in.contiguous();
+  const auto factor = detail::contiguous(factor_in);
+  const auto mask = detail::contiguous(mask_in);
+  auto grad_logp_new = at::empty_like(ratio);
+  auto grad_entropy = entropy_grad ? at::empty_like(ratio) : at::empty({0}, ratio.options());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(ratio.scalar_type(), "haml_clip_surrogate_bwd_cuda", [&] {
+    HAML_CHECK_CUDA_LAUNCH("clip_surrogate_bwd",
+                 cuda::clip_surrogate_bwd<scalar_t>(
+                     grad_loss.const_data_ptr<scalar_t>(), ratio.const_data_ptr<scalar_t>(),
+                     advantages.const_data_ptr<scalar_t>(), detail::optional_ptr<scalar_t>(factor),
+                     detail::optional_ptr<scalar_t>(mask), weight_sum.const_data_ptr<scalar_t>(),
+                     ratio.numel(), clip.has_value(), clip.value_or(0.0), entropy_coef,
+                     grad_logp_new.mutable_data_ptr<scalar_t>(),
+                     entropy_grad ? grad_entropy.mutable_data_ptr<scalar_t>() : nullptr, stream));
+  });
+  return {grad_logp_new, grad_entropy};
+}
+
+TORCH_LIBRARY_IMPL(haml, CUDA, m) {
+  m.impl("clip_surrogate_fwd", &clip_surrogate_fwd_cuda);
+  m.impl("clip_surrogate_bwd", &clip_surrogate_bwd_cuda);
+}
+
+}  // namespace haml
