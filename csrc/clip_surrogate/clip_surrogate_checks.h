@@ -19,8 +19,9 @@ inline void check_optional_like(const char* op, const char* name,
 }
 
 inline void check_clip(const char* op, std::optional<double> clip) {
-  TORCH_CHECK(!clip.has_value() || (*clip >= 0.0 && std::isfinite(*clip)), op,
-              ": 'clip' must be a finite number >= 0 or None, got ", clip.value_or(0.0));
+  // inf is allowed: it clips nothing, like None. NaN fails the comparison.
+  TORCH_CHECK(!clip.has_value() || *clip >= 0.0, op, ": 'clip' must be >= 0 or None, got ",
+              clip.value_or(0.0));
 }
 
 inline void check_clip_surrogate_fwd_args(const at::Tensor& logp_new, const at::Tensor& logp_old,

@@ -16,10 +16,13 @@ template <typename scalar_t>
 HAML_HOST_DEVICE scalar_t gae_step(scalar_t reward, scalar_t value, scalar_t next_value,
                                    bool terminated, bool truncated, scalar_t next_adv,
                                    scalar_t gamma, scalar_t gamma_lam) {
-  const scalar_t not_terminated = terminated ? scalar_t(0) : scalar_t(1);
-  const scalar_t not_done = (terminated || truncated) ? scalar_t(0) : scalar_t(1);
-  const scalar_t delta = reward + gamma * not_terminated * next_value - value;
-  return delta + gamma_lam * not_done * next_adv;
+  // Selects rather than multiplications by (1 - flag) or by gamma * lam = 0: a NaN or inf that
+  // A_t does not depend on (beyond the episode's end, or any later step when lam = 0) must not
+  // leak into it through 0 * NaN.
+  const scalar_t bootstrap = terminated ? scalar_t(0) : gamma * next_value;
+  const scalar_t delta = reward + bootstrap - value;
+  const bool carries = !(terminated || truncated) && gamma_lam != scalar_t(0);
+  return carries ? delta + gamma_lam * next_adv : delta;
 }
 
 // One row t of the scan over columns [0, len): the pointers are offset to the row and the

@@ -74,14 +74,20 @@ inline scalar_t vec_exp(scalar_t x) {
   constexpr scalar_t kRound = scalar_t(1.5) * scalar_t(bits_t(1) << Tr::kMantissaBits);
   scalar_t xc = x < Tr::kMinArg ? Tr::kMinArg : x;
   xc = xc > Tr::kMaxArg ? Tr::kMaxArg : xc;
-  const scalar_t shifted = xc * kLog2e + kRound;
-  const scalar_t k = shifted - kRound;
-  const bits_t k_int = bit_cast<bits_t>(shifted) - bit_cast<bits_t>(kRound);
+  const scalar_t k = (xc * kLog2e + kRound) - kRound;
   const scalar_t r = (xc - k * Tr::kLn2Hi) - k * Tr::kLn2Lo;
   const scalar_t p = exp_taylor<scalar_t, 0, Tr::kDegree>(r);
-  // 2^k as 2^(k-1) * 2, so that k = max exponent + 1 (x near ln(max)) does not overflow the bits.
-  const scalar_t half_scale = bit_cast<scalar_t>((k_int + (Tr::kBias - 1)) << Tr::kMantissaBits);
-  scalar_t y = (p * half_scale) * scalar_t(2);
+  // 2^k as 2^k1 * 2^k2 with k1 ~ k/2: each factor stays a normal number over the whole clamped
+  // range, where 2^k alone would not at its ends (k = max exponent + 1, or min exponent with a
+  // negative r). The integer of a float integer is read from the rounding trick's mantissa bits.
+  const scalar_t shifted1 = k * scalar_t(0.5) + kRound;
+  const scalar_t k1 = shifted1 - kRound;
+  const scalar_t shifted2 = (k - k1) + kRound;
+  const bits_t k1_int = bit_cast<bits_t>(shifted1) - bit_cast<bits_t>(kRound);
+  const bits_t k2_int = bit_cast<bits_t>(shifted2) - bit_cast<bits_t>(kRound);
+  const scalar_t scale1 = bit_cast<scalar_t>((k1_int + Tr::kBias) << Tr::kMantissaBits);
+  const scalar_t scale2 = bit_cast<scalar_t>((k2_int + Tr::kBias) << Tr::kMantissaBits);
+  scalar_t y = (p * scale1) * scale2;
   y = x > Tr::kMaxArg ? std::numeric_limits<scalar_t>::infinity() : y;
   y = x < Tr::kMinArg ? scalar_t(0) : y;
   return x != x ? x : y;  // NaN in, NaN out

@@ -55,7 +55,7 @@ def clipped_surrogate(
         ("mask", mask),
         ("entropy", entropy),
     ):
-        if value is None:
+        if value is None and name != "advantages":
             broadcast[name] = None
             continue
         _validate.require_tensor(_NAME, name, value)
@@ -98,7 +98,8 @@ def clipped_surrogate(
             clip,
             entropy_coef,
         )
-        return SurrogateOut(loss, clip_fraction, approx_kl, ratio_mean)
+        # Outputs of an op with an autograd formula all require grad; only the loss has one.
+        return SurrogateOut(loss, clip_fraction.detach(), approx_kl.detach(), ratio_mean.detach())
     return reference.clipped_surrogate(
         logp_new, logp_old, advantages, clip, factor, mask, entropy, entropy_coef
     )

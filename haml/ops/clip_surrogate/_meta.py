@@ -19,14 +19,14 @@ def _fwd_fake(logp_new, logp_old, advantages, factor, mask, entropy, clip, entro
         scalar.new_empty(()),
         scalar.new_empty(()),
         scalar.new_empty(()),
-        torch.empty_like(logp_new),
+        logp_new.new_empty(logp_new.shape),  # contiguous, as the kernels return it
     )
 
 
 @torch.library.register_fake("haml::clip_surrogate_bwd")
 def _bwd_fake(grad_loss, ratio, advantages, factor, mask, weight_sum, clip, entropy_coef, entropy_grad):
-    grad_entropy = torch.empty_like(ratio) if entropy_grad else ratio.new_empty((0,))
-    return torch.empty_like(ratio), grad_entropy
+    grad_entropy = ratio.new_empty(ratio.shape) if entropy_grad else ratio.new_empty((0,))
+    return ratio.new_empty(ratio.shape), grad_entropy
 
 
 def _setup_context(ctx, inputs, output):

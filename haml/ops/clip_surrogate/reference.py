@@ -53,7 +53,9 @@ def clipped_surrogate(
     def masked_mean(x: torch.Tensor) -> torch.Tensor:
         return torch.where(active, weight * x, torch.zeros_like(x)).sum() / denom
 
-    log_ratio = logp_new - logp_old
+    # Inactive samples get log-ratio 0 before exp, so that their (possibly inf or NaN) terms reach
+    # neither the loss nor, through 0 · NaN in a backward, the gradient.
+    log_ratio = torch.where(active, logp_new - logp_old, torch.zeros_like(logp_new))
     ratio = torch.exp(log_ratio)
     weighted_adv = advantages if factor is None else factor * advantages  # M Â
     surr1 = ratio * weighted_adv

@@ -7,4 +7,5 @@ import torch
 
 @torch.library.register_fake("haml::gae")
 def _gae_fake(rewards, values, next_values, terminated, truncated, gamma, lam):
-    return torch.empty_like(rewards), torch.empty_like(rewards)
+    # The kernels return contiguous tensors whatever the input strides (empty_like would not).
+    return rewards.new_empty(rewards.shape), rewards.new_empty(rewards.shape)

@@ -30,12 +30,19 @@ def gae(
 
     Returns ``(advantages, returns)``, each shaped like ``rewards``.
     """
-    not_terminated = (~terminated).to(rewards.dtype)
-    not_done = (~(terminated | truncated)).to(rewards.dtype)
+    done = terminated | truncated
+    zero = torch.zeros((), dtype=rewards.dtype, device=rewards.device)
     advantages = torch.empty_like(rewards)
     next_advantage: torch.Tensor | float = 0.0  # Â_T
     for t in reversed(range(rewards.shape[0])):
-        delta = rewards[t] + gamma * not_terminated[t] * next_values[t] - values[t]
-        next_advantage = delta + gamma * lam * not_done[t] * next_advantage
+        # torch.where rather than a product with (1 - flag) or with γλ = 0: a NaN or inf that Â_t
+        # does not depend on (beyond the episode's end, or any later step when λ = 0) must not
+        # leak into it through 0 · NaN.
+        bootstrap = torch.where(terminated[t], zero, gamma * next_values[t])
+        delta = rewards[t] + bootstrap - values[t]
+        if gamma * lam == 0:
+            next_advantage = delta
+        else:
+            next_advantage = torch.where(done[t], delta, delta + gamma * lam * next_advantage)
         advantages[t] = next_advantage
     return advantages, advantages + values
