@@ -4,8 +4,8 @@ Importing haml needs only torch: the native extension ``haml._C`` is optional (t
 their pure-PyTorch references), and no simulator is imported until an environment is created.
 """
 
-from haml import ops
+from haml import models, ops
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "__version__"]
+__all__ = ["models", "ops", "__version__"]

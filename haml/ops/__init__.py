@@ -14,6 +14,21 @@ if BUILD_INFO is not None:
     from haml.ops.gae import _meta as _gae_meta  # noqa: F401
 
 from haml.ops.clip_surrogate import SurrogateOut, clipped_surrogate
+from haml.ops.fvp import FisherOperator, conjugate_gradient, fisher_vector_product
 from haml.ops.gae import gae
+from haml.ops.line_search import TrustRegionInfo, backtracking_line_search, trust_region_step
 
-__all__ = ["gae", "clipped_surrogate", "SurrogateOut", "backend", "has_native", "BUILD_INFO"]
+__all__ = [
+    "gae",
+    "clipped_surrogate",
+    "SurrogateOut",
+    "FisherOperator",
+    "fisher_vector_product",
+    "conjugate_gradient",
+    "backtracking_line_search",
+    "trust_region_step",
+    "TrustRegionInfo",
+    "backend",
+    "has_native",
+    "BUILD_INFO",
+]

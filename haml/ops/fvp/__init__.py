@@ -1,0 +1,214 @@
+"""``haml.ops.fvp``: the Fisher-vector product of HATRPO and conjugate gradient.
+
+- :class:`FisherOperator` ``(policy, obs, mask=None, damping=0.1, action_mask=None, kl="exact")``:
+  a reusable operator, ``op(v) = (H + damping·I) v`` with H the Hessian of the mean
+  KL(π_old ‖ π_θ) at θ = θ_old (the policy's Fisher matrix), v flat over the policy's trainable
+  parameters;
+- :func:`fisher_vector_product`: one product;
+- :func:`conjugate_gradient` ``(matvec, b, iters=10, residual_tol=1e-10)``.
+
+Every product currently runs the double-backward reference
+(:class:`haml.ops.fvp.reference.FisherOperator`), which works for any ``nn.Module`` whose
+``distribution(obs, action_mask)`` returns a torch ``Normal`` or ``Categorical`` (or any pair
+``torch.distributions.kl_divergence`` knows, with ``kl="exact"``). The definitions, the
+``kl="harl"`` option and the two other reference forms (recomputed per product; ``torch.func``
+Gauss–Newton) are documented in :mod:`haml.ops.fvp.reference`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from haml.ops import _validate
+from haml.ops.fvp import reference
+from haml.ops.fvp.cg import conjugate_gradient as _conjugate_gradient
+from haml.ops.fvp.reference import KL_KINDS
+
+__all__ = ["FisherOperator", "fisher_vector_product", "conjugate_gradient"]
+
+_NAME = "FisherOperator"
+
+
+# -- argument checks shared with haml.ops.line_search -------------------------------------------
+
+
+def _require_policy(op: str, policy: object) -> list[nn.Parameter]:
+    """An ``nn.Module`` with a ``distribution`` method and trainable parameters of one dtype/device."""
+    if not isinstance(policy, nn.Module) or not callable(getattr(policy, "distribution", None)):
+        raise TypeError(
+            f"{op}: 'policy' must be an nn.Module with a distribution(obs, action_mask) method, "
+            f"got {type(policy).__name__}"
+        )
+    params = reference.trainable_parameters(policy)
+    if not params:
+        raise ValueError(f"{op}: 'policy' has no trainable parameter (requires_grad=True)")
+    first = params[0]
+    for p in params[1:]:
+        if p.dtype != first.dtype or p.device != first.device:
+            raise ValueError(
+                f"{op}: 'policy' mixes parameter dtypes/devices ({first.dtype} on {first.device} "
+                f"and {p.dtype} on {p.device}); a flat parameter vector needs one of each"
+            )
+    if first.dtype not in _validate.FLOAT_DTYPES:
+        raise TypeError(f"{op}: 'policy' parameters must be floating point, got {first.dtype}")
+    return params
+
+
+def _require_obs(op: str, obs: object, ref: torch.Tensor) -> int:
+    """``obs`` ``[N, ...]`` with N ≥ 1, of the policy's dtype and device; returns N."""
+    obs = _validate.require_tensor(op, "obs", obs)
+    _validate.require_float(op, "obs", obs)
+    if obs.dim() < 2:
+        raise ValueError(f"{op}: 'obs' must be [N, obs_dim] (samples first), got {tuple(obs.shape)}")
+    if obs.shape[0] == 0:
+        raise ValueError(f"{op}: 'obs' is empty (shape {tuple(obs.shape)}): no sample to average")
+    if obs.dtype != ref.dtype:
+        raise TypeError(f"{op}: 'obs' has dtype {obs.dtype} but the policy's parameters {ref.dtype}")
+    if obs.device != ref.device:
+        raise ValueError(f"{op}: 'obs' is on {obs.device} but the policy's parameters on {ref.device}")
+    return obs.shape[0]
+
+
+def _require_per_sample(
+    op: str, name: str, value: object, n: int, ref: torch.Tensor, is_mask: bool = False
+) -> torch.Tensor | None:
+    """None, or a tensor ``[N]`` (``[N, 1]`` is squeezed); a mask may be bool or floating."""
+    if value is None:
+        return None
+    value = _validate.require_tensor(op, name, value)
+    if is_mask:
+        if value.dtype != torch.bool:
+            _validate.require_float(op, name, value)
+    else:
+        _validate.require_same_dtype(op, name, value, "obs", ref)
+    if value.shape == (n, 1):
+        value = value.squeeze(-1)
+    _validate.require_shape(op, name, value, torch.Size([n]), "one entry per sample of 'obs'")
+    _validate.require_same_device(op, name, value, "obs", ref)
+    return value
+
+
+def _require_kl(op: str, kl: object) -> str:
+    if kl not in KL_KINDS:
+        raise ValueError(f"{op}: 'kl' must be one of {KL_KINDS}, got {kl!r}")
+    return kl  # type: ignore[return-value]
+
+
+def _require_int(op: str, name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{op}: '{name}' must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{op}: '{name}' must be >= {low}, got {value}")
+    return value
+
+
+def _require_vector(op: str, vector: object, params: list[nn.Parameter]) -> torch.Tensor:
+    """A flat vector over the trainable parameters: ``[num_params]``, their dtype and device."""
+    vector = _validate.require_tensor(op, "vector", vector)
+    ref = params[0]
+    num_params = sum(p.numel() for p in params)
+    if vector.dtype != ref.dtype:
+        raise TypeError(
+            f"{op}: 'vector' has dtype {vector.dtype} but the policy's parameters {ref.dtype}"
+        )
+    if vector.shape != (num_params,):
+        raise ValueError(
+            f"{op}: 'vector' must be flat with one entry per trainable parameter, shape "
+            f"({num_params},), got {tuple(vector.shape)}"
+        )
+    if vector.device != ref.device:
+        raise ValueError(
+            f"{op}: 'vector' is on {vector.device} but the policy's parameters on {ref.device}"
+        )
+    return vector
+
+
+# -- public API ---------------------------------------------------------------------------------
+
+
+class FisherOperator:
+    """The operator v ↦ (H + damping·I) v of one agent's policy at its current parameters.
+
+    Args:
+        policy: an ``nn.Module`` with ``distribution(obs, action_mask=None)`` (for example
+            :class:`haml.models.MLPPolicy`); its parameters with ``requires_grad`` define the flat
+            layout of vectors (``policy.parameters()`` order).
+        obs: observations ``[N, ...]`` of the policy's dtype and device.
+        mask: which samples enter the mean KL: bool, or float weights, ``[N]``; None = all.
+        damping: the ≥ 0 multiple of the identity added to H (HARL: 0.1).
+        action_mask: available actions ``[N, n]`` for a categorical policy.
+        kl: ``"exact"`` (the Fisher matrix) or ``"harl"`` (the reference code's divergence; see
+            :mod:`haml.ops.fvp.reference`).
+
+    H is the Hessian of (Σ_n w_n KL(π_old(·|o_n) ‖ π_θ(·|o_n)) / Σ_n w_n) at θ = θ_old (paper 000,
+    eq. (8); Algorithm 2, line 11). The first-order graph is built once, here; each call is one
+    backward through it. Calling the operator after the policy's parameters were changed in place
+    raises autograd's error: build a new operator.
+    """
+
+    backend = "reference"
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        obs: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        damping: float = 0.1,
+        action_mask: torch.Tensor | None = None,
+        kl: str = "exact",
+    ) -> None:
+        self._params = _require_policy(_NAME, policy)
+        n = _require_obs(_NAME, obs, self._params[0])
+        mask = _require_per_sample(_NAME, "mask", mask, n, obs, is_mask=True)
+        self.damping = _validate.require_number(_NAME, "damping", damping, 0.0, float("inf"))
+        self.kl = _require_kl(_NAME, kl)
+        self.num_params = sum(p.numel() for p in self._params)
+        self.dtype = self._params[0].dtype
+        self.device = self._params[0].device
+        self._impl = reference.FisherOperator(policy, obs, mask, self.damping, action_mask, self.kl)
+
+    def __call__(self, vector: torch.Tensor) -> torch.Tensor:
+        """(H + damping·I) v for a flat ``vector`` ``[num_params]``."""
+        vector = _require_vector(_NAME, vector, self._params)
+        return self._impl(vector)
+
+
+def fisher_vector_product(
+    policy: nn.Module,
+    obs: torch.Tensor,
+    vector: torch.Tensor,
+    damping: float = 0.1,
+    mask: torch.Tensor | None = None,
+    action_mask: torch.Tensor | None = None,
+    kl: str = "exact",
+) -> torch.Tensor:
+    """One product (H + damping·I) v; see :class:`FisherOperator` (build one to reuse the graph)."""
+    params = _require_policy("fisher_vector_product", policy)
+    _require_vector("fisher_vector_product", vector, params)
+    return FisherOperator(policy, obs, mask, damping, action_mask, kl)(vector)
+
+
+def conjugate_gradient(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    b: torch.Tensor,
+    iters: int = 10,
+    residual_tol: float = 1e-10,
+) -> torch.Tensor:
+    """x ≈ A⁻¹ b by at most ``iters`` conjugate-gradient steps, stopping once r·r < residual_tol.
+
+    ``matvec(p)`` returns A p for a symmetric positive-definite A (a :class:`FisherOperator`);
+    ``b`` is a flat floating vector. The iteration is in :func:`haml.ops.fvp.cg.conjugate_gradient`.
+    """
+    op = "conjugate_gradient"
+    if not callable(matvec):
+        raise TypeError(f"{op}: 'matvec' must be callable (v -> A v), got {type(matvec).__name__}")
+    b = _validate.require_tensor(op, "b", b)
+    _validate.require_float(op, "b", b)
+    if b.dim() != 1:
+        raise ValueError(f"{op}: 'b' must be a flat vector, got shape {tuple(b.shape)}")
+    iters = _require_int(op, "iters", iters, 0)
+    residual_tol = _validate.require_number(op, "residual_tol", residual_tol, 0.0, float("inf"))
+    return _conjugate_gradient(matvec, b, iters, residual_tol)

@@ -1,0 +1,420 @@
+"""haml.ops.fvp: the Fisher-vector product against two independent oracles, CG, bad input.
+
+Oracles for (H + damping·I)v, H the Hessian of the mean KL at θ_old:
+- an explicit Hessian of a hand-written mean KL, from ``torch.autograd.functional.hessian``;
+- the Gauss–Newton form Jᵀ M J with ``torch.func`` (``reference.GaussNewtonFisherOperator``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from gymnasium import spaces
+from torch import nn
+
+from haml.models import MLPPolicy
+from haml.ops.fvp import FisherOperator, conjugate_gradient, fisher_vector_product, reference
+
+# (head, hidden, activation, layer_norm, input_norm)
+CONFIGS = [
+    ("gaussian", (6,), "tanh", False, False),
+    ("gaussian", (5, 4), "relu", True, True),
+    ("gaussian", (4, 4, 3), "tanh", True, False),
+    ("categorical", (), "tanh", False, True),
+    ("categorical", (5, 4, 3), "tanh", True, False),
+    ("categorical", (6,), "relu", True, True),
+]
+CONFIG_IDS = ["-".join(map(str, c)) for c in CONFIGS]
+
+# torch.func.jvp loads torch's forward-AD decompositions through torch.jit.script on first use
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+MASKS = [None, "bool", "float"]
+
+
+def make_problem(config, dtype=torch.float64, n=12, obs_dim=3, seed=0, sample_mask=None):
+    """A policy with random (non-initial) weights, observations, action and sample masks."""
+    head, hidden, activation, layer_norm, input_norm = config
+    gen = torch.Generator().manual_seed(seed)
+    space = spaces.Box(-1, 1, (2,)) if head == "gaussian" else spaces.Discrete(4)
+    policy = MLPPolicy(obs_dim, space, hidden=hidden, activation=activation,
+                       layer_norm=layer_norm, input_norm=input_norm)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.copy_(0.7 * torch.randn(p.shape, generator=gen))
+    policy = policy.to(dtype)
+    obs = torch.randn(n, obs_dim, generator=gen, dtype=dtype)
+    action_mask = None
+    if head == "categorical":
+        action_mask = torch.rand(n, 4, generator=gen) < 0.6
+        action_mask[torch.arange(n), torch.randint(0, 4, (n,), generator=gen)] = True
+        action_mask[0] = torch.tensor([False, True, False, False])
+    mask = None
+    if sample_mask == "bool":
+        mask = torch.rand(n, generator=gen) < 0.6
+        mask[0] = True
+    elif sample_mask == "float":
+        mask = 2.0 * torch.rand(n, generator=gen, dtype=dtype)
+        mask[torch.rand(n, generator=gen) < 0.3] = 0.0
+    return policy, obs, action_mask, mask
+
+
+def num_params(policy):
+    return sum(p.numel() for p in policy.parameters() if p.requires_grad)
+
+
+def hand_kl(old, new, kl):
+    """Per-sample divergence written from its definition."""
+    if isinstance(old, torch.distributions.Normal):
+        mu0, s0, mu1, s1 = old.loc, old.scale, new.loc, new.scale
+        return (torch.log(s1 / s0) + (s0**2 + (mu0 - mu1) ** 2) / (2 * s1**2) - 0.5).sum(-1)
+    if kl == "exact":  # Σ_a p_old (log p_old - log p_new) over available actions
+        p0 = old.probs
+        return torch.where(p0 > 0, p0 * (old.logits - new.logits), 0.0).sum(-1)
+    delta = new.logits - old.logits  # HARL: Σ_a e^Δ - 1 - Δ over all actions
+    return (torch.exp(delta) - 1 - delta).sum(-1)
+
+
+def explicit_hessian(policy, obs, mask, action_mask, kl="exact"):
+    """∇²_θ of the (masked) mean KL at θ_old, as a dense [P, P] matrix."""
+    named = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
+    theta0 = torch.cat([p.detach().reshape(-1) for _, p in named])
+    with torch.no_grad():
+        old = policy.distribution(obs, action_mask)
+
+    def mean_kl(theta):
+        params, offset = {}, 0
+        for name, p in named:
+            params[name] = theta[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        new = torch.func.functional_call(policy, params, (obs,), {"action_mask": action_mask})
+        per_sample = hand_kl(old, new, kl)
+        if mask is None:
+            return per_sample.mean()
+        w = mask.to(per_sample.dtype)
+        return (w * per_sample).sum() / w.sum()
+
+    return torch.autograd.functional.hessian(mean_kl, theta0, vectorize=True)
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+# -- against the oracles ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("sample_mask", MASKS)
+def test_matches_explicit_hessian_float64(config, sample_mask):
+    policy, obs, action_mask, mask = make_problem(config, sample_mask=sample_mask)
+    hessian = explicit_hessian(policy, obs, mask, action_mask)
+    operator = FisherOperator(policy, obs, mask, damping=0.1, action_mask=action_mask)
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        v = torch.randn(num_params(policy), generator=gen, dtype=torch.float64)
+        expected = hessian @ v + 0.1 * v
+        torch.testing.assert_close(operator(v), expected, rtol=0, atol=1e-10 * expected.abs().max())
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if c[0] == "categorical"],
+                         ids=[i for i in CONFIG_IDS if i.startswith("categorical")])
+@pytest.mark.parametrize("sample_mask", [None, "bool"])
+def test_harl_kl_matches_its_explicit_hessian_and_is_not_the_fisher(config, sample_mask):
+    policy, obs, action_mask, mask = make_problem(config, sample_mask=sample_mask)
+    hessian = explicit_hessian(policy, obs, mask, action_mask, kl="harl")
+    v = torch.randn(num_params(policy), generator=torch.Generator().manual_seed(8),
+                    dtype=torch.float64)
+    got = fisher_vector_product(policy, obs, v, damping=0.0, mask=mask, action_mask=action_mask,
+                                kl="harl")
+    torch.testing.assert_close(got, hessian @ v, rtol=0, atol=1e-10 * got.abs().max())
+    exact = fisher_vector_product(policy, obs, v, damping=0.0, mask=mask, action_mask=action_mask)
+    assert rel_err(got, exact) > 0.05  # the HARL divergence's Hessian is not the Fisher
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("sample_mask", MASKS)
+@pytest.mark.parametrize("kl", ["exact", "harl"])
+def test_matches_gauss_newton_oracle_float64(config, sample_mask, kl):
+    policy, obs, action_mask, mask = make_problem(config, n=64, obs_dim=7, seed=1,
+                                                  sample_mask=sample_mask)
+    operator = FisherOperator(policy, obs, mask, damping=0.05, action_mask=action_mask, kl=kl)
+    oracle = reference.GaussNewtonFisherOperator(policy, obs, mask, 0.05, action_mask, kl)
+    gen = torch.Generator().manual_seed(9)
+    for _ in range(3):
+        v = torch.randn(num_params(policy), generator=gen, dtype=torch.float64)
+        got, expected = operator(v), oracle(v)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-10 * expected.abs().max())
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("sample_mask", [None, "float"])
+def test_float32_matches_float64_oracles(config, sample_mask):
+    policy64, obs64, action_mask, mask64 = make_problem(config, n=64, obs_dim=7, seed=2,
+                                                        sample_mask=sample_mask)
+    policy32 = copy.deepcopy(policy64).float()
+    obs32 = obs64.float()
+    mask32 = None if mask64 is None else mask64.float()
+    v64 = torch.randn(num_params(policy64), generator=torch.Generator().manual_seed(10),
+                      dtype=torch.float64)
+    expected = reference.GaussNewtonFisherOperator(policy64, obs64, mask64, 0.1, action_mask)(v64)
+    got = FisherOperator(policy32, obs32, mask32, 0.1, action_mask)(v64.float())
+    assert got.dtype == torch.float32
+    assert rel_err(got.double(), expected) < 1e-5
+    got_func = reference.GaussNewtonFisherOperator(policy32, obs32, mask32, 0.1, action_mask)(
+        v64.float()
+    )
+    assert rel_err(got_func.double(), expected) < 1e-5
+
+
+@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[5]], ids=[CONFIG_IDS[1], CONFIG_IDS[5]])
+def test_recomputed_and_one_off_forms_equal_the_operator(config):
+    policy, obs, action_mask, mask = make_problem(config, n=32, sample_mask="bool")
+    v = torch.randn(num_params(policy), generator=torch.Generator().manual_seed(11),
+                    dtype=torch.float64)
+    expected = FisherOperator(policy, obs, mask, 0.1, action_mask)(v)
+    recomputed = reference.recomputed_fisher_operator(policy, obs, mask, 0.1, action_mask)
+    torch.testing.assert_close(recomputed(v), expected, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(
+        fisher_vector_product(policy, obs, v, 0.1, mask, action_mask), expected,
+        rtol=1e-13, atol=1e-13,
+    )
+    torch.testing.assert_close(
+        reference.fisher_vector_product_func(policy, obs, v, 0.1, mask, action_mask), expected,
+        rtol=1e-10, atol=1e-12,
+    )
+
+
+# -- structure of the operator --------------------------------------------------------------------
+
+
+class ForwardCounter:
+    def __init__(self, module: nn.Module) -> None:
+        self.calls = 0
+        module.register_forward_hook(self)
+
+    def __call__(self, *args) -> None:
+        self.calls += 1
+
+
+def test_first_order_graph_is_built_once_per_operator():
+    policy, obs, action_mask, mask = make_problem(CONFIGS[5], n=32)
+    counter = ForwardCounter(policy.head)
+    operator = FisherOperator(policy, obs, mask, 0.1, action_mask)
+    assert counter.calls == 2  # π_old without gradient, π_θ with it
+    v = torch.randn(num_params(policy), dtype=torch.float64)
+    first = operator(v)
+    for _ in range(4):
+        assert torch.equal(operator(v), first)
+    assert counter.calls == 2  # products run no forward pass
+    recomputed = reference.recomputed_fisher_operator(policy, obs, mask, 0.1, action_mask)
+    for _ in range(3):
+        recomputed(v)
+    assert counter.calls == 2 + 3 * 2  # the authors' way rebuilds it every product
+
+
+def test_operator_is_symmetric_positive_definite():
+    for config in (CONFIGS[1], CONFIGS[5]):
+        policy, obs, action_mask, mask = make_problem(config, n=16, sample_mask="bool")
+        p = num_params(policy)
+        for damping in (0.0, 0.1):
+            operator = FisherOperator(policy, obs, mask, damping, action_mask)
+            matrix = torch.stack([operator(e) for e in torch.eye(p, dtype=torch.float64)], dim=1)
+            torch.testing.assert_close(matrix, matrix.T, rtol=0, atol=1e-12 * matrix.abs().max())
+            eigenvalues = torch.linalg.eigvalsh(matrix)
+            assert eigenvalues.min() > damping - 1e-10 * eigenvalues.max()
+            gen = torch.Generator().manual_seed(12)
+            for _ in range(5):
+                v = torch.randn(p, generator=gen, dtype=torch.float64)
+                assert torch.dot(v, operator(v)) > 0
+
+
+def test_gaussian_log_std_block_is_two_identity():
+    """With exp(log_std), the Fisher block of the log-stds is exactly 2·I (per-sample mean)."""
+    policy, obs, _, _ = make_problem(CONFIGS[0], n=16)
+    operator = FisherOperator(policy, obs, damping=0.0)
+    names = [n for n, p in policy.named_parameters()]
+    assert names[0] == "log_std"
+    e = torch.zeros(num_params(policy), dtype=torch.float64)
+    e[1] = 1.0  # second log-std
+    column = operator(e)
+    torch.testing.assert_close(column[:2], torch.tensor([0.0, 2.0], dtype=torch.float64),
+                               rtol=0, atol=1e-12)
+
+
+def test_sample_mask_selects_and_weights_samples():
+    policy, obs, action_mask, _ = make_problem(CONFIGS[4], n=24)
+    v = torch.randn(num_params(policy), generator=torch.Generator().manual_seed(13),
+                    dtype=torch.float64)
+    keep = torch.zeros(24, dtype=torch.bool)
+    keep[::3] = True
+    masked = fisher_vector_product(policy, obs, v, 0.0, keep, action_mask)
+    subset = fisher_vector_product(policy, obs[keep], v, 0.0, None, action_mask[keep])
+    torch.testing.assert_close(masked, subset, rtol=1e-12, atol=1e-14)
+    # float weights: a weighted mean, scale-free
+    w = torch.rand(24, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
+    torch.testing.assert_close(
+        fisher_vector_product(policy, obs, v, 0.0, w, action_mask),
+        fisher_vector_product(policy, obs, v, 0.0, 3.0 * w, action_mask),
+        rtol=1e-12, atol=1e-14,
+    )
+    # no active sample: F = 0, only damping remains
+    none = torch.zeros(24, dtype=torch.bool)
+    torch.testing.assert_close(fisher_vector_product(policy, obs, v, 0.25, none, action_mask),
+                               0.25 * v)
+
+
+def test_operator_works_under_no_grad_and_refuses_stale_parameters():
+    policy, obs, action_mask, _ = make_problem(CONFIGS[3], n=16)
+    v = torch.randn(num_params(policy), dtype=torch.float64)
+    expected = FisherOperator(policy, obs, None, 0.1, action_mask)(v)
+    with torch.no_grad():
+        operator = FisherOperator(policy, obs, None, 0.1, action_mask)
+        torch.testing.assert_close(operator(v), expected, rtol=0, atol=0)
+        policy.head.weight.add_(0.1)  # the operator's graph is now stale
+    with pytest.raises(RuntimeError):
+        operator(v)
+
+
+# -- conjugate gradient ---------------------------------------------------------------------------
+
+
+def random_spd(n, gen, dtype=torch.float64, condition=50.0):
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=dtype))
+    eigenvalues = torch.logspace(0, math.log10(condition), n, dtype=dtype)
+    return (q * eigenvalues) @ q.T
+
+
+@pytest.mark.parametrize("n", [1, 5, 30])
+def test_cg_solves_random_spd_systems(n):
+    gen = torch.Generator().manual_seed(n)
+    for _ in range(3):
+        a = random_spd(n, gen)
+        b = torch.randn(n, generator=gen, dtype=torch.float64)
+        x = conjugate_gradient(lambda p: a @ p, b, iters=4 * n, residual_tol=1e-24)
+        torch.testing.assert_close(x, torch.linalg.solve(a, b), rtol=1e-9, atol=1e-10)
+        assert (a @ x - b).norm() < 1e-10 * b.norm()
+
+
+def test_cg_stops_at_residual_tolerance_and_iteration_cap():
+    gen = torch.Generator().manual_seed(20)
+    a = random_spd(40, gen, condition=1e4)
+    b = torch.randn(40, generator=gen, dtype=torch.float64)
+    calls = []
+
+    def matvec(p):
+        calls.append(1)
+        return a @ p
+
+    for tol in (1e-2, 1e-6, 1e-12):
+        calls.clear()
+        x = conjugate_gradient(matvec, b, iters=200, residual_tol=tol)
+        r = b - a @ x
+        assert torch.dot(r, r) < tol  # stopped because r·r fell below the tolerance ...
+        k = len(calls)
+        calls.clear()
+        x_prev = conjugate_gradient(matvec, b, iters=k - 1, residual_tol=tol)
+        r_prev = b - a @ x_prev
+        assert torch.dot(r_prev, r_prev) >= tol  # ... and not one product later than needed
+    calls.clear()
+    conjugate_gradient(matvec, b, iters=10, residual_tol=0.0)
+    assert len(calls) == 10  # the cap
+    calls.clear()
+    x = conjugate_gradient(matvec, torch.zeros(40, dtype=torch.float64), iters=10)
+    assert len(calls) == 0 and torch.count_nonzero(x) == 0
+    # the identity converges in one product
+    calls.clear()
+    conjugate_gradient(lambda p: (calls.append(1), p)[1], b, iters=10)
+    assert len(calls) == 1
+
+
+def test_cg_with_fisher_operator_solves_the_damped_system():
+    policy, obs, action_mask, mask = make_problem(CONFIGS[5], n=48, sample_mask="bool")
+    operator = FisherOperator(policy, obs, mask, 0.1, action_mask)
+    p = num_params(policy)
+    g = torch.randn(p, generator=torch.Generator().manual_seed(21), dtype=torch.float64)
+    x = conjugate_gradient(operator, g, iters=4 * p, residual_tol=1e-26)
+    matrix = torch.stack([operator(e) for e in torch.eye(p, dtype=torch.float64)], dim=1)
+    torch.testing.assert_close(x, torch.linalg.solve(matrix, g), rtol=1e-7, atol=1e-9)
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+
+
+def test_bad_vector_is_rejected_by_name():
+    policy, obs, action_mask, _ = make_problem(CONFIGS[3], n=8)
+    operator = FisherOperator(policy, obs, action_mask=action_mask)
+    p = num_params(policy)
+    with pytest.raises(ValueError, match="'vector'"):
+        operator(torch.zeros(p + 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="'vector'"):
+        operator(torch.zeros(1, p, dtype=torch.float64))
+    with pytest.raises(TypeError, match="'vector'"):
+        operator(torch.zeros(p, dtype=torch.float32))
+    with pytest.raises(ValueError, match="'vector'"):
+        operator(torch.zeros(p, dtype=torch.float64, device="meta"))
+    with pytest.raises(TypeError, match="'vector'"):
+        operator([0.0] * p)
+    with pytest.raises(ValueError, match="'vector'"):
+        fisher_vector_product(policy, obs, torch.zeros(p - 1, dtype=torch.float64),
+                              action_mask=action_mask)
+
+
+def test_bad_operator_arguments_are_rejected_by_name():
+    policy, obs, action_mask, _ = make_problem(CONFIGS[0], n=8)
+    with pytest.raises(ValueError, match="'damping'"):
+        FisherOperator(policy, obs, damping=-0.1)
+    with pytest.raises(ValueError, match="'damping'"):
+        FisherOperator(policy, obs, damping=float("nan"))
+    with pytest.raises(ValueError, match="'kl'"):
+        FisherOperator(policy, obs, kl="reverse")
+    with pytest.raises(TypeError, match="'policy'"):
+        FisherOperator(nn.Linear(3, 2).double(), obs)
+    with pytest.raises(TypeError, match="'obs'"):
+        FisherOperator(policy, obs.float())
+    with pytest.raises(ValueError, match="'obs'"):
+        FisherOperator(policy, obs[:0])
+    with pytest.raises(ValueError, match="'mask'"):
+        FisherOperator(policy, obs, mask=torch.ones(7, dtype=torch.bool))
+    with pytest.raises(TypeError, match="'mask'"):
+        FisherOperator(policy, obs, mask=torch.ones(8, dtype=torch.int64))
+    frozen = copy.deepcopy(policy).requires_grad_(False)
+    with pytest.raises(ValueError, match="'policy'"):
+        FisherOperator(frozen, obs)
+
+
+def test_bad_cg_arguments_are_rejected_by_name():
+    b = torch.ones(3, dtype=torch.float64)
+    with pytest.raises(TypeError, match="'matvec'"):
+        conjugate_gradient(None, b)
+    with pytest.raises(ValueError, match="'b'"):
+        conjugate_gradient(lambda v: v, b[None])
+    with pytest.raises(TypeError, match="'b'"):
+        conjugate_gradient(lambda v: v, torch.ones(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="'iters'"):
+        conjugate_gradient(lambda v: v, b, iters=-1)
+    with pytest.raises(TypeError, match="'iters'"):
+        conjugate_gradient(lambda v: v, b, iters=2.0)
+    with pytest.raises(ValueError, match="'residual_tol'"):
+        conjugate_gradient(lambda v: v, b, residual_tol=-1.0)
+
+
+# -- devices ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", [CONFIGS[2], CONFIGS[5]], ids=[CONFIG_IDS[2], CONFIG_IDS[5]])
+def test_operator_on_each_device(config, device):
+    policy, obs, action_mask, mask = make_problem(config, n=48, sample_mask="bool")
+    v = torch.randn(num_params(policy), generator=torch.Generator().manual_seed(30),
+                    dtype=torch.float64)
+    expected = reference.GaussNewtonFisherOperator(policy, obs, mask, 0.1, action_mask)(v)
+    moved = copy.deepcopy(policy).to(device)
+    on = (lambda t: None if t is None else t.to(device))
+    operator = FisherOperator(moved, obs.to(device), on(mask), 0.1, on(action_mask))
+    got = operator(v.to(device))
+    assert got.device.type == device.type
+    torch.testing.assert_close(got.cpu(), expected, rtol=0, atol=1e-10 * expected.abs().max())
+    x = conjugate_gradient(operator, v.to(device), iters=10)
+    assert torch.dot(x, operator(x)) > 0
