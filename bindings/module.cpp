@@ -24,6 +24,7 @@ py::dict build_info() {
   info["devices"] = std::vector<std::string>{"cpu"};
 #endif
   info["ops"] = haml::native_op_names();
+  info["classes"] = haml::native_class_names();
   return info;
 }
 

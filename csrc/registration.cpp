@@ -3,6 +3,7 @@
 // are registered from Python (haml/ops/<op>/_meta.py) with torch.library.
 #include <torch/library.h>
 
+#include "fvp/fisher_operator.h"
 #include "haml/ops.h"
 
 TORCH_LIBRARY(haml, m) {
@@ -18,10 +19,26 @@ TORCH_LIBRARY(haml, m) {
       "clip_surrogate_bwd(Tensor grad_loss, Tensor ratio, Tensor advantages, Tensor? factor, "
       "Tensor? mask, Tensor weight_sum, float? clip, float entropy_coef, bool entropy_grad) "
       "-> (Tensor grad_logp_new, Tensor grad_entropy)");
+  // The exact Fisher-vector product of an MLP policy: a class, because its cached activations and
+  // workspace live across the ~10 products of one conjugate-gradient solve.
+  m.class_<haml::FisherOperator>("FisherOperator")
+      .def(torch::init<at::Tensor, std::vector<at::Tensor>, std::optional<at::Tensor>,
+                       std::optional<at::Tensor>, std::string, std::string, bool, bool, double,
+                       double>())
+      .def("apply", &haml::FisherOperator::apply)
+      .def("apply_out",
+           [](const c10::intrusive_ptr<haml::FisherOperator>& self, at::Tensor v,
+              at::Tensor out) { self->apply_out(v, out); })
+      .def("conjugate_gradient", &haml::FisherOperator::conjugate_gradient)
+      .def("num_params", &haml::FisherOperator::num_params);
 }
 
 namespace haml {
 std::vector<std::string> native_op_names() {
   return {"gae", "clip_surrogate_fwd", "clip_surrogate_bwd"};
+}
+std::vector<std::string> native_class_names() {
+  // Device-generic: written with ATen operations, they run wherever the tensors live.
+  return {"FisherOperator"};
 }
 }  // namespace haml

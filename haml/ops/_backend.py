@@ -100,6 +100,15 @@ BUILD_INFO: dict[str, Any] | None = _extension.build_info() if _extension else N
 _NATIVE: dict[tuple[str, str], bool] = _native_kernels(BUILD_INFO["ops"]) if BUILD_INFO else {}
 
 
+_NATIVE_CLASSES: frozenset[str] = frozenset(BUILD_INFO.get("classes", ())) if BUILD_INFO else frozenset()
+
+
+def has_native_class(name: str) -> bool:
+    """Whether ``torch.classes.haml.<name>`` is built and in use. The classes are written with
+    ATen operations only, so they run on every device torch runs on."""
+    return name in _NATIVE_CLASSES
+
+
 def has_native(op: str, device: torch.device | str) -> bool:
     """Whether ``op`` runs natively for tensors on ``device`` under the current backend."""
     device_type = device.type if isinstance(device, torch.device) else torch.device(device).type

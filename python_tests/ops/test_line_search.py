@@ -373,3 +373,41 @@ def test_step_on_each_device_matches_the_cpu_step(device):
         torch.testing.assert_close(p.cpu(), q, rtol=1e-8, atol=1e-10)
     _, kl_after = surrogate_and_kl(cpu, before)
     assert kl_after <= DELTA
+
+
+# -- native and reference steps ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("head", ["gaussian", "categorical"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_native_and_reference_steps_accept_the_same_fraction(head, seed):
+    """On random data the full step lands within a few percent of δ, so the two implementations
+    must agree closely enough to take the same backtracking decision and the same parameters."""
+    from haml.ops import _backend
+
+    if not _backend.has_native_class("FisherOperator"):
+        pytest.skip("the native FisherOperator is not built or not in use")
+    gen = torch.Generator().manual_seed(seed)
+    n, obs_dim = 300, 11
+    space = spaces.Box(-1, 1, (3,)) if head == "gaussian" else spaces.Discrete(6)
+    policy = MLPPolicy(obs_dim, space, hidden=(32, 32), activation="relu", layer_norm=True,
+                       input_norm=True, dtype=torch.float64)
+    obs = torch.randn(n, obs_dim, generator=gen, dtype=torch.float64)
+    action_mask = None
+    if head == "categorical":
+        action_mask = torch.rand(n, 6, generator=gen) < 0.7
+        action_mask[:, 0] = True
+    with torch.no_grad():
+        actions, logp_old = policy.sample(obs, action_mask)
+    advantages = torch.randn(n, generator=gen, dtype=torch.float64)
+    factor = 0.5 + torch.rand(n, generator=gen, dtype=torch.float64)
+    mask = torch.rand(n, generator=gen) < 0.9
+    twin = copy.deepcopy(policy)
+    args = (obs, actions, logp_old, advantages, factor, mask, DELTA)
+    native = trust_region_step(policy, *args, action_mask=action_mask)
+    ref = reference.trust_region_step(twin, *args, action_mask=action_mask)
+    assert native.accepted == ref.accepted
+    assert native.step_fraction == ref.step_fraction
+    torch.testing.assert_close(native.kl, ref.kl, rtol=1e-7, atol=1e-12)
+    for p, q in zip(policy.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-7, atol=1e-10)

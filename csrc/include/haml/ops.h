@@ -51,7 +51,9 @@ std::tuple<at::Tensor, at::Tensor> clip_surrogate_bwd_cuda(
     const at::Tensor& weight_sum, std::optional<double> clip, double entropy_coef,
     bool entropy_grad);
 
-// Names of the ops registered by this build, for build_info().
+// Names of the ops and of the custom classes (torch.classes.haml.*) registered by this build, for
+// build_info().
 std::vector<std::string> native_op_names();
+std::vector<std::string> native_class_names();
 
 }  // namespace haml

@@ -7,12 +7,20 @@
 - :func:`fisher_vector_product`: one product;
 - :func:`conjugate_gradient` ``(matvec, b, iters=10, residual_tol=1e-10)``.
 
-Every product currently runs the double-backward reference
-(:class:`haml.ops.fvp.reference.FisherOperator`), which works for any ``nn.Module`` whose
-``distribution(obs, action_mask)`` returns a torch ``Normal`` or ``Categorical`` (or any pair
-``torch.distributions.kl_divergence`` knows, with ``kl="exact"``). The definitions, the
-``kl="harl"`` option and the two other reference forms (recomputed per product; ``torch.func``
-Gauss–Newton) are documented in :mod:`haml.ops.fvp.reference`.
+Two implementations serve the operator:
+
+- **native** (``torch.classes.haml.FisherOperator``, ``csrc/fvp/``): for a
+  :class:`haml.models.MLPPolicy` with ``kl="exact"``, float32/float64 and every parameter
+  trainable. The exact Gauss–Newton form JᵀMJ, activations cached once per operator, one tangent
+  and one transposed pass per product into buffers allocated once; :func:`conjugate_gradient` on
+  such an operator runs the whole loop natively in one call.
+- **reference** (:class:`haml.ops.fvp.reference.FisherOperator`): double backward through the mean
+  KL, the first-order graph built once per operator. It works for any ``nn.Module`` whose
+  ``distribution(obs, action_mask)`` returns a torch ``Normal`` or ``Categorical`` (RNN policies
+  included), and for ``kl="harl"``. Other policies fall back to it, with one warning per reason.
+
+The definitions, the ``kl="harl"`` option and the two other reference forms (recomputed per
+product; ``torch.func`` Gauss–Newton) are documented in :mod:`haml.ops.fvp.reference`.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from haml.ops import _validate
+import warnings
+
+from haml.ops import _backend, _validate
 from haml.ops.fvp import reference
 from haml.ops.fvp.cg import conjugate_gradient as _conjugate_gradient
 from haml.ops.fvp.reference import KL_KINDS
@@ -126,6 +136,39 @@ def _require_vector(op: str, vector: object, params: list[nn.Parameter]) -> torc
     return vector
 
 
+# -- which implementation -----------------------------------------------------------------------
+
+_FALLBACKS_SAID: set[str] = set()
+
+
+def _native_unsupported(policy: nn.Module, obs: torch.Tensor, kl: str) -> str | None:
+    """Why the native operator cannot serve this call, or None when it can."""
+    from haml.models.policies import MLPPolicy
+
+    if not _backend.has_native_class("FisherOperator"):
+        return ""  # the extension is off or missing: said once at import, not again here
+    if not isinstance(policy, MLPPolicy):
+        return (
+            f"{type(policy).__name__} has no native Fisher product (only haml.models.MLPPolicy "
+            "has); it runs the double-backward reference"
+        )
+    if kl != "exact":
+        return f"kl={kl!r} runs the double-backward reference (the native product is the exact Fisher)"
+    if obs.dim() != 2:
+        return f"obs of shape {tuple(obs.shape)} (not [N, obs_dim]) runs the double-backward reference"
+    if obs.dtype not in _validate.NATIVE_DTYPES:
+        return f"{obs.dtype} runs the double-backward reference (native: float32, float64)"
+    if any(not p.requires_grad for p in policy.parameters()):
+        return "a policy with frozen parameters runs the double-backward reference"
+    return None
+
+
+def _say_fallback_once(reason: str) -> None:
+    if reason and reason not in _FALLBACKS_SAID:
+        _FALLBACKS_SAID.add(reason)
+        warnings.warn(f"haml.ops.FisherOperator: {reason}", RuntimeWarning, stacklevel=3)
+
+
 # -- public API ---------------------------------------------------------------------------------
 
 
@@ -149,7 +192,8 @@ class FisherOperator:
     raises autograd's error: build a new operator.
     """
 
-    backend = "reference"
+    backend: str
+    """``"native"`` or ``"reference"``: which implementation serves this operator."""
 
     def __init__(
         self,
@@ -168,11 +212,26 @@ class FisherOperator:
         self.num_params = sum(p.numel() for p in self._params)
         self.dtype = self._params[0].dtype
         self.device = self._params[0].device
-        self._impl = reference.FisherOperator(policy, obs, mask, self.damping, action_mask, self.kl)
+        reason = _native_unsupported(policy, obs, self.kl)
+        if reason is None:
+            spec = policy.spec()
+            self._impl = torch.classes.haml.FisherOperator(
+                obs, self._params, mask, action_mask, spec.head, spec.activation,
+                spec.input_norm, spec.layer_norm, spec.layer_norm_eps, self.damping,
+            )
+            self.backend = "native"
+        else:
+            _say_fallback_once(reason)
+            self._impl = reference.FisherOperator(
+                policy, obs, mask, self.damping, action_mask, self.kl
+            )
+            self.backend = "reference"
 
     def __call__(self, vector: torch.Tensor) -> torch.Tensor:
         """(H + damping·I) v for a flat ``vector`` ``[num_params]``."""
         vector = _require_vector(_NAME, vector, self._params)
+        if self.backend == "native":
+            return self._impl.apply(vector)
         return self._impl(vector)
 
 
@@ -211,4 +270,8 @@ def conjugate_gradient(
         raise ValueError(f"{op}: 'b' must be a flat vector, got shape {tuple(b.shape)}")
     iters = _require_int(op, "iters", iters, 0)
     residual_tol = _validate.require_number(op, "residual_tol", residual_tol, 0.0, float("inf"))
+    if isinstance(matvec, FisherOperator) and matvec.backend == "native":
+        # The whole loop in one native call, on the operator's preallocated vectors.
+        b = _require_vector(op, b, matvec._params)
+        return matvec._impl.conjugate_gradient(b, iters, residual_tol)
     return _conjugate_gradient(matvec, b, iters, residual_tol)

@@ -19,11 +19,13 @@ from torch import nn
 
 from haml.ops import _validate
 from haml.ops.fvp import (
+    FisherOperator,
     _require_int,
     _require_kl,
     _require_obs,
     _require_per_sample,
     _require_policy,
+    conjugate_gradient,
 )
 from haml.ops.line_search import reference
 from haml.ops.line_search.reference import TrustRegionInfo
@@ -200,4 +202,6 @@ def trust_region_step(
         kl,
         residual_tol,
         mask_kl,
+        operator=FisherOperator,  # native where the policy allows, with its native CG loop
+        solver=conjugate_gradient,
     )

@@ -150,6 +150,8 @@ def trust_region_step(
     kl: str = "exact",
     residual_tol: float = 1e-10,
     mask_kl: bool = True,
+    operator: Callable[..., Callable[[torch.Tensor], torch.Tensor]] = FisherOperator,
+    solver: Callable[..., torch.Tensor] = conjugate_gradient,
 ) -> TrustRegionInfo:
     """One HATRPO update of ``policy`` in place (see the module doc for the four stages).
 
@@ -176,8 +178,8 @@ def trust_region_step(
         dist_before = policy.distribution(obs, action_mask)  # π_θk for the KL test
 
     # 2. x ≈ (H + damping I)⁻¹ g;  3. β = sqrt(2δ / xᵀ(H + damping I)x), s = β x
-    fisher = FisherOperator(policy, obs, kl_mask, damping, action_mask, kl)
-    x = conjugate_gradient(fisher, g, cg_iters, residual_tol)
+    fisher = operator(policy, obs, kl_mask, damping, action_mask, kl)
+    x = solver(fisher, g, cg_iters, residual_tol)
     x_h_x = torch.dot(x, fisher(x))
     del fisher  # its graph refers to θk, which the line search overwrites
     positive = x_h_x > 0

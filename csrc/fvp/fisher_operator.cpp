@@ -1,0 +1,365 @@
+// See fisher_operator.h. Every ATen call here writes into a buffer allocated by the constructor
+// (an *_out function or an in-place method); a product allocates no tensor memory.
+#include "fisher_operator.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <limits>
+
+namespace haml {
+
+namespace {
+
+constexpr const char* kOp = "FisherOperator";
+
+at::Tensor flat_buffer_view(const at::Tensor& buffer, int64_t rows, int64_t cols) {
+  return buffer.narrow(0, 0, rows * cols).view({rows, cols});
+}
+
+}  // namespace
+
+at::Tensor FisherOperator::param_view(const at::Tensor& flat, int64_t offset,
+                                      at::IntArrayRef shape) const {
+  int64_t numel = 1;
+  for (auto s : shape) numel *= s;
+  return flat.narrow(0, offset, numel).view(shape);
+}
+
+FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor> params,
+                               const std::optional<at::Tensor>& mask,
+                               const std::optional<at::Tensor>& action_mask,
+                               const std::string& head, const std::string& activation,
+                               bool input_norm, bool layer_norm, double layer_norm_eps,
+                               double damping) {
+  at::NoGradGuard no_grad;
+  TORCH_CHECK(head == "gaussian" || head == "categorical", kOp,
+              ": 'head' must be \"gaussian\" or \"categorical\", got \"", head, "\"");
+  TORCH_CHECK(activation == "tanh" || activation == "relu", kOp,
+              ": 'activation' must be \"tanh\" or \"relu\", got \"", activation, "\"");
+  TORCH_CHECK(damping >= 0.0, kOp, ": 'damping' must be >= 0, got ", damping);
+  TORCH_CHECK(obs_in.dim() == 2 && obs_in.size(0) > 0, kOp,
+              ": 'obs' must be [N, obs_dim] with N >= 1, got ", obs_in.sizes());
+  TORCH_CHECK(obs_in.scalar_type() == at::kFloat || obs_in.scalar_type() == at::kDouble, kOp,
+              ": 'obs' must be float32 or float64, got ", obs_in.scalar_type());
+  gaussian_ = head == "gaussian";
+  damping_ = damping;
+  const bool tanh = activation == "tanh";
+  const auto options = obs_in.options();
+  n_ = obs_in.size(0);
+
+  // The number of hidden layers follows from the parameter count of the documented layout.
+  const int64_t fixed = (input_norm ? 2 : 0) + 2 + (gaussian_ ? 1 : 0);
+  const int64_t per_layer = 2 + (layer_norm ? 2 : 0);
+  const int64_t count = static_cast<int64_t>(params.size());
+  TORCH_CHECK(count >= fixed && (count - fixed) % per_layer == 0, kOp, ": got ", count,
+              " parameters, which does not match the MLP layout for head=", head,
+              ", input_norm=", input_norm, ", layer_norm=", layer_norm);
+  const int64_t num_hidden = (count - fixed) / per_layer;
+
+  size_t next = 0;
+  int64_t offset = 0;
+  auto take = [&](const char* what, std::vector<int64_t> shape) -> std::pair<at::Tensor, int64_t> {
+    const at::Tensor p = params[next++].detach();
+    TORCH_CHECK(p.scalar_type() == obs_in.scalar_type() && p.device() == obs_in.device(), kOp,
+                ": parameter ", next - 1, " (", what, ") must have the dtype and device of 'obs'");
+    TORCH_CHECK(p.sizes() == at::IntArrayRef(shape), kOp, ": parameter ", next - 1, " (", what,
+                ") must have shape ", at::IntArrayRef(shape), ", got ", p.sizes());
+    const int64_t at = offset;
+    offset += p.numel();
+    return {p.contiguous(), at};
+  };
+  auto make_norm = [&](const at::Tensor& x, int64_t dim) -> std::pair<Norm, at::Tensor> {
+    Norm norm;
+    auto [weight, w_off] = take("LayerNorm weight", {dim});
+    auto [bias, b_off] = take("LayerNorm bias", {dim});
+    norm.weight = weight;
+    norm.weight_offset = w_off;
+    norm.bias_offset = b_off;
+    norm.dim = dim;
+    // nn.LayerNorm: biased variance, eps inside the square root.
+    const auto mean = x.mean(-1, true);
+    const auto centred = x - mean;
+    norm.rstd = (centred.pow(2).mean(-1, true) + layer_norm_eps).rsqrt();
+    norm.xhat = centred * norm.rstd;
+    return {norm, norm.xhat * weight + bias};
+  };
+
+  at::Tensor log_std;
+  if (gaussian_) {
+    const at::Tensor first = params[0];
+    TORCH_CHECK(first.dim() == 1, kOp, ": parameter 0 (log_std) must be 1-d, got ",
+                first.sizes());
+    auto [p, p_off] = take("log_std", {first.size(0)});
+    log_std = p;
+    log_std_offset_ = p_off;
+  }
+  at::Tensor h = obs_in.contiguous();
+  int64_t width = h.size(1);
+  int64_t max_width = std::max<int64_t>(width, 1);
+  if (input_norm) {
+    auto [norm, out] = make_norm(h, width);
+    input_norm_ = norm;
+    h = out;
+    input_tangent_ = at::empty({n_, width}, options);
+  }
+  for (int64_t l = 0; l < num_hidden; ++l) {
+    const at::Tensor weight = params[next];
+    TORCH_CHECK(weight.dim() == 2, kOp, ": parameter ", next, " (Linear weight) must be 2-d");
+    const int64_t out_dim = weight.size(0);
+    Hidden layer;
+    auto [w, w_off] = take("Linear weight", {out_dim, width});
+    auto [b, b_off] = take("Linear bias", {out_dim});
+    layer.linear = Linear{w, b, w_off, b_off, width, out_dim};
+    layer.input = h;
+    const auto z = at::addmm(b, h, w.t());
+    at::Tensor a;
+    if (tanh) {
+      a = z.tanh();
+      layer.act_grad = 1 - a * a;  // tanh' = 1 - tanh²
+    } else {
+      a = z.relu();
+      layer.act_grad = (z > 0).to(z.scalar_type());  // autograd's ReLU: 0 at z = 0
+    }
+    layer.tangent = at::empty({n_, out_dim}, options);
+    if (layer_norm) {
+      auto [norm, out] = make_norm(a, out_dim);
+      layer.norm = norm;
+      layer.tangent_norm = at::empty({n_, out_dim}, options);
+      h = out;
+    } else {
+      h = a;
+    }
+    width = out_dim;
+    max_width = std::max(max_width, width);
+    hidden_.push_back(std::move(layer));
+  }
+  const at::Tensor head_weight = params[next];
+  TORCH_CHECK(head_weight.dim() == 2, kOp, ": parameter ", next, " (head weight) must be 2-d");
+  const int64_t num_out = head_weight.size(0);
+  auto [hw, hw_off] = take("head weight", {num_out, width});
+  auto [hb, hb_off] = take("head bias", {num_out});
+  head_ = Linear{hw, hb, hw_off, hb_off, width, num_out};
+  head_input_ = h;
+  const auto out = at::addmm(hb, h, hw.t());
+  max_width = std::max(max_width, num_out);
+
+  // Per-sample weights w_n / Σ w, without a host sync: where Σ w = 0 every w_n is 0 too.
+  at::Tensor weights;
+  if (mask.has_value()) {
+    TORCH_CHECK(mask->dim() == 1 && mask->size(0) == n_, kOp, ": 'mask' must be [N] = [", n_,
+                "], got ", mask->sizes());
+    weights = mask->to(options);
+  } else {
+    weights = at::ones({n_}, options);
+  }
+  const auto weight_sum = weights.sum();
+  weight_sum_positive_ = (weight_sum > 0).to(options.dtype());
+  const auto sample_scale =
+      (weights / weight_sum.clamp_min(std::numeric_limits<double>::min())).unsqueeze(1);
+
+  if (gaussian_) {
+    TORCH_CHECK(!action_mask.has_value(), kOp, ": 'action_mask' applies only to a categorical head");
+    TORCH_CHECK(log_std.size(0) == num_out, kOp, ": log_std has ", log_std.size(0),
+                " entries but the head ", num_out, " outputs");
+    scale_ = sample_scale * (-2 * log_std).exp();  // w_n / (Σ w σ²)
+  } else {
+    at::Tensor logits = out;
+    if (action_mask.has_value()) {
+      TORCH_CHECK(action_mask->sizes() == out.sizes(), kOp, ": 'action_mask' must be ",
+                  out.sizes(), ", got ", action_mask->sizes());
+      const auto available = action_mask->scalar_type() == at::kBool ? *action_mask
+                                                                     : (*action_mask != 0);
+      // As haml.models.masked_logits: unavailable actions get probability exactly 0.
+      logits = out.masked_fill(available.logical_not(),
+                               at::Scalar(out.scalar_type() == at::kFloat
+                                              ? std::numeric_limits<float>::lowest()
+                                              : std::numeric_limits<double>::lowest()));
+    }
+    probs_ = logits.softmax(-1);
+    scale_ = sample_scale;
+  }
+  TORCH_CHECK(next == params.size(), kOp, ": ", params.size() - next, " parameters left over");
+  for (const auto& p : params) param_versions_.push_back(p._version());
+  params_ = std::move(params);
+  num_params_ = offset;
+
+  head_tangent_ = at::empty({n_, num_out}, options);
+  row_a_ = at::empty({n_, 1}, options);
+  row_b_ = at::empty({n_, 1}, options);
+  tmp_ = at::empty({n_ * max_width}, options);
+  grad_a_ = at::empty({n_ * max_width}, options);
+  grad_b_ = at::empty({n_ * max_width}, options);
+  cg_x_ = at::empty({num_params_}, options);
+  cg_r_ = at::empty({num_params_}, options);
+  cg_p_ = at::empty({num_params_}, options);
+  cg_ap_ = at::empty({num_params_}, options);
+}
+
+// y = γ ⊙ rstd ⊙ (dx − mean(dx) − x̂ ⊙ mean(x̂ ⊙ dx)) + x̂ ⊙ dγ + dβ: LayerNorm's tangent map.
+void FisherOperator::norm_jvp(const Norm& norm, const at::Tensor& v, const at::Tensor& dx,
+                              at::Tensor& y) {
+  const auto d_weight = param_view(v, norm.weight_offset, {norm.dim});
+  const auto d_bias = param_view(v, norm.bias_offset, {norm.dim});
+  auto t = flat_buffer_view(tmp_, n_, norm.dim);
+  at::mean_out(row_a_, dx, {-1}, true);
+  at::mul_out(t, norm.xhat, dx);
+  at::mean_out(row_b_, t, {-1}, true);
+  at::mul_out(y, norm.xhat, row_b_);
+  at::sub_out(y, dx, y);
+  y.sub_(row_a_).mul_(norm.rstd).mul_(norm.weight).addcmul_(norm.xhat, d_weight).add_(d_bias);
+}
+
+// The transposed map: writes Σ_n g ⊙ x̂ and Σ_n g (the γ, β blocks) into out and, when gx is
+// defined, gx = rstd ⊙ (ĝ − mean(ĝ) − x̂ ⊙ mean(x̂ ⊙ ĝ)) with ĝ = γ ⊙ g.
+void FisherOperator::norm_vjp(const Norm& norm, const at::Tensor& g, at::Tensor& out,
+                              at::Tensor& gx) {
+  auto out_weight = param_view(out, norm.weight_offset, {norm.dim});
+  auto out_bias = param_view(out, norm.bias_offset, {norm.dim});
+  auto t = flat_buffer_view(tmp_, n_, norm.dim);
+  at::mul_out(t, g, norm.xhat);
+  at::sum_out(out_weight, t, {0});
+  at::sum_out(out_bias, g, {0});
+  if (!gx.defined()) return;
+  at::mul_out(gx, g, norm.weight);
+  at::mean_out(row_a_, gx, {-1}, true);
+  at::mul_out(t, gx, norm.xhat);
+  at::mean_out(row_b_, t, {-1}, true);
+  at::mul_out(t, norm.xhat, row_b_);
+  gx.sub_(t).sub_(row_a_).mul_(norm.rstd);
+}
+
+void FisherOperator::check_parameters_unchanged() const {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    TORCH_CHECK(params_[i]._version() == param_versions_[i], kOp, ": parameter ", i,
+                " was modified in place after this operator was built; its cached activations "
+                "belong to the old values. Build a new operator.");
+  }
+}
+
+void FisherOperator::apply_out(const at::Tensor& v, at::Tensor& out) {
+  check_parameters_unchanged();
+  TORCH_CHECK(v.dim() == 1 && v.size(0) == num_params_, kOp, ": 'vector' must have shape (",
+              num_params_, ",), got ", v.sizes());
+  TORCH_CHECK(v.scalar_type() == head_.weight.scalar_type() && v.device() == head_.weight.device(),
+              kOp, ": 'vector' must have the policy's dtype and device");
+  TORCH_CHECK(out.sizes() == v.sizes() && out.is_contiguous() &&
+                  out.scalar_type() == v.scalar_type() && out.device() == v.device(),
+              kOp, ": 'out' must be a contiguous tensor like 'vector'");
+  at::NoGradGuard no_grad;
+  const at::Tensor vc = v.contiguous();
+
+  // Tangent pass: dh = J_h v layer by layer (forward mode).
+  at::Tensor dh;  // undefined while the features do not depend on θ (the raw observations)
+  if (input_norm_) {
+    const auto& norm = *input_norm_;
+    // The observations have no tangent: only γ, β move the normalised input.
+    at::mul_out(input_tangent_, norm.xhat, param_view(vc, norm.weight_offset, {norm.dim}));
+    input_tangent_.add_(param_view(vc, norm.bias_offset, {norm.dim}));
+    dh = input_tangent_;
+  }
+  for (auto& layer : hidden_) {
+    const auto& lin = layer.linear;
+    const auto d_weight = param_view(vc, lin.weight_offset, {lin.out_dim, lin.in_dim});
+    at::mm_out(layer.tangent, layer.input, d_weight.t());
+    if (dh.defined()) layer.tangent.addmm_(dh, lin.weight.t());
+    layer.tangent.add_(param_view(vc, lin.bias_offset, {lin.out_dim})).mul_(layer.act_grad);
+    if (layer.norm) {
+      norm_jvp(*layer.norm, vc, layer.tangent, layer.tangent_norm);
+      dh = layer.tangent_norm;
+    } else {
+      dh = layer.tangent;
+    }
+  }
+  const auto d_head_weight = param_view(vc, head_.weight_offset, {head_.out_dim, head_.in_dim});
+  at::mm_out(head_tangent_, head_input_, d_head_weight.t());
+  if (dh.defined()) head_tangent_.addmm_(dh, head_.weight.t());
+  head_tangent_.add_(param_view(vc, head_.bias_offset, {head_.out_dim}));
+
+  // u = M J v, with the sample weights folded into M.
+  at::Tensor& u = head_tangent_;
+  if (gaussian_) {
+    u.mul_(scale_);
+  } else {
+    auto t = flat_buffer_view(tmp_, n_, head_.out_dim);
+    at::mul_out(t, probs_, u);
+    at::sum_out(row_a_, t, {-1}, true);
+    u.sub_(row_a_).mul_(probs_).mul_(scale_);  // (diag(p) − ppᵀ) u
+  }
+
+  // Transposed pass: Jᵀ u (reverse mode), written block by block into out.
+  auto out_head_weight = param_view(out, head_.weight_offset, {head_.out_dim, head_.in_dim});
+  auto out_head_bias = param_view(out, head_.bias_offset, {head_.out_dim});
+  at::mm_out(out_head_weight, u.t(), head_input_);
+  at::sum_out(out_head_bias, u, {0});
+  const bool need_input_grad = !hidden_.empty() || input_norm_.has_value();
+  at::Tensor g;
+  if (need_input_grad) {
+    g = flat_buffer_view(grad_a_, n_, head_.in_dim);
+    at::mm_out(g, u, head_.weight);
+  }
+  for (int64_t l = static_cast<int64_t>(hidden_.size()) - 1; l >= 0; --l) {
+    auto& layer = hidden_[l];
+    const auto& lin = layer.linear;
+    const bool g_in_a = g.data_ptr() == grad_a_.data_ptr();
+    at::Tensor gz = g;
+    if (layer.norm) {
+      gz = flat_buffer_view(g_in_a ? grad_b_ : grad_a_, n_, lin.out_dim);
+      norm_vjp(*layer.norm, g, out, gz);
+    }
+    gz.mul_(layer.act_grad);
+    auto out_weight = param_view(out, lin.weight_offset, {lin.out_dim, lin.in_dim});
+    auto out_bias = param_view(out, lin.bias_offset, {lin.out_dim});
+    at::mm_out(out_weight, gz.t(), layer.input);
+    at::sum_out(out_bias, gz, {0});
+    if (l > 0 || input_norm_) {
+      const bool gz_in_a = gz.data_ptr() == grad_a_.data_ptr();
+      g = flat_buffer_view(gz_in_a ? grad_b_ : grad_a_, n_, lin.in_dim);
+      at::mm_out(g, gz, lin.weight);
+    }
+  }
+  if (input_norm_) {
+    at::Tensor no_input_grad;
+    norm_vjp(*input_norm_, g, out, no_input_grad);
+  }
+  if (gaussian_) {
+    // The log-std block: 2·I per sample, so 2·I for the weighted mean (0 with no active sample).
+    auto out_log_std = param_view(out, log_std_offset_, {head_.out_dim});
+    at::mul_out(out_log_std, param_view(vc, log_std_offset_, {head_.out_dim}),
+                weight_sum_positive_);
+    out_log_std.mul_(2);
+  }
+  if (damping_ != 0.0) out.add_(vc, damping_);
+}
+
+at::Tensor FisherOperator::apply(const at::Tensor& v) {
+  at::Tensor out = at::empty({num_params_}, head_.weight.options());
+  apply_out(v, out);
+  return out;
+}
+
+at::Tensor FisherOperator::conjugate_gradient(const at::Tensor& b, int64_t iters,
+                                              double residual_tol) {
+  TORCH_CHECK(b.dim() == 1 && b.size(0) == num_params_, kOp, ": 'b' must have shape (",
+              num_params_, ",), got ", b.sizes());
+  TORCH_CHECK(iters >= 0, kOp, ": 'iters' must be >= 0, got ", iters);
+  at::NoGradGuard no_grad;
+  cg_x_.zero_();
+  cg_r_.copy_(b);
+  cg_p_.copy_(b);
+  at::Tensor r_dot_r = at::dot(cg_r_, cg_r_);
+  for (int64_t k = 0; k < iters; ++k) {
+    if (r_dot_r.item<double>() < residual_tol) break;  // host sync: the stopping rule
+    apply_out(cg_p_, cg_ap_);
+    const auto alpha = r_dot_r / at::dot(cg_p_, cg_ap_);
+    cg_x_.addcmul_(cg_p_, alpha);
+    cg_r_.addcmul_(cg_ap_, alpha, -1);
+    const auto new_r_dot_r = at::dot(cg_r_, cg_r_);
+    cg_p_.mul_(new_r_dot_r / r_dot_r).add_(cg_r_);
+    r_dot_r = new_r_dot_r;
+  }
+  return cg_x_.clone();
+}
+
+}  // namespace haml

@@ -1,0 +1,89 @@
+// The exact Fisher-vector product of an MLP policy in Gauss–Newton form, with the activations
+// cached once per operator and every buffer allocated once (paper 000, Algorithm 2, line 11).
+//
+//   (F + damping I) v,   F = Σ_n w_n J_nᵀ M_n J_n / Σ_n w_n
+//
+// J_n is the Jacobian of the distribution's parameters at sample n with respect to θ, and M_n the
+// Hessian of KL(π_old ‖ π) with respect to them at π = π_old: diag(1/σ²) on the Gaussian means,
+// 2·I on the state-independent log-stds, diag(p) − ppᵀ on categorical logits. One product is a
+// tangent pass (J v, forward mode) and a transposed pass (Jᵀ u, reverse mode) through the cached
+// network. The code uses ATen operations only, so the same operator runs on CPU and CUDA tensors.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <torch/custom_class.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace haml {
+
+class FisherOperator : public torch::CustomClassHolder {
+ public:
+  // params: the policy's trainable parameters in named_parameters() order (haml.models.MLPPolicy):
+  //   log_std [A]                      if head == "gaussian" (a direct parameter comes first)
+  //   [input LayerNorm weight, bias]  if input_norm
+  //   per hidden layer: Linear weight [d_out, d_in], bias; [LayerNorm weight, bias] if layer_norm
+  //   head Linear weight [A, d], bias [A]
+  // mask: per-sample weights [N] (or none); action_mask: [N, A] availability (categorical only).
+  FisherOperator(const at::Tensor& obs, std::vector<at::Tensor> params,
+                 const std::optional<at::Tensor>& mask,
+                 const std::optional<at::Tensor>& action_mask, const std::string& head,
+                 const std::string& activation, bool input_norm, bool layer_norm,
+                 double layer_norm_eps, double damping);
+
+  // (F + damping I) v into a new tensor.
+  at::Tensor apply(const at::Tensor& v);
+  // (F + damping I) v into out, allocating nothing.
+  void apply_out(const at::Tensor& v, at::Tensor& out);
+  // x ≈ (F + damping I)⁻¹ b by at most iters conjugate-gradient steps, stopping once r·r falls
+  // below residual_tol (the iteration of haml/ops/fvp/cg.py).
+  at::Tensor conjugate_gradient(const at::Tensor& b, int64_t iters, double residual_tol);
+  int64_t num_params() const { return num_params_; }
+
+ private:
+  struct Linear {
+    at::Tensor weight, bias;  // the parameters (read at construction: θ_old)
+    int64_t weight_offset, bias_offset, in_dim, out_dim;
+  };
+  struct Norm {
+    at::Tensor weight;                  // γ
+    int64_t weight_offset, bias_offset, dim;
+    at::Tensor xhat, rstd;              // cached normalised input [N, d] and 1/σ per row [N, 1]
+  };
+  struct Hidden {
+    Linear linear;
+    at::Tensor input;                   // h_{l-1} [N, d_in]
+    at::Tensor act_grad;                // φ'(z) [N, d_out]
+    std::optional<Norm> norm;
+    at::Tensor tangent, tangent_norm;   // workspace [N, d_out]
+  };
+
+  void norm_jvp(const Norm& norm, const at::Tensor& v, const at::Tensor& dx, at::Tensor& y);
+  void norm_vjp(const Norm& norm, const at::Tensor& g, at::Tensor& out, at::Tensor& gx);
+  at::Tensor param_view(const at::Tensor& flat, int64_t offset, at::IntArrayRef shape) const;
+  void check_parameters_unchanged() const;
+
+  // The parameters as given and their version counters at construction: the cached activations
+  // belong to those values, so a product after an in-place update is refused.
+  std::vector<at::Tensor> params_;
+  std::vector<int64_t> param_versions_;
+  bool gaussian_;
+  double damping_;
+  int64_t num_params_ = 0;
+  int64_t n_ = 0;
+  std::optional<Norm> input_norm_;
+  std::vector<Hidden> hidden_;
+  Linear head_;
+  at::Tensor head_input_;               // h_L [N, d]
+  int64_t log_std_offset_ = -1;
+  at::Tensor weight_sum_positive_;      // 1 if Σ w > 0 else 0 (0-d): the log-std block's factor
+  at::Tensor scale_;                    // Gaussian: w_n / (Σw σ²) [N, A]; categorical: w_n / Σw [N, 1]
+  at::Tensor probs_;                    // categorical π_old [N, A]
+  // workspace
+  at::Tensor input_tangent_, head_tangent_, row_a_, row_b_, tmp_, grad_a_, grad_b_;
+  at::Tensor cg_x_, cg_r_, cg_p_, cg_ap_;
+};
+
+}  // namespace haml
