@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
+#include <type_traits>
 
 #include "clip_surrogate_checks.h"
 #include "clip_surrogate_math.h"
@@ -47,38 +49,87 @@ HAML_VECTOR_CLONES void block_ratio(const scalar_t* __restrict logp_new,
 }
 
 // Adds one block's weighted terms to acc. A zero weight excludes a sample even where its terms
-// are inf or NaN (dead agents, masked actions).
-template <typename scalar_t>
+// are inf or NaN (dead agents, masked actions). The optional inputs are template flags and every
+// per-sample choice is a select, so that the loop has no branch and vectorises. An unclipped
+// objective is the clipped one with eps = inf (clamp(r, -inf, inf) = r), bit for bit.
+template <typename scalar_t, bool HasFactor, bool HasMask, bool HasEntropy>
 HAML_VECTOR_CLONES void block_sums(const scalar_t* __restrict logp_new,
                                    const scalar_t* __restrict logp_old,
                                    const scalar_t* __restrict ratio,
                                    const scalar_t* __restrict advantages,
                                    const scalar_t* __restrict factor,
                                    const scalar_t* __restrict mask,
-                                   const scalar_t* __restrict entropy, int64_t len, bool clipped,
-                                   scalar_t clip, Sums& acc) {
-  scalar_t lanes[kNumSums][kLanes] = {};
-  int64_t i = 0;
-  const auto add = [&](int64_t j, int lane) {
-    const scalar_t f = factor ? factor[j] : scalar_t(1);
-    const scalar_t w = mask ? mask[j] : scalar_t(1);
+                                   const scalar_t* __restrict entropy, int64_t len, scalar_t clip,
+                                   Sums& acc) {
+  // First the weighted terms of the block, elementwise into small buffers (a plain vectorised
+  // loop), then each buffer summed in kLanes independent partial sums.
+  alignas(64) scalar_t terms[kNumSums][kBlock];
+  for (int64_t j = 0; j < len; ++j) {
+    scalar_t f = scalar_t(1), w = scalar_t(1);
+    if constexpr (HasFactor) f = factor[j];
+    if constexpr (HasMask) w = mask[j];
     const bool active = w != scalar_t(0);
     const auto e = detail::surrogate_terms<scalar_t>(logp_new[j] - logp_old[j], ratio[j],
-                                                     advantages[j], f, clipped, clip);
-    lanes[kObjective][lane] += active ? w * e.objective : scalar_t(0);
-    lanes[kWeight][lane] += w;
-    lanes[kEntropy][lane] += (active && entropy) ? w * entropy[j] : scalar_t(0);
-    lanes[kClipped][lane] += active ? w * e.clipped : scalar_t(0);
-    lanes[kKl][lane] += active ? w * e.kl : scalar_t(0);
-    lanes[kRatio][lane] += active ? w * e.ratio : scalar_t(0);
-  };
-  for (; i + kLanes <= len; i += kLanes) {
-    for (int lane = 0; lane < kLanes; ++lane) add(i + lane, lane);
+                                                     advantages[j], f, true, clip);
+    terms[kObjective][j] = active ? w * e.objective : scalar_t(0);
+    terms[kWeight][j] = w;
+    terms[kEntropy][j] = scalar_t(0);
+    if constexpr (HasEntropy) terms[kEntropy][j] = active ? w * entropy[j] : scalar_t(0);
+    terms[kClipped][j] = active ? w * e.clipped : scalar_t(0);
+    terms[kKl][j] = active ? w * e.kl : scalar_t(0);
+    terms[kRatio][j] = active ? w * e.ratio : scalar_t(0);
   }
-  for (int lane = 0; i < len; ++i, ++lane) add(i, lane);
   for (int k = 0; k < kNumSums; ++k) {
-    for (int lane = 0; lane < kLanes; ++lane) acc[k] += static_cast<double>(lanes[k][lane]);
+    scalar_t lanes[kLanes] = {};
+    int64_t j = 0;
+    for (; j + kLanes <= len; j += kLanes) {
+      for (int lane = 0; lane < kLanes; ++lane) lanes[lane] += terms[k][j + lane];
+    }
+    double sum = 0.0;
+    for (; j < len; ++j) sum += static_cast<double>(terms[k][j]);
+    for (int lane = 0; lane < kLanes; ++lane) sum += static_cast<double>(lanes[lane]);
+    acc[k] += sum;
   }
+}
+
+// d loss / d logp_new (and / d entropy) for samples [0, len): scale = -g / W.
+template <typename scalar_t, bool HasFactor, bool HasMask, bool HasEntropyGrad>
+HAML_VECTOR_CLONES void block_grads(const scalar_t* __restrict ratio,
+                                    const scalar_t* __restrict advantages,
+                                    const scalar_t* __restrict factor,
+                                    const scalar_t* __restrict mask, int64_t len, scalar_t clip,
+                                    scalar_t scale, scalar_t entropy_scale,
+                                    scalar_t* __restrict grad_logp_new,
+                                    scalar_t* __restrict grad_entropy) {
+  for (int64_t i = 0; i < len; ++i) {
+    scalar_t f = scalar_t(1), w = scalar_t(1);
+    if constexpr (HasFactor) f = factor[i];
+    if constexpr (HasMask) w = mask[i];
+    const bool active = w != scalar_t(0);
+    const scalar_t g =
+        detail::surrogate_objective_grad<scalar_t>(ratio[i], advantages[i], f, true, clip);
+    grad_logp_new[i] = active ? scale * w * g : scalar_t(0);
+    if constexpr (HasEntropyGrad) grad_entropy[i] = active ? entropy_scale * w : scalar_t(0);
+  }
+}
+
+// Calls fn(std::bool_constant<a>, std::bool_constant<b>, std::bool_constant<c>): runtime flags to
+// template arguments, so that each combination of optional inputs gets its own branch-free loop.
+template <typename Fn>
+void with_flags(bool a, bool b, bool c, Fn&& fn) {
+  const auto pick = [](bool x, auto&& next) {
+    if (x) {
+      next(std::true_type{});
+    } else {
+      next(std::false_type{});
+    }
+  };
+  pick(a, [&](auto fa) { pick(b, [&](auto fb) { pick(c, [&](auto fc) { fn(fa, fb, fc); }); }); });
+}
+
+// eps of the kernels: the clip, or inf for the unclipped objective (see block_sums).
+double kernel_clip(std::optional<double> clip) {
+  return clip.value_or(std::numeric_limits<double>::infinity());
 }
 
 }  // namespace
@@ -99,7 +150,6 @@ SurrogateFwdOut clip_surrogate_fwd_cpu(const at::Tensor& logp_new_in, const at::
   const auto entropy = detail::contiguous(entropy_in);
   auto ratio = at::empty_like(logp_new);
   const int64_t n = logp_new.numel();
-  const bool clipped = clip.has_value();
 
   Sums total{};
   AT_DISPATCH_FLOATING_TYPES(logp_new.scalar_type(), "haml_clip_surrogate_fwd_cpu", [&] {
@@ -110,17 +160,19 @@ SurrogateFwdOut clip_surrogate_fwd_cpu(const at::Tensor& logp_new_in, const at::
     const auto* p_mask = detail::optional_ptr<scalar_t>(mask);
     const auto* p_ent = detail::optional_ptr<scalar_t>(entropy);
     auto* p_ratio = ratio.mutable_data_ptr<scalar_t>();
-    const auto eps = static_cast<scalar_t>(clip.value_or(0.0));
+    const auto eps = static_cast<scalar_t>(kernel_clip(clip));
     total = at::parallel_reduce(
         0, n, kSurrogateGrain, Sums{},
         [&](int64_t begin, int64_t end, Sums acc) {
-          for (int64_t b = begin; b < end; b += kBlock) {
-            const int64_t len = std::min(kBlock, end - b);
-            block_ratio<scalar_t>(p_new + b, p_old + b, p_ratio + b, len);
-            block_sums<scalar_t>(p_new + b, p_old + b, p_ratio + b, p_adv + b,
-                                 p_factor ? p_factor + b : nullptr, p_mask ? p_mask + b : nullptr,
-                                 p_ent ? p_ent + b : nullptr, len, clipped, eps, acc);
-          }
+          with_flags(p_factor, p_mask, p_ent, [&](auto has_factor, auto has_mask, auto has_ent) {
+            for (int64_t b = begin; b < end; b += kBlock) {
+              const int64_t len = std::min(kBlock, end - b);
+              block_ratio<scalar_t>(p_new + b, p_old + b, p_ratio + b, len);
+              block_sums<scalar_t, has_factor(), has_mask(), has_ent()>(
+                  p_new + b, p_old + b, p_ratio + b, p_adv + b, p_factor + (p_factor ? b : 0),
+                  p_mask + (p_mask ? b : 0), p_ent + (p_ent ? b : 0), len, eps, acc);
+            }
+          });
           return acc;
         },
         [](Sums a, const Sums& b) {
@@ -155,7 +207,6 @@ std::tuple<at::Tensor, at::Tensor> clip_surrogate_bwd_cpu(
   auto grad_logp_new = at::empty_like(ratio);
   auto grad_entropy = entropy_grad ? at::empty_like(ratio) : at::empty({0}, ratio.options());
   const int64_t n = ratio.numel();
-  const bool clipped = clip.has_value();
 
   AT_DISPATCH_FLOATING_TYPES(ratio.scalar_type(), "haml_clip_surrogate_bwd_cpu", [&] {
     const auto* p_ratio = ratio.const_data_ptr<scalar_t>();
@@ -164,7 +215,7 @@ std::tuple<at::Tensor, at::Tensor> clip_surrogate_bwd_cpu(
     const auto* p_mask = detail::optional_ptr<scalar_t>(mask);
     auto* g_new = grad_logp_new.mutable_data_ptr<scalar_t>();
     auto* g_ent = entropy_grad ? grad_entropy.mutable_data_ptr<scalar_t>() : nullptr;
-    const auto eps = static_cast<scalar_t>(clip.value_or(0.0));
+    const auto eps = static_cast<scalar_t>(kernel_clip(clip));
     const double w_sum = weight_sum.item<double>();
     // loss = -(sum w obj + c sum w H) / W, so each sample's share of the incoming gradient is
     // -g w / W.
@@ -172,19 +223,12 @@ std::tuple<at::Tensor, at::Tensor> clip_surrogate_bwd_cpu(
         w_sum != 0.0 ? -grad_loss.item<double>() / w_sum : 0.0);
     const auto ent_scale = static_cast<scalar_t>(entropy_coef) * scale;
     at::parallel_for(0, n, kSurrogateGrain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const scalar_t w = p_mask ? p_mask[i] : scalar_t(1);
-        if (w == scalar_t(0)) {
-          g_new[i] = scalar_t(0);
-          if (g_ent) g_ent[i] = scalar_t(0);
-          continue;
-        }
-        const scalar_t f = p_factor ? p_factor[i] : scalar_t(1);
-        g_new[i] = scale * w *
-                   detail::surrogate_objective_grad<scalar_t>(p_ratio[i], p_adv[i], f, clipped,
-                                                              eps);
-        if (g_ent) g_ent[i] = ent_scale * w;
-      }
+      with_flags(p_factor, p_mask, g_ent, [&](auto has_factor, auto has_mask, auto has_ent) {
+        block_grads<scalar_t, has_factor(), has_mask(), has_ent()>(
+            p_ratio + begin, p_adv + begin, p_factor + (p_factor ? begin : 0),
+            p_mask + (p_mask ? begin : 0), end - begin, eps, scale, ent_scale, g_new + begin,
+            g_ent + (g_ent ? begin : 0));
+      });
     });
   });
   return {grad_logp_new, grad_entropy};

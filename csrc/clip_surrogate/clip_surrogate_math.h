@@ -71,7 +71,8 @@ HAML_HOST_DEVICE scalar_t surrogate_objective_grad(scalar_t ratio, scalar_t adva
   if (!clipped) return surr1;
   const scalar_t surr2 = clamp_ratio(ratio, clip) * weighted_adv;
   const bool inside = ratio >= scalar_t(1) - clip && ratio <= scalar_t(1) + clip;
-  return (inside || surr1 < surr2) ? surr1 : scalar_t(0);
+  // A NaN ratio keeps its NaN gradient (ratio != ratio), as autograd through the reference does.
+  return (inside || surr1 < surr2 || ratio != ratio) ? surr1 : scalar_t(0);
 }
 
 }  // namespace haml::detail

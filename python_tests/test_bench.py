@@ -1,0 +1,185 @@
+"""``haml bench ops`` in quick mode, in-process: the JSON it writes and the timer under it."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+
+import pytest
+import torch
+
+from haml.bench import BenchUsageError, bench_ops, report
+from haml.bench import ops as bench_cases
+from haml.bench.ops import REGISTRY, Callables, Case, Options, Target, cases_for, run_case
+from haml.bench.timing import TimerSettings, format_seconds, measure, others_busy
+from haml.ops import has_native
+
+QUICK_SHAPES = {"gae": [{"T": 200, "B": 20}], "clip_surrogate": [{"N": 4000}]}
+NATIVE_OPS = {"gae": "gae", "clip_surrogate": "clip_surrogate_fwd"}
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "nested" / "ops.json"
+    document = bench_ops(quick=True, compile=False, out=out, show=False, progress=False)
+    return document, out
+
+
+def test_quick_run_writes_the_json_it_returns(quick_run):
+    document, out = quick_run
+    assert json.loads(out.read_text()) == json.loads(json.dumps(document))
+    env = document["environment"]
+    for key in ("torch", "haml", "haml_build_info", "num_threads", "python", "timestamp"):
+        assert key in env
+    assert env["device_names"]["cpu"]
+    assert env["num_threads"] == torch.get_num_threads()
+
+
+def test_every_op_and_quick_shape_is_measured(quick_run):
+    document, _ = quick_run
+    assert set(QUICK_SHAPES) <= set(REGISTRY)
+    measured = {}
+    for case in document["cases"]:
+        measured.setdefault(case["op"], []).append(case["shape"])
+    assert measured == QUICK_SHAPES
+
+
+def test_times_are_positive_and_ratios_follow_from_them(quick_run):
+    document, _ = quick_run
+    for case in document["cases"]:
+        times, ratios = case["times"], case["ratios"]
+        assert case["device"] == "cpu"
+        assert times["reference"]["median"] > 0
+        assert times["reference"]["iqr"] >= 0
+        assert times["compiled"] is None and case["skipped"]["compiled"] == "--no-compile"
+        if has_native(NATIVE_OPS[case["op"]], "cpu"):
+            assert case["backend"] == "native"
+            assert times["native"]["median"] > 0
+            assert ratios["reference/native"] == pytest.approx(
+                times["reference"]["median"] / times["native"]["median"]
+            )
+        else:
+            assert times["native"] is None and case["skipped"]["native"]
+            assert ratios["reference/native"] is None
+        if case["op"] == "gae":
+            assert times["floor"]["median"] > 0
+            if times["native"] is not None:
+                assert ratios["native/floor"] == pytest.approx(
+                    times["native"]["median"] / times["floor"]["median"]
+                )
+        for target in case["targets"]:
+            assert target["measured"] == ratios[target["ratio"]]
+
+
+def test_table_names_every_column(tmp_path, capsys):
+    bench_ops(ops="gae", quick=True, compile=False, out=tmp_path / "t.json", progress=False)
+    table = capsys.readouterr().out
+    for header in ("native", "reference", "ref/native", "compiled ref", "compiled/native",
+                   "copy floor", "native/floor", "T=200, B=20", "skipped"):
+        assert header in table
+
+
+def test_full_case_table_and_compile_limit():
+    cases = cases_for(list(REGISTRY), [CPU], Options.make(compile=True, compile_max_t=200))
+    shapes = {(c.op, tuple(c.shape.values())): c for c in cases}
+    assert set(shapes) == {
+        ("gae", (200, 20)), ("gae", (1000, 1024)), ("gae", (128, 4096)),
+        ("clip_surrogate", (4000,)), ("clip_surrogate", (65536,)),
+    }
+    assert shapes[("gae", (200, 20))].compile_skip is None
+    assert "T=1000" in shapes[("gae", (1000, 1024))].compile_skip
+    assert shapes[("gae", (1000, 1024))].targets == (
+        Target("reference/native", ">=", 20.0), Target("native/floor", "<=", 3.0)
+    )
+    assert shapes[("clip_surrogate", (65536,))].targets == (Target("reference/native", ">=", 3.0),)
+
+
+def _toy_case(compile_fn) -> Case:
+    x = torch.arange(1000.0)
+    return Case(
+        op="toy",
+        shape={"N": 1000},
+        device=CPU,
+        build=lambda: Callables(
+            reference=lambda: (x * 2).sum(), native=lambda: x.sum(), compile=compile_fn
+        ),
+        native_op="toy",
+        targets=(Target("reference/native", ">=", 0.0),),
+    )
+
+
+def test_compiled_column_records_compile_time_and_steady_state():
+    x = torch.arange(1000.0)
+
+    def compile_fn():  # stands in for torch.compile: a first call that is slow, then fast ones
+        return lambda: x.sum()
+
+    record = run_case(_toy_case(compile_fn), Options.make(quick=True))
+    assert record["compile"]["seconds"] >= 0
+    assert record["times"]["compiled"]["median"] > 0
+    assert record["ratios"]["compiled/native"] == pytest.approx(
+        record["times"]["compiled"]["median"] / record["times"]["native"]["median"]
+    )
+    assert record["targets"][0]["met"] is True
+
+
+def test_a_failing_compile_is_a_skip_reason_not_a_crash():
+    def compile_fn():
+        raise RuntimeError("no C++ compiler\nmore detail")
+
+    record = run_case(_toy_case(compile_fn), Options.make(quick=True))
+    assert record["times"]["compiled"] is None
+    assert record["skipped"]["compiled"] == "torch.compile failed: RuntimeError: no C++ compiler"
+
+
+def test_a_new_kernel_is_one_registry_entry(monkeypatch, tmp_path):
+    monkeypatch.setitem(REGISTRY, "toy", lambda device, options: [_toy_case(None)])
+    document = bench_ops(ops="toy", quick=True, out=tmp_path / "toy.json", show=False, progress=False)
+    (case,) = document["cases"]
+    assert case["op"] == "toy" and case["times"]["native"]["median"] > 0
+    assert case["skipped"]["compiled"] == "no compiled variant"
+
+
+def test_usage_errors():
+    with pytest.raises(BenchUsageError, match="choose from gae, clip_surrogate"):
+        bench_ops(ops="gae,nope", quick=True, show=False, progress=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(BenchUsageError, match="CUDA is not available"):
+            bench_ops(device="cuda", quick=True, show=False, progress=False)
+
+
+def test_gae_floor_copies_the_input_bytes():
+    inputs = bench_cases._gae_inputs(10, 3, CPU)
+    floor = bench_cases._copy_floor(inputs)
+    copied = floor()
+    assert copied.dtype == torch.uint8 and copied.numel() == 10 * 3 * (3 * 4 + 2)
+
+
+def test_measure_and_format():
+    timing = measure(lambda: None, CPU, TimerSettings(min_time=0.01, min_blocks=4, max_time=1.0,
+                                                      warmup_time=0.0, warmup_calls=2))
+    assert timing.blocks >= 4 and timing.calls_per_block >= 1
+    assert 0 < timing.median < 1e-3 and timing.iqr >= 0 and math.isfinite(timing.iqr)
+    assert format_seconds(1.5) == "1.5 s"
+    assert format_seconds(0.0123) == "12.3 ms"
+    assert format_seconds(0.9997e-3) == "1000 µs"
+    assert format_seconds(4.2e-8) == "42 ns"
+    assert format_seconds(None) == "-"
+
+
+def test_timings_disturbed_by_other_processes_are_marked(quick_run):
+    document, _ = quick_run
+    record = copy.deepcopy(document["cases"][0])
+    record["times"]["reference"]["other_load"] = 0.5
+    record["times"]["native"] = None
+    record["skipped"]["native"] = "pretend: not built"
+    out = io.StringIO()
+    report.print_table([record], document["environment"], file=out)
+    text = out.getvalue()
+    assert format_seconds(record["times"]["reference"]["median"]) + "*" in text
+    assert "other processes used >= 20% of the CPUs" in text and "reference (50%)" in text
+    assert "n/a" in text and "pretend: not built" in text
+    assert others_busy(0.01) is None or 0.0 <= others_busy(0.01) <= 1.0
