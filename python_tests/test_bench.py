@@ -15,9 +15,26 @@ from haml.bench import ops as bench_cases
 from haml.bench.ops import REGISTRY, Callables, Case, Options, Target, cases_for, run_case
 from haml.bench.timing import TimerSettings, format_seconds, measure, others_busy
 from haml.ops import has_native
+from haml.ops._backend import has_native_class
 
-QUICK_SHAPES = {"gae": [{"T": 200, "B": 20}], "clip_surrogate": [{"N": 4000}]}
+_POLICY = {"policy": "halfcheetah 2x64", "N": 4000, "obs": 17, "actions": 6}
+QUICK_SHAPES = {
+    "gae": [{"T": 200, "B": 20}],
+    "clip_surrogate": [{"N": 4000}],
+    "fvp": [_POLICY],
+    "fvp[recomputed]": [_POLICY],
+    "fvp[torch.func]": [_POLICY],
+    "trust_region_step": [_POLICY],
+}
+"""The rows of a quick run: one per op (the trust-region kernels' registry entries give several)."""
+KERNELS = {"gae", "clip_surrogate", "fvp", "line_search"}
 NATIVE_OPS = {"gae": "gae", "clip_surrogate": "clip_surrogate_fwd"}
+
+
+def native_in_use(op: str) -> bool:
+    if op in NATIVE_OPS:
+        return has_native(NATIVE_OPS[op], "cpu")
+    return has_native_class("FisherOperator")  # fvp rows and trust_region_step
 CPU = torch.device("cpu")
 
 
@@ -40,7 +57,7 @@ def test_quick_run_writes_the_json_it_returns(quick_run):
 
 def test_every_op_and_quick_shape_is_measured(quick_run):
     document, _ = quick_run
-    assert set(QUICK_SHAPES) <= set(REGISTRY)
+    assert KERNELS <= set(REGISTRY)
     measured = {}
     for case in document["cases"]:
         measured.setdefault(case["op"], []).append(case["shape"])
@@ -55,7 +72,7 @@ def test_times_are_positive_and_ratios_follow_from_them(quick_run):
         assert times["reference"]["median"] > 0
         assert times["reference"]["iqr"] >= 0
         assert times["compiled"] is None and case["skipped"]["compiled"] == "--no-compile"
-        if has_native(NATIVE_OPS[case["op"]], "cpu"):
+        if native_in_use(case["op"]):
             assert case["backend"] == "native"
             assert times["native"]["median"] > 0
             assert ratios["reference/native"] == pytest.approx(
@@ -78,17 +95,32 @@ def test_table_names_every_column(tmp_path, capsys):
     bench_ops(ops="gae", quick=True, compile=False, out=tmp_path / "t.json", progress=False)
     table = capsys.readouterr().out
     for header in ("native", "reference", "ref/native", "compiled ref", "compiled/native",
-                   "copy floor", "native/floor", "T=200, B=20", "skipped"):
+                   "floor", "native/floor", "T=200, B=20", "skipped"):
         assert header in table
 
 
 def test_full_case_table_and_compile_limit():
     cases = cases_for(list(REGISTRY), [CPU], Options.make(compile=True, compile_max_t=200))
     shapes = {(c.op, tuple(c.shape.values())): c for c in cases}
+    policies = {
+        ("halfcheetah 2x64", 4000, 17, 6), ("ant 3x128 LN", 4000, 113, 8),
+        ("smac 2x64", 3200, 80, 10), ("smac 3x128 LN", 3200, 150, 20),
+    }
+    trust_region_ops = ("fvp", "fvp[recomputed]", "fvp[torch.func]", "trust_region_step")
     assert set(shapes) == {
         ("gae", (200, 20)), ("gae", (1000, 1024)), ("gae", (128, 4096)),
         ("clip_surrogate", (4000,)), ("clip_surrogate", (65536,)),
-    }
+    } | {(op, policy) for op in trust_region_ops for policy in policies}
+    for policy in policies:
+        assert shapes[("fvp", policy)].targets == (
+            Target("reference/native", ">=", 1.5), Target("native/floor", "<=", 1.5)
+        )
+        assert shapes[("fvp[recomputed]", policy)].targets == (
+            Target("reference/native", ">=", 4.0),
+        )
+        assert shapes[("trust_region_step", policy)].targets == (
+            Target("reference/native", ">=", 3.0),
+        )
     assert shapes[("gae", (200, 20))].compile_skip is None
     assert "T=1000" in shapes[("gae", (1000, 1024))].compile_skip
     assert shapes[("gae", (1000, 1024))].targets == (

@@ -17,6 +17,7 @@
 #include "haml/ops.h"
 #include "haml/optional_tensor.h"
 #include "haml/vec_exp.h"
+#include "haml/vectorize.h"
 
 namespace haml {
 
@@ -32,13 +33,6 @@ constexpr int kLanes = 16;
 // Weighted sums of one pass, accumulated in double across blocks whatever the input dtype.
 enum SumIndex { kObjective, kWeight, kEntropy, kClipped, kKl, kRatio, kNumSums };
 using Sums = std::array<double, kNumSums>;
-
-// The loops below are compiled for AVX2 and for the baseline ISA; the loader picks one at run time.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define HAML_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define HAML_VECTOR_CLONES
-#endif
 
 // r = exp(logp_new - logp_old) for one block.
 template <typename scalar_t>

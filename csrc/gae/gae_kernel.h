@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "haml/host_device.h"
+#include "haml/vectorize.h"
 
 namespace haml::detail {
 
@@ -26,27 +27,39 @@ HAML_HOST_DEVICE scalar_t gae_step(scalar_t reward, scalar_t value, scalar_t nex
 }
 
 // One row t of the scan over columns [0, len): the pointers are offset to the row and the
-// column block. next_adv is row t + 1 of the advantages, or null on the last row (A_T = 0).
-// The rows never overlap, hence __restrict, which lets the loop vectorise. The flags are read as
-// bytes (bool storage): GCC does not vectorise loads of bool itself.
+// column block. carry holds A_{t+1} of these columns on entry (0 past the last step) and A_t on
+// exit. Keeping A_{t+1} in this small buffer rather than re-reading row t + 1 of the output avoids
+// loads that sit exactly one row (often 4 KiB) behind a store, which the CPU's memory
+// disambiguation mistakes for a dependency. The rows never overlap, hence __restrict, which lets
+// the loop vectorise. The flags are read as bytes (bool storage): GCC does not vectorise loads of
+// bool itself.
 template <typename scalar_t>
-inline void gae_row(const scalar_t* __restrict rewards, const scalar_t* __restrict values,
-                    const scalar_t* __restrict next_values, const uint8_t* __restrict terminated,
-                    const uint8_t* __restrict truncated, const scalar_t* __restrict next_adv,
-                    int64_t len, scalar_t gamma, scalar_t gamma_lam,
-                    scalar_t* __restrict advantages, scalar_t* __restrict returns) {
+HAML_VECTOR_CLONES void gae_row(const scalar_t* __restrict rewards,
+                                const scalar_t* __restrict values,
+                                const scalar_t* __restrict next_values,
+                                const uint8_t* __restrict terminated,
+                                const uint8_t* __restrict truncated, scalar_t* __restrict carry,
+                                int64_t len, scalar_t gamma, scalar_t gamma_lam,
+                                scalar_t* __restrict advantages, scalar_t* __restrict returns) {
+  // gae_step with its selects written as bit masks (keep_if), which vectorise: same values.
+  const bool lam_carries = gamma_lam != scalar_t(0);
   for (int64_t j = 0; j < len; ++j) {
-    const scalar_t carried = next_adv ? next_adv[j] : scalar_t(0);
-    const scalar_t adv = gae_step<scalar_t>(rewards[j], values[j], next_values[j],
-                                            terminated[j] != 0, truncated[j] != 0, carried, gamma,
-                                            gamma_lam);
+    const bool not_terminated = terminated[j] == 0;
+    const bool carries = not_terminated & (truncated[j] == 0) & lam_carries;
+    const scalar_t delta =
+        rewards[j] + keep_if(gamma * next_values[j], not_terminated) - values[j];
+    const scalar_t adv = delta + keep_if(gamma_lam * carry[j], carries);
+    carry[j] = adv;
     advantages[j] = adv;
     returns[j] = adv + values[j];
   }
 }
 
-// The whole scan for columns [col_begin, col_end) of row-major [T, B] tensors: t runs backwards
-// and each row is a contiguous, vectorised pass, so each input is read once.
+// Columns per tile: a tile's carry buffer stays in L1 while its rows stream past.
+constexpr int64_t kGaeTile = 512;
+
+// The whole scan for columns [col_begin, col_end) of row-major [T, B] tensors, tile by tile: t runs
+// backwards and each row of a tile is one contiguous, vectorised pass, so each input is read once.
 template <typename scalar_t>
 inline void gae_columns(const scalar_t* rewards, const scalar_t* values,
                         const scalar_t* next_values, const bool* terminated, const bool* truncated,
@@ -54,12 +67,15 @@ inline void gae_columns(const scalar_t* rewards, const scalar_t* values,
                         scalar_t lam, scalar_t* advantages, scalar_t* returns) {
   const auto* term = reinterpret_cast<const uint8_t*>(terminated);
   const auto* trunc = reinterpret_cast<const uint8_t*>(truncated);
-  const int64_t len = col_end - col_begin;
-  for (int64_t t = T - 1; t >= 0; --t) {
-    const int64_t i = t * B + col_begin;
-    const scalar_t* next_adv = t + 1 < T ? advantages + i + B : nullptr;
-    gae_row<scalar_t>(rewards + i, values + i, next_values + i, term + i, trunc + i, next_adv,
-                      len, gamma, gamma * lam, advantages + i, returns + i);
+  alignas(64) scalar_t carry[kGaeTile];
+  for (int64_t tile = col_begin; tile < col_end; tile += kGaeTile) {
+    const int64_t len = col_end - tile < kGaeTile ? col_end - tile : kGaeTile;
+    for (int64_t j = 0; j < len; ++j) carry[j] = scalar_t(0);  // A_T = 0
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const int64_t i = t * B + tile;
+      gae_row<scalar_t>(rewards + i, values + i, next_values + i, term + i, trunc + i, carry, len,
+                        gamma, gamma * lam, advantages + i, returns + i);
+    }
   }
 }
 

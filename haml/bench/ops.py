@@ -150,8 +150,9 @@ def _reference(kernel: str) -> Any:
 
 
 def _native_skip(native_op: str, device: torch.device) -> str | None:
-    """None if the façade runs ``native_op`` natively on ``device``, else why not."""
-    if _backend.has_native(native_op, device):
+    """None if the façade runs ``native_op`` (an op, or a class of torch.classes.haml) natively on
+    ``device``, else why not."""
+    if _backend.has_native(native_op, device) or _backend.has_native_class(native_op):
         return None
     if _backend.BUILD_INFO is None:
         return _backend.UNAVAILABLE_REASON or "haml._C is not loaded"
@@ -344,9 +345,16 @@ def clip_surrogate_cases(device: torch.device, options: Options) -> list[Case]:
 
 CaseFactory = Callable[[torch.device, Options], list[Case]]
 
+def _trust_region_factories() -> dict[str, CaseFactory]:
+    from haml.bench import fvp  # imports haml.models (gymnasium): only when registered here
+
+    return {"fvp": fvp.fvp_cases, "line_search": fvp.trust_region_cases}
+
+
 REGISTRY: dict[str, CaseFactory] = {
     "gae": gae_cases,
     "clip_surrogate": clip_surrogate_cases,
+    **_trust_region_factories(),
 }
 """Kernel name (as in ``csrc/<k>`` and ``haml/ops/<k>``) -> the cases that benchmark it."""
 

@@ -124,7 +124,7 @@ def print_table(
         ("compiled ref", "right"),
         ("compiled/native", "right"),
         ("compile", "right"),
-        ("copy floor", "right"),
+        ("floor", "right"),
         ("native/floor", "right"),
     ):
         table.add_column(header, justify=justify, no_wrap=True)
@@ -182,11 +182,9 @@ def print_table(
             f"compile = seconds of the first torch.compile call ({cache}); "
             "compiled ref times steady-state calls only"
         )
-    if any(r["floor"] for r in records):
-        console.print(
-            "copy floor = one copy_ of as many bytes as the op's inputs into a preallocated buffer "
-            "(the memory-bandwidth floor), measured in this run"
-        )
+    floors = sorted({(r["op"], r["floor"]) for r in records if r["floor"]})
+    for op, floor in dict(floors).items():
+        console.print(f"floor ({op}) = {floor}, measured in this run")
 
     if settings is not None and settings.get("allocator_warmup_bytes"):
         console.print(
