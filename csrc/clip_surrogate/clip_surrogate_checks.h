@@ -2,8 +2,11 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 
 #include "haml/checks.h"
+#include "haml/optional_tensor.h"
 
 namespace haml::detail {
 
@@ -58,6 +61,61 @@ inline void check_clip_surrogate_bwd_args(const at::Tensor& grad_loss, const at:
   check_optional_like(op, "factor", factor, ratio);
   check_optional_like(op, "mask", mask, ratio);
   check_clip(op, clip);
+}
+
+// The checked, contiguous inputs of a forward call and its ratio output (allocated, not written):
+// what the CPU kernel and the CUDA glue both start from.
+struct SurrogateFwdCall {
+  at::Tensor logp_new, logp_old, advantages, ratio;
+  std::optional<at::Tensor> factor, mask, entropy;
+};
+
+inline SurrogateFwdCall prepare_clip_surrogate_fwd(const at::Tensor& logp_new,
+                                                   const at::Tensor& logp_old,
+                                                   const at::Tensor& advantages,
+                                                   const std::optional<at::Tensor>& factor,
+                                                   const std::optional<at::Tensor>& mask,
+                                                   const std::optional<at::Tensor>& entropy,
+                                                   std::optional<double> clip) {
+  check_clip_surrogate_fwd_args(logp_new, logp_old, advantages, factor, mask, entropy, clip);
+  SurrogateFwdCall call;
+  call.logp_new = logp_new.contiguous();
+  call.logp_old = logp_old.contiguous();
+  call.advantages = advantages.contiguous();
+  call.factor = contiguous(factor);
+  call.mask = contiguous(mask);
+  call.entropy = contiguous(entropy);
+  call.ratio = at::empty_like(call.logp_new);
+  return call;
+}
+
+// Likewise for the backward: contiguous inputs and the two gradient outputs (grad_entropy empty
+// when not asked for).
+struct SurrogateBwdCall {
+  at::Tensor grad_loss, ratio, advantages, weight_sum, grad_logp_new, grad_entropy;
+  std::optional<at::Tensor> factor, mask;
+};
+
+inline SurrogateBwdCall prepare_clip_surrogate_bwd(const at::Tensor& grad_loss,
+                                                   const at::Tensor& ratio,
+                                                   const at::Tensor& advantages,
+                                                   const std::optional<at::Tensor>& factor,
+                                                   const std::optional<at::Tensor>& mask,
+                                                   const at::Tensor& weight_sum,
+                                                   std::optional<double> clip,
+                                                   bool entropy_grad) {
+  check_clip_surrogate_bwd_args(grad_loss, ratio, advantages, factor, mask, weight_sum, clip);
+  SurrogateBwdCall call;
+  call.grad_loss = grad_loss.contiguous();
+  call.weight_sum = weight_sum.contiguous();
+  call.ratio = ratio.contiguous();
+  call.advantages = advantages.contiguous();
+  call.factor = contiguous(factor);
+  call.mask = contiguous(mask);
+  call.grad_logp_new = at::empty_like(call.ratio);
+  call.grad_entropy =
+      entropy_grad ? at::empty_like(call.ratio) : at::empty({0}, call.ratio.options());
+  return call;
 }
 
 }  // namespace haml::detail

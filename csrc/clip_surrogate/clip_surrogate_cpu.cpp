@@ -134,15 +134,9 @@ SurrogateFwdOut clip_surrogate_fwd_cpu(const at::Tensor& logp_new_in, const at::
                                        const std::optional<at::Tensor>& mask_in,
                                        const std::optional<at::Tensor>& entropy_in,
                                        std::optional<double> clip, double entropy_coef) {
-  detail::check_clip_surrogate_fwd_args(logp_new_in, logp_old_in, advantages_in, factor_in,
-                                        mask_in, entropy_in, clip);
-  const auto logp_new = logp_new_in.contiguous();
-  const auto logp_old = logp_old_in.contiguous();
-  const auto advantages = advantages_in.contiguous();
-  const auto factor = detail::contiguous(factor_in);
-  const auto mask = detail::contiguous(mask_in);
-  const auto entropy = detail::contiguous(entropy_in);
-  auto ratio = at::empty_like(logp_new);
+  auto [logp_new, logp_old, advantages, ratio, factor, mask, entropy] =
+      detail::prepare_clip_surrogate_fwd(logp_new_in, logp_old_in, advantages_in, factor_in,
+                                         mask_in, entropy_in, clip);
   const int64_t n = logp_new.numel();
 
   Sums total{};
@@ -188,18 +182,13 @@ SurrogateFwdOut clip_surrogate_fwd_cpu(const at::Tensor& logp_new_in, const at::
 }
 
 std::tuple<at::Tensor, at::Tensor> clip_surrogate_bwd_cpu(
-    const at::Tensor& grad_loss, const at::Tensor& ratio_in, const at::Tensor& advantages_in,
+    const at::Tensor& grad_loss_in, const at::Tensor& ratio_in, const at::Tensor& advantages_in,
     const std::optional<at::Tensor>& factor_in, const std::optional<at::Tensor>& mask_in,
-    const at::Tensor& weight_sum, std::optional<double> clip, double entropy_coef,
+    const at::Tensor& weight_sum_in, std::optional<double> clip, double entropy_coef,
     bool entropy_grad) {
-  detail::check_clip_surrogate_bwd_args(grad_loss, ratio_in, advantages_in, factor_in, mask_in,
-                                        weight_sum, clip);
-  const auto ratio = ratio_in.contiguous();
-  const auto advantages = advantages_in.contiguous();
-  const auto factor = detail::contiguous(factor_in);
-  const auto mask = detail::contiguous(mask_in);
-  auto grad_logp_new = at::empty_like(ratio);
-  auto grad_entropy = entropy_grad ? at::empty_like(ratio) : at::empty({0}, ratio.options());
+  auto [grad_loss, ratio, advantages, weight_sum, grad_logp_new, grad_entropy, factor, mask] =
+      detail::prepare_clip_surrogate_bwd(grad_loss_in, ratio_in, advantages_in, factor_in, mask_in,
+                                         weight_sum_in, clip, entropy_grad);
   const int64_t n = ratio.numel();
 
   AT_DISPATCH_FLOATING_TYPES(ratio.scalar_type(), "haml_clip_surrogate_bwd_cpu", [&] {

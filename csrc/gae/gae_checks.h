@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
 
 #include "haml/checks.h"
 
@@ -25,6 +26,31 @@ inline void check_gae_args(const at::Tensor& rewards, const at::Tensor& values,
   HAML_CHECK_SAME_DEVICE("gae", "next_values", next_values, "rewards", rewards);
   HAML_CHECK_SAME_DEVICE("gae", "terminated", terminated, "rewards", rewards);
   HAML_CHECK_SAME_DEVICE("gae", "truncated", truncated, "rewards", rewards);
+}
+
+// The checked, contiguous inputs of one gae call, its outputs (allocated, not yet written) and its
+// sizes: what the CPU kernel and the CUDA glue both start from.
+struct GaeCall {
+  at::Tensor rewards, values, next_values, terminated, truncated;
+  at::Tensor advantages, returns;
+  int64_t T = 0, B = 0;
+};
+
+inline GaeCall prepare_gae(const at::Tensor& rewards, const at::Tensor& values,
+                           const at::Tensor& next_values, const at::Tensor& terminated,
+                           const at::Tensor& truncated) {
+  check_gae_args(rewards, values, next_values, terminated, truncated);
+  GaeCall call;
+  call.rewards = rewards.contiguous();
+  call.values = values.contiguous();
+  call.next_values = next_values.contiguous();
+  call.terminated = terminated.contiguous();
+  call.truncated = truncated.contiguous();
+  call.advantages = at::empty_like(call.rewards);
+  call.returns = at::empty_like(call.rewards);
+  call.T = rewards.size(0);
+  call.B = call.T == 0 ? 0 : rewards.numel() / call.T;
+  return call;
 }
 
 }  // namespace haml::detail
