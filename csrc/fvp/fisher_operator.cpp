@@ -75,15 +75,18 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
     auto [weight, w_off] = take("LayerNorm weight", {dim});
     auto [bias, b_off] = take("LayerNorm bias", {dim});
     norm.weight = weight;
+    norm.bias = bias;
     norm.weight_offset = w_off;
     norm.bias_offset = b_off;
     norm.dim = dim;
-    // nn.LayerNorm: biased variance, eps inside the square root.
-    const auto mean = x.mean(-1, true);
-    const auto centred = x - mean;
-    norm.rstd = (centred.pow(2).mean(-1, true) + layer_norm_eps).rsqrt();
-    norm.xhat = centred * norm.rstd;
-    return {norm, norm.xhat * weight + bias};
+    // nn.LayerNorm's own forward, so that the saved mean and 1/σ are the ones its fused
+    // backward kernel (used by both passes below) expects.
+    auto [out, mean, rstd] = at::native_layer_norm(x, {dim}, weight, bias, layer_norm_eps);
+    norm.input = x;
+    norm.mean = mean;
+    norm.rstd = rstd;
+    norm.xhat = (x - mean) * rstd;
+    return {norm, out};
   };
 
   at::Tensor log_std;
@@ -187,8 +190,9 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
 
   head_tangent_ = at::empty({n_, num_out}, options);
   row_a_ = at::empty({n_, 1}, options);
-  row_b_ = at::empty({n_, 1}, options);
   tmp_ = at::empty({n_ * max_width}, options);
+  scratch_ = at::empty({2 * max_width}, options);
+  ones_ = at::ones({max_width}, options);
   grad_a_ = at::empty({n_ * max_width}, options);
   grad_b_ = at::empty({n_ * max_width}, options);
   cg_x_ = at::empty({num_params_}, options);
@@ -197,37 +201,36 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   cg_ap_ = at::empty({num_params_}, options);
 }
 
-// y = γ ⊙ rstd ⊙ (dx − mean(dx) − x̂ ⊙ mean(x̂ ⊙ dx)) + x̂ ⊙ dγ + dβ: LayerNorm's tangent map.
+// LayerNorm's Jacobian is diag(γ) · Ĵ with Ĵ = rstd (I − 11ᵀ/d − x̂x̂ᵀ/d) symmetric, so both passes
+// use ATen's fused LayerNorm backward kernel: Ĵ·dx is its input gradient with no weight.
+// Tangent: y = γ ⊙ Ĵ dx + x̂ ⊙ dγ + dβ.
 void FisherOperator::norm_jvp(const Norm& norm, const at::Tensor& v, const at::Tensor& dx,
                               at::Tensor& y) {
   const auto d_weight = param_view(v, norm.weight_offset, {norm.dim});
   const auto d_bias = param_view(v, norm.bias_offset, {norm.dim});
-  auto t = flat_buffer_view(tmp_, n_, norm.dim);
-  at::mean_out(row_a_, dx, {-1}, true);
-  at::mul_out(t, norm.xhat, dx);
-  at::mean_out(row_b_, t, {-1}, true);
-  at::mul_out(y, norm.xhat, row_b_);
-  at::sub_out(y, dx, y);
-  y.sub_(row_a_).mul_(norm.rstd).mul_(norm.weight).addcmul_(norm.xhat, d_weight).add_(d_bias);
+  // The out= form takes every output (a partial output mask is refused): the two parameter
+  // sums land in scratch space.
+  auto scratch_weight = scratch_.narrow(0, 0, norm.dim);
+  auto scratch_bias = scratch_.narrow(0, norm.dim, norm.dim);
+  // A weight of ones (the kernel wants one when it sums the parameter gradients) keeps γ out.
+  const auto ones = ones_.narrow(0, 0, norm.dim);
+  at::native_layer_norm_backward_out(y, scratch_weight, scratch_bias, dx, norm.input, {norm.dim},
+                                     norm.mean, norm.rstd, ones, norm.bias, {true, true, true});
+  y.mul_(norm.weight).addcmul_(norm.xhat, d_weight).add_(d_bias);
 }
 
-// The transposed map: writes Σ_n g ⊙ x̂ and Σ_n g (the γ, β blocks) into out and, when gx is
-// defined, gx = rstd ⊙ (ĝ − mean(ĝ) − x̂ ⊙ mean(x̂ ⊙ ĝ)) with ĝ = γ ⊙ g.
+// Transposed: writes Σ_n g ⊙ x̂ and Σ_n g (the γ, β blocks) into out and, when gx is defined,
+// gx = Ĵ (γ ⊙ g): exactly LayerNorm's backward.
 void FisherOperator::norm_vjp(const Norm& norm, const at::Tensor& g, at::Tensor& out,
                               at::Tensor& gx) {
   auto out_weight = param_view(out, norm.weight_offset, {norm.dim});
   auto out_bias = param_view(out, norm.bias_offset, {norm.dim});
-  auto t = flat_buffer_view(tmp_, n_, norm.dim);
-  at::mul_out(t, g, norm.xhat);
-  at::sum_out(out_weight, t, {0});
-  at::sum_out(out_bias, g, {0});
-  if (!gx.defined()) return;
-  at::mul_out(gx, g, norm.weight);
-  at::mean_out(row_a_, gx, {-1}, true);
-  at::mul_out(t, gx, norm.xhat);
-  at::mean_out(row_b_, t, {-1}, true);
-  at::mul_out(t, norm.xhat, row_b_);
-  gx.sub_(t).sub_(row_a_).mul_(norm.rstd);
+  // Without gx (the input LayerNorm) the input gradient lands in scratch space.
+  auto scratch_input = flat_buffer_view(tmp_, n_, norm.dim);
+  at::Tensor& grad_input = gx.defined() ? gx : scratch_input;
+  at::native_layer_norm_backward_out(grad_input, out_weight, out_bias, g, norm.input, {norm.dim},
+                                     norm.mean, norm.rstd, norm.weight, norm.bias,
+                                     {true, true, true});
 }
 
 void FisherOperator::check_parameters_unchanged() const {

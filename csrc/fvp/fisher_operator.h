@@ -48,9 +48,10 @@ class FisherOperator : public torch::CustomClassHolder {
     int64_t weight_offset, bias_offset, in_dim, out_dim;
   };
   struct Norm {
-    at::Tensor weight;                  // γ
+    at::Tensor weight, bias;            // γ, β
     int64_t weight_offset, bias_offset, dim;
-    at::Tensor xhat, rstd;              // cached normalised input [N, d] and 1/σ per row [N, 1]
+    at::Tensor input, mean, rstd;       // cached input [N, d], its row means and 1/σ [N, 1]
+    at::Tensor xhat;                    // cached normalised input [N, d]
   };
   struct Hidden {
     Linear linear;
@@ -82,7 +83,7 @@ class FisherOperator : public torch::CustomClassHolder {
   at::Tensor scale_;                    // Gaussian: w_n / (Σw σ²) [N, A]; categorical: w_n / Σw [N, 1]
   at::Tensor probs_;                    // categorical π_old [N, A]
   // workspace
-  at::Tensor input_tangent_, head_tangent_, row_a_, row_b_, tmp_, grad_a_, grad_b_;
+  at::Tensor input_tangent_, head_tangent_, row_a_, tmp_, grad_a_, grad_b_, scratch_, ones_;
   at::Tensor cg_x_, cg_r_, cg_p_, cg_ap_;
 };
 
