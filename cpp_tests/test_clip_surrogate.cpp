@@ -20,6 +20,7 @@
 
 #include "clip_surrogate/clip_surrogate_math.h"
 #include "haml/ops.h"
+#include "test_support.h"
 #include "haml/vec_exp.h"
 
 namespace {
@@ -338,16 +339,7 @@ TEST(ClipSurrogateOp, LargeInputMatchesPerSampleSum) {
 // ---------------------------------------------------------------------------------------------
 // Bad input
 
-template <typename F>
-void expect_error_naming(F&& call, const std::string& name) {
-  try {
-    call();
-    ADD_FAILURE() << "expected a c10::Error naming " << name;
-  } catch (const c10::Error& err) {
-    const std::string what = err.what_without_backtrace();
-    EXPECT_NE(what.find(name), std::string::npos) << what;
-  }
-}
+using haml::testing::expect_error_naming;
 
 TEST(ClipSurrogateOp, ForwardBadInputThrows) {
   const auto x = surrogate_table(at::kFloat);

@@ -19,6 +19,7 @@
 
 #include "gae/gae_kernel.h"
 #include "haml/ops.h"
+#include "test_support.h"
 
 namespace {
 
@@ -253,16 +254,7 @@ TEST(GaeOp, OneStepOneColumn) {
 // ---------------------------------------------------------------------------------------------
 // Bad input: a c10::Error (RuntimeError in Python) that names the argument, never a crash.
 
-template <typename F>
-void expect_error_naming(F&& call, const std::string& name) {
-  try {
-    call();
-    ADD_FAILURE() << "expected a c10::Error naming " << name;
-  } catch (const c10::Error& err) {
-    const std::string what = err.what_without_backtrace();
-    EXPECT_NE(what.find(name), std::string::npos) << what;
-  }
-}
+using haml::testing::expect_error_naming;
 
 TEST(GaeOp, BadInputThrows) {
   const auto x = table_tensors(at::kFloat);
