@@ -30,6 +30,7 @@ TORCH_LIBRARY(haml, m) {
            [](const c10::intrusive_ptr<haml::FisherOperator>& self, at::Tensor v,
               at::Tensor out) { self->apply_out(v, out); })
       .def("conjugate_gradient", &haml::FisherOperator::conjugate_gradient)
+      .def("last_solution_quadratic_form", &haml::FisherOperator::last_solution_quadratic_form)
       .def("num_params", &haml::FisherOperator::num_params);
 }
 

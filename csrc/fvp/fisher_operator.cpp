@@ -362,7 +362,14 @@ at::Tensor FisherOperator::conjugate_gradient(const at::Tensor& b, int64_t iters
     cg_p_.mul_(new_r_dot_r / r_dot_r).add_(cg_r_);
     r_dot_r = new_r_dot_r;
   }
+  // b − r = A x (the recurrence keeps r = b − A x): xᵀA x = xᵀb − xᵀr.
+  cg_x_ax_ = at::dot(cg_x_, b) - at::dot(cg_x_, cg_r_);
   return cg_x_.clone();
+}
+
+at::Tensor FisherOperator::last_solution_quadratic_form() const {
+  TORCH_CHECK(cg_x_ax_.defined(), kOp, ": no conjugate_gradient solution yet");
+  return cg_x_ax_.clone();
 }
 
 }  // namespace haml

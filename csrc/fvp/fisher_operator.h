@@ -40,6 +40,9 @@ class FisherOperator : public torch::CustomClassHolder {
   // x ≈ (F + damping I)⁻¹ b by at most iters conjugate-gradient steps, stopping once r·r falls
   // below residual_tol (the iteration of haml/ops/fvp/cg.py).
   at::Tensor conjugate_gradient(const at::Tensor& b, int64_t iters, double residual_tol);
+  // xᵀ(F + damping I)x of the last conjugate_gradient solution x, read off its recurrence as
+  // xᵀ(b − r) (r = b − A x): the step size of HATRPO without one more product.
+  at::Tensor last_solution_quadratic_form() const;
   int64_t num_params() const { return num_params_; }
 
  private:
@@ -84,7 +87,7 @@ class FisherOperator : public torch::CustomClassHolder {
   at::Tensor probs_;                    // categorical π_old [N, A]
   // workspace
   at::Tensor input_tangent_, head_tangent_, row_a_, tmp_, grad_a_, grad_b_, scratch_, ones_;
-  at::Tensor cg_x_, cg_r_, cg_p_, cg_ap_;
+  at::Tensor cg_x_, cg_r_, cg_p_, cg_ap_, cg_x_ax_;
 };
 
 }  // namespace haml

@@ -529,3 +529,19 @@ def test_native_product_on_cuda_matches_cpu():
         gpu = FisherOperator(gpu_policy, obs.cuda(), on(mask), 0.1, on(action_mask))
         assert gpu.backend == "native"
         torch.testing.assert_close(gpu(v.cuda()).cpu(), cpu, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[4]], ids=[CONFIG_IDS[1], CONFIG_IDS[4]])
+def test_quadratic_form_of_the_cg_solution_matches_a_product(config):
+    """xᵀ(H + λI)x read off the CG recurrence equals one more product, for the native operator's
+    last solution; any other vector (or that solution modified in place) takes the product."""
+    policy, obs, action_mask, mask = make_problem(config, n=30, sample_mask="float")
+    operator = FisherOperator(policy, obs, mask, 0.1, action_mask)
+    b = torch.randn(num_params(policy), dtype=torch.float64)
+    x = conjugate_gradient(operator, b, 10, 1e-10)
+    by_product = torch.dot(x, operator(x))
+    torch.testing.assert_close(operator.quadratic_form(x), by_product, rtol=1e-9, atol=1e-12)
+    y = x.clone()
+    torch.testing.assert_close(operator.quadratic_form(y), by_product, rtol=1e-12, atol=1e-14)
+    x.mul_(2.0)
+    torch.testing.assert_close(operator.quadratic_form(x), 4 * by_product, rtol=1e-9, atol=1e-12)

@@ -220,6 +220,8 @@ class FisherOperator:
                 spec.input_norm, spec.layer_norm, spec.layer_norm_eps, self.damping,
             )
             self.backend = "native"
+            self._last_solution: torch.Tensor | None = None
+            self._last_solution_version = -1
         else:
             _say_fallback_once(reason)
             self._impl = reference.FisherOperator(
@@ -233,6 +235,19 @@ class FisherOperator:
         if self.backend == "native":
             return self._impl.apply(vector)
         return self._impl(vector)
+
+    def quadratic_form(self, vector: torch.Tensor) -> torch.Tensor:
+        """vᵀ(H + damping·I)v. For the solution that :func:`conjugate_gradient` last returned on
+        a native operator it is read off the CG recurrence (xᵀ(b − r)) instead of one more
+        product; the two agree to rounding."""
+        vector = _require_vector(_NAME, vector, self._params)
+        if (
+            self.backend == "native"
+            and vector is self._last_solution
+            and vector._version == self._last_solution_version  # not modified since
+        ):
+            return self._impl.last_solution_quadratic_form()
+        return torch.dot(vector, self(vector))
 
 
 def fisher_vector_product(
@@ -273,5 +288,7 @@ def conjugate_gradient(
     if isinstance(matvec, FisherOperator) and matvec.backend == "native":
         # The whole loop in one native call, on the operator's preallocated vectors.
         b = _require_vector(op, b, matvec._params)
-        return matvec._impl.conjugate_gradient(b, iters, residual_tol)
+        x = matvec._impl.conjugate_gradient(b, iters, residual_tol)
+        matvec._last_solution, matvec._last_solution_version = x, x._version
+        return x
     return _conjugate_gradient(matvec, b, iters, residual_tol)

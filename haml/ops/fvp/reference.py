@@ -184,6 +184,10 @@ class FisherOperator:
             )
         return _flatten(hv) + self.damping * vector
 
+    def quadratic_form(self, vector: torch.Tensor) -> torch.Tensor:
+        """vᵀ(H + damping·I)v, by one product."""
+        return torch.dot(vector, self(vector))
+
 
 def fisher_vector_product(
     policy: nn.Module,

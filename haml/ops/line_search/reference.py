@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.distributions import Categorical, Distribution, Normal
 
 from haml.models.policies import joint_log_prob
 from haml.ops.fvp.cg import conjugate_gradient
@@ -79,6 +80,15 @@ def surrogate(
     ratio = torch.exp(logp_new - logp_old)
     weighted_adv = advantages if factor is None else factor * advantages  # M Â
     return masked_mean(ratio * weighted_adv, mask)
+
+
+def _detached(dist: Distribution) -> Distribution | None:
+    """The same distribution without its graph, for the policies' two kinds; None for others."""
+    if isinstance(dist, Normal):
+        return Normal(dist.loc.detach(), dist.scale.detach(), validate_args=False)
+    if isinstance(dist, Categorical):
+        return Categorical(logits=dist.logits.detach(), validate_args=False)
+    return None
 
 
 def backtracking_line_search(
@@ -174,13 +184,15 @@ def trust_region_step(
         )
     g = torch.cat([grad.reshape(-1) for grad in grads])
     surrogate_before = surrogate_before.detach()
-    with torch.no_grad():
-        dist_before = policy.distribution(obs, action_mask)  # π_θk for the KL test
+    dist_before = _detached(dist)  # π_θk for the KL test, from the forward pass above
+    if dist_before is None:
+        with torch.no_grad():
+            dist_before = policy.distribution(obs, action_mask)
 
     # 2. x ≈ (H + damping I)⁻¹ g;  3. β = sqrt(2δ / xᵀ(H + damping I)x), s = β x
     fisher = operator(policy, obs, kl_mask, damping, action_mask, kl)
     x = solver(fisher, g, cg_iters, residual_tol)
-    x_h_x = torch.dot(x, fisher(x))
+    x_h_x = fisher.quadratic_form(x)
     del fisher  # its graph refers to θk, which the line search overwrites
     positive = x_h_x > 0
     beta = torch.where(
