@@ -21,7 +21,15 @@ from collections.abc import Callable
 
 import torch
 
-from haml.bench.ops import Callables, Case, Options, Target, _generator, _native_skip
+from haml.bench.ops import (
+    Callables,
+    Case,
+    Options,
+    Target,
+    _generator,
+    _native_skip,
+    compile_skip_reason,
+)
 
 __all__ = ["POLICIES", "fvp_cases", "trust_region_cases"]
 
@@ -112,8 +120,8 @@ def fvp_cases(device: torch.device, options: Options) -> list[Case]:
                     device=device,
                     build=build,
                     native_op="FisherOperator",
-                    compile_skip="--no-compile" if not options.compile else (
-                        "not compiled: torch.compile does not trace the double backward of the KL"
+                    compile_skip=compile_skip_reason(
+                        options, "not compiled: torch.compile does not trace the double backward"
                     ),
                     floor="one forward+backward of the policy's log-likelihood" if op == "fvp" else None,
                     targets=FVP_TARGETS.get(op, ()),
@@ -164,8 +172,8 @@ def trust_region_cases(device: torch.device, options: Options) -> list[Case]:
                 device=device,
                 build=build,
                 native_op="FisherOperator",
-                compile_skip="--no-compile" if not options.compile else (
-                    "not compiled: the line search's accept decisions are data-dependent"
+                compile_skip=compile_skip_reason(
+                    options, "not compiled: the line search's accept decisions are data-dependent"
                 ),
                 targets=STEP_TARGETS,
             )

@@ -144,6 +144,12 @@ class Case:
         return ", ".join(f"{name}={size}" for name, size in self.shape.items())
 
 
+def compile_skip_reason(options: Options, why_not: str | None = None) -> str | None:
+    """A case's ``compile_skip``: ``--no-compile`` when compiling is off, else ``why_not`` (None:
+    the reference is compiled and timed)."""
+    return "--no-compile" if not options.compile else why_not
+
+
 def _reference(kernel: str) -> Any:
     # haml.ops.gae is the function (re-exported), so the module is reached by its import path.
     return importlib.import_module(f"haml.ops.{kernel}.reference")
@@ -227,11 +233,9 @@ def gae_cases(device: torch.device, options: Options) -> list[Case]:
                 floor=_copy_floor(inputs),
             )
 
-        compile_skip = None
-        if not options.compile:
-            compile_skip = "--no-compile"
-        elif T > options.compile_max_t:
-            compile_skip = (
+        too_long = None
+        if T > options.compile_max_t:
+            too_long = (
                 f"torch.compile unrolls the reference's loop over T; T={T} > --compile-max-t="
                 f"{options.compile_max_t} would take minutes to compile"
             )
@@ -243,7 +247,7 @@ def gae_cases(device: torch.device, options: Options) -> list[Case]:
                 device=device,
                 build=build,
                 native_op="gae",
-                compile_skip=compile_skip,
+                compile_skip=compile_skip_reason(options, too_long),
                 floor=f"one copy_ of the 5 inputs' {n_bytes / 1e6:.3g} MB",
                 targets=GAE_TARGETS.get((device.type, T, B), ()),
             )
@@ -332,7 +336,7 @@ def clip_surrogate_cases(device: torch.device, options: Options) -> list[Case]:
                 device=device,
                 build=build,
                 native_op="clip_surrogate_fwd",
-                compile_skip=None if options.compile else "--no-compile",
+                compile_skip=compile_skip_reason(options),
                 targets=SURROGATE_TARGETS.get((device.type, N), ()),
             )
         )
