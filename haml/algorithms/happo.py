@@ -1,0 +1,93 @@
+"""HAPPO's actor update (paper 000, Algorithm 3, eq. (11)); also MAPPO/IPPO (M = 1) and, with
+``clip = 0``, the A2C objective of HAA2C / MAA2C (paper 001).
+
+Agent i_m maximises, over ``epochs`` passes of ``num_minibatches`` minibatches,
+
+    E[ min( r(θ) M Â,  clip(r(θ), 1 ± ε) M Â ) ] + c_ent · H[π],     r(θ) = π_θ(a|o) / π_θk(a|o)
+
+through :func:`haml.ops.clipped_surrogate` (native fused forward/backward where built), with Adam
+(ε 1e-5) and gradient-norm clipping, as in the papers' code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from haml.algorithms.base import ActorBatch, linear_decay, minibatch_indices
+from haml.config.schema import PPOConfig
+from haml.models import joint_entropy, joint_log_prob
+from haml.ops import clipped_surrogate
+
+__all__ = ["PPOActorLearner"]
+
+
+class PPOActorLearner:
+    """The clipped (or, with ``cfg.clip == 0``, unclipped) factor-weighted policy update."""
+
+    def __init__(self, policy: nn.Module, cfg: PPOConfig) -> None:
+        self.policy = policy
+        self.cfg = cfg
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+
+    def set_progress(self, fraction: float) -> None:
+        lr = linear_decay(self.cfg.lr, self.cfg.lr_schedule, fraction)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def update(self, batch: ActorBatch) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        clip = cfg.clip if cfg.clip > 0 else None
+        n = batch.logp_old.shape[0]
+        sums: dict[str, torch.Tensor] = {}
+        steps = 0
+        for _ in range(cfg.epochs):
+            for idx in minibatch_indices(n, cfg.num_minibatches, batch.logp_old.device):
+                action_mask = None if batch.action_mask is None else batch.action_mask[idx]
+                dist = self.policy.distribution(batch.obs[idx], action_mask)
+                logp_new = joint_log_prob(dist, batch.actions[idx])
+                entropy = joint_entropy(dist) if cfg.entropy_coef > 0 else None
+                out = clipped_surrogate(
+                    logp_new,
+                    batch.logp_old[idx],
+                    batch.advantages[idx],
+                    clip,
+                    factor=batch.factor[idx],
+                    mask=None if batch.mask is None else batch.mask[idx],
+                    entropy=entropy,
+                    entropy_coef=cfg.entropy_coef,
+                )
+                self.optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                if cfg.max_grad_norm > 0:
+                    grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                else:
+                    grad_norm = _grad_norm(self.policy)
+                self.optimizer.step()
+                for key, value in (
+                    ("policy_loss", out.loss.detach()),
+                    ("clip_fraction", out.clip_fraction),
+                    ("approx_kl", out.approx_kl),
+                    ("ratio_mean", out.ratio_mean),
+                    ("grad_norm", grad_norm.detach()),
+                ):
+                    sums[key] = sums.get(key, 0.0) + value
+                steps += 1
+        metrics = {key: value / steps for key, value in sums.items()}
+        with torch.no_grad():
+            dist = self.policy.distribution(batch.obs, batch.action_mask)
+            metrics["entropy"] = joint_entropy(dist).mean()
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def _grad_norm(module: nn.Module) -> torch.Tensor:
+    grads = [p.grad.detach().norm() for p in module.parameters() if p.grad is not None]
+    return torch.stack(grads).norm() if grads else torch.zeros(())

@@ -1,0 +1,1 @@
+"""Rollout storage of the on-policy runner."""

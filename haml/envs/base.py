@@ -1,0 +1,125 @@
+"""haml's multi-agent environment interface: what every runner sees of an environment.
+
+A runner talks to a **vectorised** environment (``E`` copies stepped together) through
+:class:`VectorMultiAgentEnv`, whose inputs and outputs are torch tensors on its ``device``. numpy
+appears only inside the adapters (``haml/envs/vector.py`` turns gymnasium's numpy batches into
+tensors); the pure-torch toy games implement the protocol directly.
+
+Conventions (fixed; every adapter follows them):
+
+- agents are indexed ``0 .. n_agents-1``; each has its own 1-D observation space and its own
+  action space (``Box``: float actions ``[E, d_i]``; ``Discrete``: int64 indices ``[E]``);
+- the global state (the centralised critic's input) is 1-D, ``[E, state_dim]``;
+- the team reward is one number per env ``[E]`` (the cooperative setting of both papers);
+- ``terminated`` (a true terminal state: no bootstrap) and ``truncated`` (a time limit: bootstrap
+  from the true next state) are kept apart from the env to GAE;
+- environments reset themselves when an episode ends. ``obs``/``state`` are then the first
+  observation of the next episode, while ``final_obs``/``final_state`` hold the true next
+  observation s_{t+1} of the step just taken (for every env: equal to ``obs``/``state`` where the
+  episode goes on), which is what V(s_{t+1}) is computed from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["EnvSpec", "EnvStep", "EpisodeStats", "VectorMultiAgentEnv"]
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """The static description of a multi-agent task.
+
+    ``obs_spaces``/``action_spaces`` are gymnasium spaces, one per agent (``Box`` 1-D observations;
+    ``Box`` 1-D or ``Discrete`` actions); ``state_space`` is the 1-D ``Box`` of the global state.
+    ``action_masks`` says whether :class:`EnvStep` carries available-action masks.
+    """
+
+    env: str
+    """The registered environment family, e.g. ``"mamujoco"``."""
+    task: str
+    """The task within the family, e.g. ``"HalfCheetah-2x3"``."""
+    n_agents: int
+    obs_spaces: tuple[Any, ...]
+    action_spaces: tuple[Any, ...]
+    state_space: Any
+    action_masks: bool = False
+    episode_limit: int | None = None
+    """Steps after which an episode is truncated, if the task has a limit."""
+
+    def obs_dim(self, agent: int) -> int:
+        return int(self.obs_spaces[agent].shape[0])
+
+    @property
+    def state_dim(self) -> int:
+        return int(self.state_space.shape[0])
+
+
+@dataclass
+class EpisodeStats:
+    """One finished episode: its undiscounted team return, its length, and env-specific metrics
+    (e.g. ``{"win": 1.0}`` on StarCraft-style tasks; the adapter's ``episode_metrics()``)."""
+
+    ret: float
+    length: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EnvStep:
+    """What ``reset()`` and ``step()`` return; tensors on the env's device, leading dim ``E``.
+
+    After ``reset()``: ``reward`` is 0, ``terminated``/``truncated`` are False and ``final_*``
+    equal ``obs``/``state``.
+    """
+
+    obs: tuple[torch.Tensor, ...]
+    """Per agent ``[E, obs_dim_i]`` float32: the observation the next action is chosen from."""
+    state: torch.Tensor
+    """``[E, state_dim]`` float32: the global state matching ``obs``."""
+    reward: torch.Tensor
+    """``[E]`` float32 team reward of the step just taken."""
+    terminated: torch.Tensor
+    """``[E]`` bool: the step reached a terminal state (V(s_{t+1}) = 0)."""
+    truncated: torch.Tensor
+    """``[E]`` bool: the episode was cut by a time limit (bootstrap from ``final_state``)."""
+    final_obs: tuple[torch.Tensor, ...]
+    """Per agent ``[E, obs_dim_i]``: the true next observation s_{t+1} of the step just taken."""
+    final_state: torch.Tensor
+    """``[E, state_dim]``: the true next global state of the step just taken."""
+    action_masks: tuple[torch.Tensor, ...] | None = None
+    """Per agent ``[E, n_actions_i]`` bool (available actions for ``obs``), if the task has them."""
+    episodes: list[EpisodeStats] = field(default_factory=list)
+    """Episodes that ended at this step, in env order."""
+
+
+@runtime_checkable
+class VectorMultiAgentEnv(Protocol):
+    """``E`` copies of a multi-agent task, stepped together, torch in and out.
+
+    ``state_dict()``/``load_state_dict()`` capture everything needed to continue exactly where
+    the envs were (simulator states, RNGs, episode counters): a resumed run then reproduces an
+    uninterrupted one. An adapter that cannot do this raises ``NotImplementedError`` and the
+    runner resumes with freshly reset envs (saying so).
+    """
+
+    spec: EnvSpec
+    num_envs: int
+    device: torch.device
+
+    def reset(self, seed: int | None = None) -> EnvStep:
+        """Reset every env; env ``e`` is seeded with ``seed + e`` when ``seed`` is given."""
+        ...
+
+    def step(self, actions: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> EnvStep:
+        """Step every env with per-agent actions (``[E, d_i]`` float or ``[E]`` int64)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...

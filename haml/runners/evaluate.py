@@ -1,0 +1,73 @@
+"""One evaluation loop for training runs and ``haml eval``: deterministic actions (the Gaussian's
+mean, the categorical's mode) until a number of whole episodes have finished."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from haml.envs.base import EpisodeStats, VectorMultiAgentEnv
+
+__all__ = ["EvalResult", "evaluate"]
+
+_DEFAULT_EPISODE_CAP = 100_000
+"""Step cap per episode when the task declares no limit: an env that never ends an episode must
+give an error, not hang the run."""
+
+
+@dataclass
+class EvalResult:
+    mean_return: float
+    std_return: float
+    episodes: list[EpisodeStats] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Means of the env-specific episode metrics (e.g. win rate)."""
+        keys = sorted({k for ep in self.episodes for k in ep.metrics})
+        return {
+            k: sum(ep.metrics.get(k, 0.0) for ep in self.episodes) / len(self.episodes)
+            for k in keys
+        }
+
+
+@torch.no_grad()
+def evaluate(
+    policies: Sequence[torch.nn.Module],
+    env: VectorMultiAgentEnv,
+    episodes: int,
+    seed: int | None = None,
+    deterministic: bool = True,
+) -> EvalResult:
+    """Run ``policies`` (one per agent; the same module may repeat) on ``env`` until ``episodes``
+    episodes have ended; the first ``episodes`` to end are averaged."""
+    if episodes < 1:
+        raise ValueError(f"evaluate: 'episodes' must be >= 1, got {episodes}")
+    if len(policies) != env.spec.n_agents:
+        raise ValueError(
+            f"evaluate: got {len(policies)} policies for {env.spec.n_agents} agents"
+        )
+    limit = env.spec.episode_limit or _DEFAULT_EPISODE_CAP
+    max_steps = limit * (math.ceil(episodes / env.num_envs) + 1)
+    step = env.reset(seed=seed)
+    finished: list[EpisodeStats] = []
+    for _ in range(max_steps):
+        actions = []
+        for i, policy in enumerate(policies):
+            mask = None if step.action_masks is None else step.action_masks[i]
+            action, _ = policy.sample(step.obs[i], mask, deterministic=deterministic)
+            actions.append(action)
+        step = env.step(actions)
+        finished.extend(step.episodes)
+        if len(finished) >= episodes:
+            break
+    else:
+        raise RuntimeError(
+            f"evaluate: only {len(finished)} of {episodes} episodes ended within {max_steps} steps"
+        )
+    returns = torch.tensor([ep.ret for ep in finished[:episodes]], dtype=torch.float64)
+    std = float(returns.std(unbiased=False)) if len(returns) > 1 else 0.0
+    return EvalResult(float(returns.mean()), std, finished[:episodes])

@@ -1,0 +1,449 @@
+"""The one on-policy runner: collect → GAE → actor updates (sequential or simultaneous) → critic.
+
+Every registered on-policy algorithm runs through :class:`OnPolicyRunner`; what differs between
+them comes from their registry entry (:class:`~haml.algorithms.AlgoSpec`): the actor update
+(clipped / unclipped surrogate or trust-region step), sequential (HA) or simultaneous (MA)
+updating, shared or per-agent actors, a central or per-agent critic. The runner never looks at
+the algorithm's or the environment's name.
+
+One iteration (paper 000, Algorithms 2–3; paper 001, Algorithm 1):
+
+1. collect ``T = rollout_length`` steps of ``E = num_envs`` envs with the current joint policy;
+2. V(s_t) and V(s_{t+1}) from the critic, Â and R̂ from :func:`haml.ops.gae` (bootstrapping from
+   the true next state at time limits, not at terminal states), Â normalised per agent;
+3. draw the agent order (a fresh random permutation for HA algorithms), set M = 1, and for each
+   agent (or the shared policy) run the actor update with weight M, then fold the agent's ratio
+   π_new/π_old into M (HA only);
+4. train the critic on R̂.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from haml.algorithms import AlgoSpec, algo_spec
+from haml.algorithms.base import ActorBatch
+from haml.algorithms.critics import CriticLearner
+from haml.algorithms.haa2c import A2CActorLearner
+from haml.algorithms.happo import PPOActorLearner
+from haml.algorithms.hatrpo import TRPOActorLearner
+from haml.buffers.rollout import RolloutBuffer
+from haml.config.schema import A2CConfig, ExperimentConfig
+from haml.envs.base import EnvSpec, EnvStep, VectorMultiAgentEnv
+from haml.models import MLPPolicy
+from haml.models.value import VCritic
+from haml.ops import gae
+from haml.runners.evaluate import EvalResult, evaluate
+from haml.runners.sequential import agent_order, fold_factor
+
+__all__ = ["OnPolicyRunner", "TrainingDiverged"]
+
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or a parameter became NaN/inf; the run stops and keeps its last good checkpoint."""
+
+
+def _same_space(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _make_actor_learner(spec: AlgoSpec, policy: nn.Module, cfg: Any):
+    if spec.update == "trpo":
+        return TRPOActorLearner(policy, cfg)
+    if isinstance(cfg, A2CConfig):
+        return A2CActorLearner(policy, cfg)
+    return PPOActorLearner(policy, cfg)
+
+
+def _normalise(adv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Â → (Â − mean) / (std + 1e-5) over the active entries (HARL's per-agent normalisation)."""
+    if mask is None:
+        return (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-5)
+    weight = mask.to(adv.dtype)
+    count = weight.sum().clamp(min=1.0)
+    mean = (adv * weight).sum() / count
+    var = (((adv - mean) ** 2) * weight).sum() / count
+    return (adv - mean) / (var.sqrt() + 1e-5)
+
+
+@dataclass
+class IterationStats:
+    """Host-side numbers of one iteration, for the logger and the progress bar."""
+
+    iteration: int
+    env_steps: int
+    metrics: dict[str, float]
+
+
+class OnPolicyRunner:
+    """Trains ``cfg.algo_name`` on ``env`` (a :class:`VectorMultiAgentEnv` with
+    ``cfg.train.num_envs`` envs), evaluating on ``eval_env`` when given.
+
+    The runner holds the whole training state; :meth:`state_dict` / :meth:`load_state_dict` are
+    what a checkpoint stores (weights, optimisers, value normalisers, counters, the envs' states
+    and the observation the next step acts on; the RNG states are added by the caller).
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        env: VectorMultiAgentEnv,
+        eval_env: VectorMultiAgentEnv | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.spec = algo_spec(cfg.algo_name)
+        self.env = env
+        self.eval_env = eval_env
+        self.device = torch.device(cfg.train.device)
+        if env.num_envs != cfg.train.num_envs:
+            raise ValueError(
+                f"the env has {env.num_envs} copies but train.num_envs is {cfg.train.num_envs}"
+            )
+        espec: EnvSpec = env.spec
+        self.n_agents = espec.n_agents
+        self._build_actors(espec)
+        self._build_critics(espec)
+        self.iteration = 0
+        self.env_steps = 0
+        self.batch_steps = cfg.train.rollout_length * cfg.train.num_envs
+        self.total_iterations = max(1, math.ceil(cfg.train.steps / self.batch_steps))
+        self.last_eval: EvalResult | None = None
+        self._step: EnvStep | None = None
+        self._buffer: RolloutBuffer | None = None
+
+    # -- construction -------------------------------------------------------------------------
+
+    def _build_actors(self, espec: EnvSpec) -> None:
+        net = self.cfg.actor
+
+        def make_policy(agent: int) -> MLPPolicy:
+            return MLPPolicy(
+                espec.obs_dim(agent),
+                espec.action_spaces[agent],
+                hidden=tuple(net.hidden),
+                activation=net.activation,
+                layer_norm=net.layer_norm,
+                input_norm=net.input_norm,
+                log_std_init=net.log_std_init,
+                device=self.device,
+            )
+
+        if self.spec.share_actors:
+            for i in range(1, espec.n_agents):
+                if not (
+                    _same_space(espec.obs_spaces[i], espec.obs_spaces[0])
+                    and _same_space(espec.action_spaces[i], espec.action_spaces[0])
+                ):
+                    raise ValueError(
+                        f"{self.spec.name} shares one policy between all agents, but agent {i}'s "
+                        f"observation/action spaces ({espec.obs_spaces[i]}, "
+                        f"{espec.action_spaces[i]}) differ from agent 0's ({espec.obs_spaces[0]}, "
+                        f"{espec.action_spaces[0]}); use a non-sharing variant"
+                    )
+            shared = make_policy(0)
+            self.policies = [shared] * espec.n_agents
+            self.groups = [list(range(espec.n_agents))]
+        else:
+            self.policies = [make_policy(i) for i in range(espec.n_agents)]
+            self.groups = [[i] for i in range(espec.n_agents)]
+        self.actor_learners = [
+            _make_actor_learner(self.spec, self.policies[group[0]], self.cfg.algo)
+            for group in self.groups
+        ]
+
+    def _build_critics(self, espec: EnvSpec) -> None:
+        c = self.cfg.critic
+        if self.spec.critic == "local":
+            in_dims = [espec.obs_dim(i) for i in range(espec.n_agents)]
+        else:
+            in_dims = [espec.state_dim]
+        self.critics = [
+            CriticLearner(
+                VCritic(d, tuple(c.network.hidden), c.network.activation, c.network.layer_norm,
+                        c.network.input_norm).to(self.device),
+                c,
+            )
+            for d in in_dims
+        ]
+
+    def _critic_of(self, agent: int) -> int:
+        return agent if self.spec.critic == "local" else 0
+
+    def _critic_inputs(self, buffer: RolloutBuffer, k: int, final: bool) -> torch.Tensor:
+        if self.spec.critic == "local":
+            return (buffer.final_obs if final else buffer.obs)[k]
+        return buffer.final_state if final else buffer.state
+
+    # -- one iteration --------------------------------------------------------------------------
+
+    def reset_envs(self) -> None:
+        self._step = self.env.reset(seed=self.cfg.seed)
+
+    @torch.no_grad()
+    def collect(self) -> tuple[RolloutBuffer, list[float]]:
+        """``T`` steps of every env with the current policies; returns the buffer and the
+        returns of the episodes that ended meanwhile."""
+        if self._step is None:
+            self.reset_envs()
+        T, E = self.cfg.train.rollout_length, self.cfg.train.num_envs
+        if self._buffer is None:
+            self._buffer = RolloutBuffer.allocate(self.env.spec, T, E, self.device)
+        buffer = self._buffer
+        returns: list[float] = []
+        step = self._step
+        for t in range(T):
+            actions, logps = [], []
+            for i, policy in enumerate(self.policies):
+                mask = None if step.action_masks is None else step.action_masks[i]
+                action, logp = policy.sample(step.obs[i], mask)
+                actions.append(action)
+                logps.append(logp)
+            after = self.env.step(actions)
+            buffer.store(t, step, actions, logps, after)
+            returns.extend(ep.ret for ep in after.episodes)
+            step = after
+        self._step = step
+        self.env_steps += T * E
+        return buffer, returns
+
+    def advantages(self, buffer: RolloutBuffer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(Â, R̂, raw V)``, each ``[T, E, K]`` with K critics (1 central, n local)."""
+        raws, values, next_values = [], [], []
+        for k, critic in enumerate(self.critics):
+            raw, value = critic.predict(self._critic_inputs(buffer, k, final=False))
+            _, next_value = critic.predict(self._critic_inputs(buffer, k, final=True))
+            raws.append(raw)
+            values.append(value)
+            next_values.append(next_value)
+        K = len(self.critics)
+        raw = torch.stack(raws, -1)
+        value = torch.stack(values, -1)
+        next_value = torch.stack(next_values, -1)
+        shape = value.shape
+        adv, ret = gae(
+            buffer.reward.unsqueeze(-1).expand(shape).contiguous(),
+            value,
+            next_value,
+            buffer.terminated.unsqueeze(-1).expand(shape).contiguous(),
+            buffer.truncated.unsqueeze(-1).expand(shape).contiguous(),
+            self.cfg.train.gamma,
+            self.cfg.train.gae_lambda,
+        )
+        assert adv.shape[-1] == K
+        return adv, ret, raw
+
+    def _actor_batch(
+        self, buffer: RolloutBuffer, agents: list[int], adv: torch.Tensor, factor: torch.Tensor
+    ) -> ActorBatch:
+        def cat(parts: list[torch.Tensor]) -> torch.Tensor:
+            return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+
+        N = buffer.steps * self.cfg.train.num_envs
+        obs = cat([buffer.obs[i].reshape(N, -1) for i in agents])
+        actions = cat([buffer.actions[i].reshape(N, *buffer.actions[i].shape[2:]) for i in agents])
+        logp_old = cat([buffer.logp[i].reshape(N) for i in agents])
+        advantages = []
+        for i in agents:
+            a = adv[..., self._critic_of(i)].reshape(N)
+            if self.cfg.train.normalize_advantages:
+                a = _normalise(a, None)
+            advantages.append(a)
+        action_mask = None
+        if buffer.action_masks is not None:
+            action_mask = cat([buffer.action_masks[i].reshape(N, -1) for i in agents])
+        return ActorBatch(
+            obs=obs,
+            actions=actions,
+            logp_old=logp_old,
+            advantages=cat(advantages),
+            factor=factor.repeat(len(agents)),
+            action_mask=action_mask,
+        )
+
+    def update(self, buffer: RolloutBuffer) -> dict[str, torch.Tensor]:
+        """Steps 2–4 of the iteration; returns detached metrics (tensors, no host sync)."""
+        fraction = self.iteration / self.total_iterations
+        for learner in (*self.actor_learners, *self.critics):
+            learner.set_progress(fraction)
+        adv, ret, raw = self.advantages(buffer)
+        N = buffer.steps * self.cfg.train.num_envs
+        factor = torch.ones(N, device=self.device)
+        metrics: dict[str, torch.Tensor] = {}
+        sums: dict[str, torch.Tensor] = {}
+        order = agent_order(len(self.groups), self.spec.sequential)
+        self.last_order = order
+        for g in order:
+            agents = self.groups[g]
+            learner = self.actor_learners[g]
+            batch = self._actor_batch(buffer, agents, adv, factor)
+            if self.spec.sequential:
+                with torch.no_grad():
+                    logp_before = learner.policy.log_prob(batch.obs, batch.actions, batch.action_mask)
+            agent_metrics = learner.update(batch)
+            if self.spec.sequential:
+                with torch.no_grad():
+                    logp_after = learner.policy.log_prob(batch.obs, batch.actions, batch.action_mask)
+                factor = fold_factor(factor, logp_before, logp_after)
+            for key, value in agent_metrics.items():
+                sums[key] = sums.get(key, 0.0) + value
+                metrics[f"agent{agents[0] if len(agents) == 1 else 'all'}/{key}"] = value
+        for key, value in sums.items():
+            metrics[key] = value / len(order)
+        # M after the last agent: how far the joint policy moved on the batch (HA algorithms).
+        metrics["factor_mean"] = factor.mean()
+        metrics["factor_std"] = factor.std(unbiased=False)
+        metrics["factor_max"] = factor.max()
+        value_losses = []
+        for k, critic in enumerate(self.critics):
+            inputs = self._critic_inputs(buffer, k, final=False)
+            value_losses.append(
+                critic.update(inputs.reshape(N, -1), ret[..., k].reshape(N), raw[..., k].reshape(N))[
+                    "value_loss"
+                ]
+            )
+        metrics["value_loss"] = torch.stack(value_losses).mean()
+        metrics["advantage_mean"] = adv.mean()
+        return metrics
+
+    def check_finite(self, metrics: dict[str, torch.Tensor]) -> None:
+        """Raise :class:`TrainingDiverged` when a metric or a parameter is not finite (one host
+        sync per iteration, at the logging point)."""
+        bad = [k for k, v in metrics.items() if not bool(torch.isfinite(torch.as_tensor(v)).all())]
+        params = [p for m in self.modules() for p in m.parameters()]
+        if not bad and all(bool(torch.isfinite(p).all()) for p in params):
+            return
+        what = f"non-finite {', '.join(bad)}" if bad else "non-finite parameters"
+        raise TrainingDiverged(
+            f"training diverged at iteration {self.iteration + 1}: {what}; the run stops and "
+            f"keeps its last good checkpoint"
+        )
+
+    def modules(self) -> list[nn.Module]:
+        unique = list({id(p): p for p in self.policies}.values())
+        return [*unique, *(c.critic for c in self.critics)]
+
+    def iterate(self) -> dict[str, float]:
+        """One whole iteration; returns host-side metrics (this is where the host syncs)."""
+        start = time.perf_counter()
+        buffer, returns = self.collect()
+        collected = time.perf_counter()
+        metrics = self.update(buffer)
+        self.check_finite(metrics)
+        self.iteration += 1
+        end = time.perf_counter()
+        out = {k: float(v) for k, v in metrics.items()}
+        out["steps_per_second"] = self.batch_steps / (end - start)
+        out["collect_seconds"] = collected - start
+        out["update_seconds"] = end - collected
+        if returns:
+            out["train_return"] = sum(returns) / len(returns)
+            out["train_episodes"] = float(len(returns))
+        return out
+
+    def run_eval(self, episodes: int, seed: int) -> EvalResult:
+        if self.eval_env is None:
+            raise RuntimeError("this runner has no evaluation env")
+        self.last_eval = evaluate(self.policies, self.eval_env, episodes, seed=seed)
+        return self.last_eval
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        unique = list({id(p): p for p in self.policies}.values())
+        try:
+            env_state = self.env.state_dict()
+        except NotImplementedError:
+            env_state = None
+        step = self._step
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "algo": self.spec.name,
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "policies": [p.state_dict() for p in unique],
+            "actor_learners": [learner.state_dict() for learner in self.actor_learners],
+            "critics": [critic.state_dict() for critic in self.critics],
+            "env": env_state,
+            "env_step": None if step is None or env_state is None else {
+                "obs": list(step.obs),
+                "state": step.state,
+                "action_masks": None if step.action_masks is None else list(step.action_masks),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any], on_warning: Callable[[str], None] = print) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"unsupported checkpoint format {state.get('format')!r}")
+        if state["algo"] != self.spec.name:
+            raise ValueError(
+                f"the checkpoint is of algorithm {state['algo']!r}, not {self.spec.name!r}"
+            )
+        unique = list({id(p): p for p in self.policies}.values())
+        if len(state["policies"]) != len(unique):
+            raise ValueError("the checkpoint holds a different number of policies")
+        for policy, weights in zip(unique, state["policies"]):
+            policy.load_state_dict(weights)
+        for learner, s in zip(self.actor_learners, state["actor_learners"]):
+            learner.load_state_dict(s)
+        for critic, s in zip(self.critics, state["critics"]):
+            critic.load_state_dict(s)
+        self.iteration = int(state["iteration"])
+        self.env_steps = int(state["env_steps"])
+        self.reset_envs()
+        if state["env"] is None:
+            on_warning(
+                "this environment cannot save its state: the resumed run starts from freshly "
+                "reset envs (the result will differ from an uninterrupted run)"
+            )
+            return
+        self.env.load_state_dict(state["env"])
+        saved = state["env_step"]
+        dev = self.device
+        self._step = EnvStep(
+            obs=tuple(o.to(dev) for o in saved["obs"]),
+            state=saved["state"].to(dev),
+            reward=torch.zeros(self.env.num_envs, device=dev),
+            terminated=torch.zeros(self.env.num_envs, dtype=torch.bool, device=dev),
+            truncated=torch.zeros(self.env.num_envs, dtype=torch.bool, device=dev),
+            final_obs=tuple(o.to(dev) for o in saved["obs"]),
+            final_state=saved["state"].to(dev),
+            action_masks=None if saved["action_masks"] is None
+            else tuple(m.to(dev) for m in saved["action_masks"]),
+        )
+
+
+class InterruptFlag:
+    """SIGINT handling during training: the first Ctrl-C asks the loop to stop after the current
+    iteration (which then writes a checkpoint); a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> InterruptFlag:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave SIGINT alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ninterrupt: finishing this iteration, then writing a checkpoint "
+              "(Ctrl-C again to stop at once)", flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

@@ -1,0 +1,318 @@
+"""``haml.train`` and ``haml.resume``: a whole training run, from config to curve.
+
+A run directory (``runs/<env>/<task>/<algo>/seed-<n>/`` unless ``out`` is given) receives:
+
+- ``config.yaml``: the resolved configuration (what ``resume`` reads back);
+- ``metrics.csv`` and TensorBoard events (``haml.logging``);
+- ``checkpoints/iter-<n>.pt``: every ``run.checkpoint_every`` iterations, at the end, and on
+  Ctrl-C; each holds everything needed to continue exactly (weights, optimisers, value
+  normalisers, RNG states, counters, the envs' states);
+- ``curve.png``: the learning curve, written at the end.
+
+A NaN/inf loss or parameter stops the run with :class:`~haml.runners.on_policy.TrainingDiverged`
+naming the iteration; the last good checkpoint stays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from haml.config.schema import ExperimentConfig
+from haml.envs.base import VectorMultiAgentEnv
+
+__all__ = ["Result", "train", "resume", "default_run_dir"]
+
+
+@dataclass
+class Result:
+    """What a finished (or interrupted) run returns."""
+
+    run_dir: Path
+    eval_return: float | None
+    """Mean return of the final deterministic evaluation (None if evaluation is off)."""
+    eval_std: float | None
+    env_steps: int
+    iterations: int
+    wall_seconds: float
+    interrupted: bool
+    config: ExperimentConfig
+
+
+def _safe(part: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in part)
+
+
+def default_run_dir(cfg: ExperimentConfig, root: str | Path = "runs") -> Path:
+    """``<root>/<env>/<task>/<algo>/seed-<n>`` (characters unsafe in paths, like ``|``, become ``_``)."""
+    return (
+        Path(root) / _safe(cfg.env.name) / _safe(cfg.env.task) / _safe(cfg.algo_name)
+        / f"seed-{cfg.seed}"
+    )
+
+
+def _kwarg_overrides(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Python keyword overrides → dotted keys: ``algo__clip=0.1`` or ``algo={"clip": 0.1}``."""
+    dotted: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if isinstance(value, Mapping):
+            for sub, v in value.items():
+                dotted[f"{key}.{sub}"] = v
+        else:
+            dotted[key.replace("__", ".")] = value
+    return dotted
+
+
+def _check_fresh(run_dir: Path, overwrite: bool) -> None:
+    from haml.utils.checkpoint import latest_checkpoint
+
+    if overwrite or not run_dir.exists():
+        return
+    if (run_dir / "metrics.csv").exists() or latest_checkpoint(run_dir) is not None:
+        raise FileExistsError(
+            f"{run_dir} already holds a run; continue it with `haml train --resume {run_dir}` "
+            f"(haml.resume), choose another --out, or pass overwrite=True / --overwrite"
+        )
+
+
+def train(
+    algo: str,
+    env: str | VectorMultiAgentEnv,
+    task: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    *,
+    tuned: bool = False,
+    config_file: str | Path | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+    eval_env: VectorMultiAgentEnv | None = None,
+    quiet: bool = False,
+    overwrite: bool = False,
+    **kwargs: Any,
+) -> Result:
+    """Train ``algo`` on ``env`` and return a :class:`Result`.
+
+    Args:
+        algo: a registered algorithm (``haml.algorithms.algo_names()``).
+        env: a registered environment family (``haml.envs.env_names()``) with ``task``, or an
+            environment object following :class:`haml.envs.VectorMultiAgentEnv` (its ``spec``
+            names the family and task; ``train.num_envs`` becomes its ``num_envs``).
+        task: the task of a registered family (its default task when None).
+        steps: total environment steps (``train.steps``).
+        seed: seeds torch, numpy, Python and the envs.
+        out: the run directory (default :func:`default_run_dir` under ``./runs``).
+        tuned: start from the tuned settings of ``haml/config/tuned/<env>/<task>/<algo>.yaml``.
+        config_file: a YAML file of overrides, applied after the defaults.
+        overrides: ``["algo.clip=0.1", ...]`` or ``{"algo.clip": 0.1}``.
+        eval_env: evaluation envs for an env object (default: evaluate on ``env`` itself, which
+            then restarts its episodes).
+        quiet: no progress output.
+        overwrite: reuse a run directory that already holds a run.
+        **kwargs: more overrides, ``algo__clip=0.1`` or ``algo={"clip": 0.1}``.
+    """
+    from haml.config.loader import load_config
+
+    dotted: dict[str, Any] = {}
+    if isinstance(overrides, Mapping):
+        dotted.update(overrides)
+        extra: list[str] = []
+    else:
+        extra = list(overrides)
+    dotted.update(_kwarg_overrides(kwargs))
+    dotted["seed"] = seed
+    if steps is not None:
+        dotted["train.steps"] = steps
+    if isinstance(env, str):
+        env_name, env_obj = env, None
+    else:
+        if not isinstance(env, VectorMultiAgentEnv):
+            raise TypeError(
+                "train: 'env' must be a registered environment name or an object following "
+                f"haml.envs.VectorMultiAgentEnv, got {type(env).__name__}"
+            )
+        env_name, env_obj = env.spec.env, env
+        task = env.spec.task
+        dotted["train.num_envs"] = env.num_envs
+        dotted["train.device"] = str(env.device)
+    cfg = load_config(
+        algo,
+        env_name,
+        task,
+        overrides=[*extra, *(f"{k}={_yaml_value(v)}" for k, v in dotted.items())],
+        tuned=tuned,
+        config_file=config_file,
+    )
+    run_dir = Path(out) if out is not None else default_run_dir(cfg)
+    _check_fresh(run_dir, overwrite)
+    return _run(cfg, run_dir, env_obj, eval_env, checkpoint=None, quiet=quiet)
+
+
+def resume(
+    run_dir: str | Path,
+    steps: int | None = None,
+    overrides: Sequence[str] = (),
+    quiet: bool = False,
+) -> Result:
+    """Continue the run in ``run_dir`` from its latest checkpoint, to ``steps`` total steps
+    (default: the run's own ``train.steps``). The same seed on CPU gives the same parameters as
+    a run that was never interrupted (with a constant learning rate, or the same ``steps``)."""
+    from haml.config.loader import apply_overrides, config_from_dict
+    from haml.utils.checkpoint import latest_checkpoint, load_checkpoint
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"resume: no run directory {run_dir}")
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"resume: {run_dir} holds no checkpoint (checkpoints/iter-*.pt)")
+    checkpoint = load_checkpoint(path)
+    cfg = config_from_dict(checkpoint["config"])
+    more = list(overrides)
+    if steps is not None:
+        more.append(f"train.steps={int(steps)}")
+    if more:
+        cfg = apply_overrides(cfg, more)
+    return _run(cfg, run_dir, None, None, checkpoint=checkpoint, quiet=quiet)
+
+
+def _yaml_value(value: Any) -> str:
+    """A Python value as the YAML text of a ``key=value`` override."""
+    import json
+
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (tuple, list)):
+        value = list(value)
+    return json.dumps(value)
+
+
+def _make_envs(cfg: ExperimentConfig):
+    from haml.envs.registry import make_env
+
+    env = make_env(
+        cfg.env.name, cfg.env.task, num_envs=cfg.train.num_envs, seed=cfg.seed,
+        device=cfg.train.device, **cfg.env.options,
+    )
+    eval_env = None
+    if cfg.eval.every > 0:
+        eval_env = make_env(
+            cfg.env.name, cfg.env.task, num_envs=cfg.eval.num_envs, seed=cfg.seed + 1_000_000,
+            device=cfg.train.device, **cfg.env.options,
+        )
+    return env, eval_env
+
+
+def _eval_seed(cfg: ExperimentConfig, iteration: int) -> int:
+    """Evaluation envs are reseeded from the iteration: evaluations do not depend on history."""
+    return (cfg.seed * 1_000_003 + 7_919 * iteration + 17) % (2**31)
+
+
+def _run(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    env_obj: VectorMultiAgentEnv | None,
+    eval_env_obj: VectorMultiAgentEnv | None,
+    checkpoint: dict[str, Any] | None,
+    quiet: bool,
+) -> Result:
+    from haml.config.loader import config_to_dict
+    from haml.logging.logger import RunLogger
+    from haml.runners.on_policy import InterruptFlag, OnPolicyRunner, TrainingDiverged
+    from haml.utils.checkpoint import save_run_checkpoint
+    from haml.utils.seeding import rng_state, seed_everything, set_rng_state
+
+    if cfg.train.torch_threads > 0:
+        torch.set_num_threads(cfg.train.torch_threads)
+    seed_everything(cfg.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_dict = config_to_dict(cfg)
+    if env_obj is not None:
+        env, eval_env = env_obj, (eval_env_obj if eval_env_obj is not None else env_obj)
+        owns_envs = False
+    else:
+        env, eval_env = _make_envs(cfg)
+        owns_envs = True
+    started = time.perf_counter()
+    interrupted = False
+    try:
+        runner = OnPolicyRunner(cfg, env, eval_env if cfg.eval.every > 0 else None)
+        if checkpoint is not None:
+            runner.load_state_dict(checkpoint["runner"])
+            set_rng_state(checkpoint["rng"])
+        start_step = runner.env_steps
+
+        def save() -> Path:
+            payload = {
+                "config": config_dict,
+                "runner": runner.state_dict(),
+                "rng": rng_state(),
+                "eval_return": None if runner.last_eval is None else runner.last_eval.mean_return,
+            }
+            return save_run_checkpoint(
+                run_dir, runner.iteration, payload, keep=max(1, cfg.run.keep_checkpoints)
+            )
+
+        with RunLogger(run_dir, config_dict, cfg.train.steps, start_step=start_step,
+                       quiet=quiet) as logger, InterruptFlag() as flag:
+            if runner.env_steps >= cfg.train.steps and not quiet:
+                print(f"{run_dir}: already at {runner.env_steps} of {cfg.train.steps} steps")
+            while runner.env_steps < cfg.train.steps:
+                try:
+                    metrics = runner.iterate()
+                except TrainingDiverged:
+                    raise
+                last = runner.env_steps >= cfg.train.steps
+                if cfg.eval.every > 0 and (runner.iteration % cfg.eval.every == 0 or last):
+                    result = runner.run_eval(cfg.eval.episodes, _eval_seed(cfg, runner.iteration))
+                    metrics["eval_return"] = result.mean_return
+                    metrics["eval_return_std"] = result.std_return
+                    for key, value in result.metrics.items():
+                        metrics[f"eval_{key}"] = value
+                    if env_obj is not None and eval_env is env:
+                        runner.reset_envs()
+                if runner.iteration % cfg.run.log_every == 0 or last:
+                    logger.log(runner.env_steps, metrics)
+                if flag.requested:
+                    interrupted = True
+                    path = save()
+                    print(f"interrupted: checkpoint {path}; continue with "
+                          f"`haml train --resume {run_dir}`", flush=True)
+                    break
+                if runner.iteration % cfg.run.checkpoint_every == 0 or last:
+                    save()
+        if not interrupted:
+            _write_curve(run_dir, quiet)
+    finally:
+        if owns_envs:
+            env.close()
+            if eval_env is not None:
+                eval_env.close()
+    last_eval = runner.last_eval
+    return Result(
+        run_dir=run_dir,
+        eval_return=None if last_eval is None else last_eval.mean_return,
+        eval_std=None if last_eval is None else last_eval.std_return,
+        env_steps=runner.env_steps,
+        iterations=runner.iteration,
+        wall_seconds=time.perf_counter() - started,
+        interrupted=interrupted,
+        config=cfg,
+    )
+
+
+def _write_curve(run_dir: Path, quiet: bool) -> None:
+    from haml.logging.plot import plot_run
+
+    try:
+        path = plot_run(run_dir)
+    except Exception as err:  # a curve is a convenience: never lose a finished run over it
+        print(f"note: no learning curve written ({err})")
+        return
+    if not quiet:
+        print(f"logs: {run_dir}  (metrics.csv, TensorBoard events, checkpoints/)\ncurve: {path}")
