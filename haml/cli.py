@@ -5,7 +5,10 @@ Each subcommand is one ``_add_<name>`` function that declares its parser and set
 
 - ``haml info``: versions, whether the native extension loaded (and why not), and which
   implementation each op runs on each device;
-- ``haml bench ops``: native kernels against their PyTorch references (see :mod:`haml.bench`).
+- ``haml bench ops``: native kernels against their PyTorch references (see :mod:`haml.bench`);
+- ``haml train``: a training run (:func:`haml.train.train`), or ``--resume RUN_DIR``;
+- ``haml eval RUN_DIR``: deterministic evaluation of a run's checkpoint (:mod:`haml.evaluation`);
+- ``haml plot RUN_DIR ...``: learning curves, mean ± std across seeds.
 """
 
 from __future__ import annotations
@@ -139,10 +142,147 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# haml train / eval / plot
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_info, _add_bench)
-"""One function per subcommand; later: train, eval, plot."""
+def _train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from haml.train import resume, train
+
+    if args.resume is not None:
+        for name in ("algo", "env", "task", "out", "config"):
+            if getattr(args, name) is not None:
+                parser.error(f"--resume continues a run with its saved config: drop --{name}")
+        if args.tuned:
+            parser.error("--resume continues a run with its saved config: drop --tuned")
+        result = resume(args.resume, steps=args.steps, overrides=args.overrides, quiet=args.quiet)
+    else:
+        if args.algo is None or args.env is None:
+            parser.error("--algo and --env are required (or --resume RUN_DIR)")
+        result = train(
+            args.algo,
+            args.env,
+            task=args.task,
+            steps=args.steps,
+            seed=args.seed,
+            out=args.out,
+            tuned=args.tuned,
+            config_file=args.config,
+            overrides=args.overrides,
+            quiet=args.quiet,
+            overwrite=args.overwrite,
+        )
+    if result.interrupted:
+        return 130
+    final = "off" if result.eval_return is None else f"{result.eval_return:.2f} ± {result.eval_std:.2f}"
+    print(
+        f"done: {result.env_steps} steps, {result.iterations} iterations in "
+        f"{result.wall_seconds:.0f} s; final eval return {final}; run: {result.run_dir}"
+    )
+    return 0
+
+
+def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        return _train_command(args, parser)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+        print(f"haml train: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train an algorithm on an environment task",
+        description="Train an on-policy algorithm (happo, hatrpo, haa2c, mappo, mappo_ns, ippo, "
+        "maa2c_s, maa2c_ns) on a task. The defaults are the papers' hyperparameters for the "
+        "environment family; KEY=VALUE overrides any config field (e.g. algo.clip=0.1 "
+        "actor.hidden=[128,128]). Writes runs/<env>/<task>/<algo>/seed-<n>/ (or --out).",
+    )
+    parser.add_argument("--algo", help="registered algorithm")
+    parser.add_argument("--env", help="registered environment family, e.g. mamujoco, toy")
+    parser.add_argument("--task", help="task of the family (default: the family's default task)")
+    parser.add_argument("--steps", type=int, help="total environment steps (train.steps)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="run directory")
+    parser.add_argument("--config", help="a YAML file of overrides, applied after the defaults")
+    parser.add_argument("--tuned", action="store_true",
+                        help="start from the tuned settings of haml/config/tuned/<env>/<task>/<algo>.yaml")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="reuse a directory that holds a run")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    parser.set_defaults(handler=_run_train, command_parser=parser)
+
+
+def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from haml.evaluation import evaluate_run
+
+    try:
+        report = evaluate_run(
+            args.run_dir, episodes=args.episodes, render=args.render, seed=args.seed,
+            checkpoint=args.checkpoint,
+        )
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"haml eval: error: {err}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
+def _add_eval(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a trained run with deterministic actions",
+        description="Load a run's latest checkpoint (or --checkpoint) and report the mean and std "
+        "of the return over --episodes episodes with deterministic actions (the Gaussian's mean, "
+        "the categorical's mode). --render writes a video where MuJoCo's offscreen renderer works.",
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs")
+    parser.add_argument("--checkpoint", help="a checkpoint file (default: the run's latest)")
+    parser.add_argument("--render", action="store_true",
+                        help="write RUN_DIR/videos/eval-<iteration>.mp4 of one episode")
+    parser.set_defaults(handler=_run_eval, command_parser=parser)
+
+
+def _run_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from haml.logging.plot import plot_runs
+
+    try:
+        path = plot_runs(args.run_dirs, args.out, metric=args.metric)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"haml plot: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_plot(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plot",
+        help="learning curves of runs (mean ± std across seeds)",
+        description="Plot the evaluation return against environment steps for the given run "
+        "directories (or directories holding runs), mean ± std across seeds per algorithm, "
+        "one PNG.",
+    )
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    parser.add_argument("--out", default="curves.png", help="the PNG to write")
+    parser.add_argument("--metric", default="charts/eval_return", help="the metrics.csv column")
+    parser.set_defaults(handler=_run_plot, command_parser=parser)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_train,
+    _add_eval,
+    _add_plot,
+    _add_info,
+    _add_bench,
+)
+"""One function per subcommand."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ from typing import Any
 __all__ = [
     "A2CConfig",
     "ActorNetworkConfig",
+    "ActorNetworkConfig",
     "CriticConfig",
     "EnvConfig",
     "EvalConfig",
@@ -137,15 +138,21 @@ class NetworkConfig:
     input_norm: bool = True
     """LayerNorm on the input features (HARL's ``use_feature_normalization``)."""
 
+    # The dotted section named in error messages (a plain class attribute, not a field): a bare
+    # NetworkConfig is the critic's network; ActorNetworkConfig says "actor".
+    _section = "critic.network"
+
     def __post_init__(self) -> None:
-        _choice("network", "activation", self.activation, ACTIVATIONS)
+        _choice(self._section, "activation", self.activation, ACTIVATIONS)
         if any(width < 1 for width in self.hidden):
-            raise ValueError(f"network.hidden widths must be positive, got {list(self.hidden)}")
+            raise ValueError(f"{self._section}.hidden widths must be positive, got {list(self.hidden)}")
 
 
 @dataclass
 class ActorNetworkConfig(NetworkConfig):
     """The policy network: an MLP and a diagonal-Gaussian or categorical head."""
+
+    _section = "actor"
 
     log_std_init: float = -1.0
     """Initial log σ of Gaussian policies (σ = e^-1 ≈ 0.37, HARL's initial σ)."""

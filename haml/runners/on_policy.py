@@ -23,7 +23,6 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,7 +43,7 @@ from haml.ops import gae
 from haml.runners.evaluate import EvalResult, evaluate
 from haml.runners.sequential import agent_order, fold_factor
 
-__all__ = ["OnPolicyRunner", "TrainingDiverged"]
+__all__ = ["OnPolicyRunner", "TrainingDiverged", "make_policies", "unique_policies"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -76,13 +75,45 @@ def _normalise(adv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (adv - mean) / (var.sqrt() + 1e-5)
 
 
-@dataclass
-class IterationStats:
-    """Host-side numbers of one iteration, for the logger and the progress bar."""
+def make_policies(
+    spec: AlgoSpec, cfg: ExperimentConfig, espec: EnvSpec, device: torch.device
+) -> tuple[list[MLPPolicy], list[list[int]]]:
+    """One policy per agent (``policies[i]``; the same module for every agent when the algorithm
+    shares parameters) and the update groups: ``[[0], [1], ...]``, or ``[[0, ..., n-1]]`` shared."""
+    net = cfg.actor
 
-    iteration: int
-    env_steps: int
-    metrics: dict[str, float]
+    def make_policy(agent: int) -> MLPPolicy:
+        return MLPPolicy(
+            espec.obs_dim(agent),
+            espec.action_spaces[agent],
+            hidden=tuple(net.hidden),
+            activation=net.activation,
+            layer_norm=net.layer_norm,
+            input_norm=net.input_norm,
+            log_std_init=net.log_std_init,
+            device=device,
+        )
+
+    if not spec.share_actors:
+        return [make_policy(i) for i in range(espec.n_agents)], [[i] for i in range(espec.n_agents)]
+    for i in range(1, espec.n_agents):
+        if not (
+            _same_space(espec.obs_spaces[i], espec.obs_spaces[0])
+            and _same_space(espec.action_spaces[i], espec.action_spaces[0])
+        ):
+            raise ValueError(
+                f"{spec.name} shares one policy between all agents, but agent {i}'s "
+                f"observation/action spaces ({espec.obs_spaces[i]}, {espec.action_spaces[i]}) "
+                f"differ from agent 0's ({espec.obs_spaces[0]}, {espec.action_spaces[0]}); use a "
+                f"non-sharing variant"
+            )
+    shared = make_policy(0)
+    return [shared] * espec.n_agents, [list(range(espec.n_agents))]
+
+
+def unique_policies(policies: list[nn.Module]) -> list[nn.Module]:
+    """Each distinct module once, in agent order (a shared policy appears once)."""
+    return list({id(p): p for p in policies}.values())
 
 
 class OnPolicyRunner:
@@ -124,38 +155,7 @@ class OnPolicyRunner:
     # -- construction -------------------------------------------------------------------------
 
     def _build_actors(self, espec: EnvSpec) -> None:
-        net = self.cfg.actor
-
-        def make_policy(agent: int) -> MLPPolicy:
-            return MLPPolicy(
-                espec.obs_dim(agent),
-                espec.action_spaces[agent],
-                hidden=tuple(net.hidden),
-                activation=net.activation,
-                layer_norm=net.layer_norm,
-                input_norm=net.input_norm,
-                log_std_init=net.log_std_init,
-                device=self.device,
-            )
-
-        if self.spec.share_actors:
-            for i in range(1, espec.n_agents):
-                if not (
-                    _same_space(espec.obs_spaces[i], espec.obs_spaces[0])
-                    and _same_space(espec.action_spaces[i], espec.action_spaces[0])
-                ):
-                    raise ValueError(
-                        f"{self.spec.name} shares one policy between all agents, but agent {i}'s "
-                        f"observation/action spaces ({espec.obs_spaces[i]}, "
-                        f"{espec.action_spaces[i]}) differ from agent 0's ({espec.obs_spaces[0]}, "
-                        f"{espec.action_spaces[0]}); use a non-sharing variant"
-                    )
-            shared = make_policy(0)
-            self.policies = [shared] * espec.n_agents
-            self.groups = [list(range(espec.n_agents))]
-        else:
-            self.policies = [make_policy(i) for i in range(espec.n_agents)]
-            self.groups = [[i] for i in range(espec.n_agents)]
+        self.policies, self.groups = make_policies(self.spec, self.cfg, espec, self.device)
         self.actor_learners = [
             _make_actor_learner(self.spec, self.policies[group[0]], self.cfg.algo)
             for group in self.groups
@@ -329,7 +329,7 @@ class OnPolicyRunner:
         )
 
     def modules(self) -> list[nn.Module]:
-        unique = list({id(p): p for p in self.policies}.values())
+        unique = unique_policies(self.policies)
         return [*unique, *(c.critic for c in self.critics)]
 
     def iterate(self) -> dict[str, float]:
@@ -359,7 +359,7 @@ class OnPolicyRunner:
     # -- state ------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        unique = list({id(p): p for p in self.policies}.values())
+        unique = unique_policies(self.policies)
         try:
             env_state = self.env.state_dict()
         except NotImplementedError:
@@ -388,7 +388,7 @@ class OnPolicyRunner:
             raise ValueError(
                 f"the checkpoint is of algorithm {state['algo']!r}, not {self.spec.name!r}"
             )
-        unique = list({id(p): p for p in self.policies}.values())
+        unique = unique_policies(self.policies)
         if len(state["policies"]) != len(unique):
             raise ValueError("the checkpoint holds a different number of policies")
         for policy, weights in zip(unique, state["policies"]):
