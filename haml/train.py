@@ -144,7 +144,7 @@ def train(
         algo,
         env_name,
         task,
-        overrides=[*extra, *(f"{k}={_yaml_value(v)}" for k, v in dotted.items())],
+        overrides=[*extra, *dotted.items()],
         tuned=tuned,
         config_file=config_file,
     )
@@ -181,17 +181,6 @@ def resume(
     return _run(cfg, run_dir, None, None, checkpoint=checkpoint, quiet=quiet)
 
 
-def _yaml_value(value: Any) -> str:
-    """A Python value as the YAML text of a ``key=value`` override."""
-    import json
-
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (tuple, list)):
-        value = list(value)
-    return json.dumps(value)
-
-
 def _make_envs(cfg: ExperimentConfig):
     from haml.envs.registry import make_env
 
@@ -222,6 +211,7 @@ def _run(
     quiet: bool,
 ) -> Result:
     from haml.config.loader import config_to_dict
+    from haml.logging import metrics as M
     from haml.logging.logger import RunLogger
     from haml.runners.on_policy import InterruptFlag, OnPolicyRunner, TrainingDiverged
     from haml.utils.checkpoint import save_run_checkpoint
@@ -255,7 +245,7 @@ def _run(
                 "eval_return": None if runner.last_eval is None else runner.last_eval.mean_return,
             }
             return save_run_checkpoint(
-                run_dir, runner.iteration, payload, keep=max(1, cfg.run.keep_checkpoints)
+                run_dir, runner.iteration, payload, keep=cfg.run.keep_checkpoints
             )
 
         with RunLogger(run_dir, config_dict, cfg.train.steps, start_step=start_step,
@@ -270,10 +260,12 @@ def _run(
                 last = runner.env_steps >= cfg.train.steps
                 if cfg.eval.every > 0 and (runner.iteration % cfg.eval.every == 0 or last):
                     result = runner.run_eval(cfg.eval.episodes, _eval_seed(cfg, runner.iteration))
-                    metrics["eval_return"] = result.mean_return
-                    metrics["eval_return_std"] = result.std_return
+                    metrics[M.EVAL_RETURN] = result.mean_return
+                    metrics[M.EVAL_RETURN_STD] = result.std_return
+                    metrics[M.EVAL_EPISODE_LENGTH] = sum(
+                        ep.length for ep in result.episodes) / len(result.episodes)
                     for key, value in result.metrics.items():
-                        metrics[f"eval_{key}"] = value
+                        metrics[f"{M.ENV_PREFIX}eval_{key}"] = value
                     if env_obj is not None and eval_env is env:
                         runner.reset_envs()
                 if runner.iteration % cfg.run.log_every == 0 or last:
@@ -312,7 +304,8 @@ def _write_curve(run_dir: Path, quiet: bool) -> None:
     try:
         path = plot_run(run_dir)
     except Exception as err:  # a curve is a convenience: never lose a finished run over it
-        print(f"note: no learning curve written ({err})")
-        return
+        path = None
+        print(f"note: no learning curve written ({type(err).__name__}: {err})")
     if not quiet:
-        print(f"logs: {run_dir}  (metrics.csv, TensorBoard events, checkpoints/)\ncurve: {path}")
+        print(f"logs: {run_dir}  (metrics.csv, config.yaml, TensorBoard events, checkpoints/)")
+        print(f"curve: {path}" if path is not None else "curve: none (no evaluation rows)")

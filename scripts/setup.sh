@@ -21,9 +21,9 @@ fi
 pip_install "scikit-build-core>=0.10" "cmake>=3.25" ninja
 
 build_args=()
-extras=""
+extras="[mamujoco]"  # the main job trains on MaMuJoCo
 if [[ $dev == 1 ]]; then
-  extras="[dev]"
+  extras="[dev,mamujoco]"
   if [[ ! -f /usr/include/gtest/gtest.h ]]; then
     echo "setup: installing GoogleTest (Debian libgtest-dev)"
     if command -v apt-get >/dev/null; then

@@ -32,6 +32,11 @@ class PPOActorLearner:
         self.cfg = cfg
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
 
+    @property
+    def lr(self) -> float:
+        """The current learning rate (after the schedule)."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
     def set_progress(self, fraction: float) -> None:
         lr = linear_decay(self.cfg.lr, self.cfg.lr_schedule, fraction)
         for group in self.optimizer.param_groups:

@@ -27,6 +27,9 @@ class TRPOActorLearner:
         self.policy = policy
         self.cfg = cfg
 
+    lr = None
+    """No learning rate: the step size comes from δ."""
+
     def set_progress(self, fraction: float) -> None:
         """The KL radius δ does not decay."""
 

@@ -115,13 +115,13 @@ class RunConfig:
     checkpoint_every: int = 50
     """Write a checkpoint every this many iterations (and at the end, and on Ctrl-C)."""
     keep_checkpoints: int = 2
-    """Periodic checkpoints kept besides ``last.pt``."""
+    """How many of the newest checkpoints to keep (at least 1: the latest is always kept)."""
     log_every: int = 1
     """Write a metrics row every this many iterations."""
 
     def __post_init__(self) -> None:
         _positive("run", "checkpoint_every", self.checkpoint_every)
-        _positive("run", "keep_checkpoints", self.keep_checkpoints, allow_zero=True)
+        _positive("run", "keep_checkpoints", self.keep_checkpoints)
         _positive("run", "log_every", self.log_every)
 
 

@@ -36,7 +36,8 @@ from haml.algorithms.happo import PPOActorLearner
 from haml.algorithms.hatrpo import TRPOActorLearner
 from haml.buffers.rollout import RolloutBuffer
 from haml.config.schema import A2CConfig, ExperimentConfig
-from haml.envs.base import EnvSpec, EnvStep, VectorMultiAgentEnv
+from haml.envs.base import EnvSpec, EnvStep, EpisodeStats, VectorMultiAgentEnv
+from haml.logging import metrics as M
 from haml.models import MLPPolicy
 from haml.models.value import VCritic
 from haml.ops import gae
@@ -109,6 +110,36 @@ def make_policies(
             )
     shared = make_policy(0)
     return [shared] * espec.n_agents, [list(range(espec.n_agents))]
+
+
+_LEARNER_METRICS = {
+    "policy_loss": M.POLICY_LOSS,
+    "entropy": M.ENTROPY,
+    "grad_norm": M.ACTOR_GRAD_NORM,
+    "clip_fraction": M.CLIP_FRACTION,
+    "approx_kl": M.KL,
+    "kl": M.KL,
+    "ratio_mean": M.RATIO_MEAN,
+    "step_fraction": M.STEP_FRACTION,
+    "accepted": M.ACCEPTED,
+    "improvement": M.IMPROVEMENT,
+}
+"""Actor learners' metric keys → the fixed metric names (learners know nothing of logging)."""
+
+
+def _explained_variance(
+    raw: torch.Tensor, returns: torch.Tensor, critics: list[CriticLearner]
+) -> torch.Tensor:
+    """1 − Var(R̂ − V) / Var(R̂) of the collection-time values (in return units), over all critics."""
+    values = torch.stack(
+        [
+            c.value_norm.denormalize(raw[..., k]) if c.value_norm is not None else raw[..., k]
+            for k, c in enumerate(critics)
+        ],
+        -1,
+    )
+    var = returns.var(unbiased=False)
+    return 1.0 - (returns - values).var(unbiased=False) / var.clamp(min=1e-12)
 
 
 def unique_policies(policies: list[nn.Module]) -> list[nn.Module]:
@@ -190,16 +221,16 @@ class OnPolicyRunner:
         self._step = self.env.reset(seed=self.cfg.seed)
 
     @torch.no_grad()
-    def collect(self) -> tuple[RolloutBuffer, list[float]]:
+    def collect(self) -> tuple[RolloutBuffer, list[EpisodeStats]]:
         """``T`` steps of every env with the current policies; returns the buffer and the
-        returns of the episodes that ended meanwhile."""
+        episodes that ended meanwhile."""
         if self._step is None:
             self.reset_envs()
         T, E = self.cfg.train.rollout_length, self.cfg.train.num_envs
         if self._buffer is None:
             self._buffer = RolloutBuffer.allocate(self.env.spec, T, E, self.device)
         buffer = self._buffer
-        returns: list[float] = []
+        episodes: list[EpisodeStats] = []
         step = self._step
         for t in range(T):
             actions, logps = [], []
@@ -210,11 +241,11 @@ class OnPolicyRunner:
                 logps.append(logp)
             after = self.env.step(actions)
             buffer.store(t, step, actions, logps, after)
-            returns.extend(ep.ret for ep in after.episodes)
+            episodes.extend(after.episodes)
             step = after
         self._step = step
         self.env_steps += T * E
-        return buffer, returns
+        return buffer, episodes
 
     def advantages(self, buffer: RolloutBuffer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(Â, R̂, raw V)``, each ``[T, E, K]`` with K critics (1 central, n local)."""
@@ -271,7 +302,8 @@ class OnPolicyRunner:
         )
 
     def update(self, buffer: RolloutBuffer) -> dict[str, torch.Tensor]:
-        """Steps 2–4 of the iteration; returns detached metrics (tensors, no host sync)."""
+        """Steps 2–4 of the iteration; returns detached metrics under the fixed names of
+        :mod:`haml.logging.metrics` (tensors: no host sync here)."""
         fraction = self.iteration / self.total_iterations
         for learner in (*self.actor_learners, *self.critics):
             learner.set_progress(fraction)
@@ -279,40 +311,38 @@ class OnPolicyRunner:
         N = buffer.steps * self.cfg.train.num_envs
         factor = torch.ones(N, device=self.device)
         metrics: dict[str, torch.Tensor] = {}
-        sums: dict[str, torch.Tensor] = {}
         order = agent_order(len(self.groups), self.spec.sequential)
         self.last_order = order
         for g in order:
             agents = self.groups[g]
             learner = self.actor_learners[g]
             batch = self._actor_batch(buffer, agents, adv, factor)
+            # A shared policy reports under the plain names, one policy per agent per agent.
+            name = (lambda m: m) if len(agents) > 1 else (lambda m, i=agents[0]: M.agent_metric(m, i))
+            metrics[name(M.FACTOR_MEAN)] = factor.mean()
+            metrics[name(M.FACTOR_STD)] = factor.std(unbiased=False)
+            metrics[name(M.FACTOR_MAX)] = factor.max()
             if self.spec.sequential:
                 with torch.no_grad():
                     logp_before = learner.policy.log_prob(batch.obs, batch.actions, batch.action_mask)
-            agent_metrics = learner.update(batch)
+            for key, value in learner.update(batch).items():
+                if key in _LEARNER_METRICS:
+                    metrics[name(_LEARNER_METRICS[key])] = value
             if self.spec.sequential:
                 with torch.no_grad():
                     logp_after = learner.policy.log_prob(batch.obs, batch.actions, batch.action_mask)
                 factor = fold_factor(factor, logp_before, logp_after)
-            for key, value in agent_metrics.items():
-                sums[key] = sums.get(key, 0.0) + value
-                metrics[f"agent{agents[0] if len(agents) == 1 else 'all'}/{key}"] = value
-        for key, value in sums.items():
-            metrics[key] = value / len(order)
-        # M after the last agent: how far the joint policy moved on the batch (HA algorithms).
-        metrics["factor_mean"] = factor.mean()
-        metrics["factor_std"] = factor.std(unbiased=False)
-        metrics["factor_max"] = factor.max()
         value_losses = []
         for k, critic in enumerate(self.critics):
             inputs = self._critic_inputs(buffer, k, final=False)
-            value_losses.append(
-                critic.update(inputs.reshape(N, -1), ret[..., k].reshape(N), raw[..., k].reshape(N))[
-                    "value_loss"
-                ]
-            )
-        metrics["value_loss"] = torch.stack(value_losses).mean()
-        metrics["advantage_mean"] = adv.mean()
+            losses = critic.update(inputs.reshape(N, -1), ret[..., k].reshape(N), raw[..., k].reshape(N))
+            value_losses.append(losses["value_loss"])
+        metrics[M.VALUE_LOSS] = torch.stack(value_losses).mean()
+        metrics[M.EXPLAINED_VARIANCE] = _explained_variance(raw, ret, self.critics)
+        lrs = [learner.lr for learner in self.actor_learners if getattr(learner, "lr", None) is not None]
+        if lrs:
+            metrics[M.ACTOR_LR] = torch.tensor(lrs[0])
+        metrics[M.CRITIC_LR] = torch.tensor(self.critics[0].lr)
         return metrics
 
     def check_finite(self, metrics: dict[str, torch.Tensor]) -> None:
@@ -335,19 +365,20 @@ class OnPolicyRunner:
     def iterate(self) -> dict[str, float]:
         """One whole iteration; returns host-side metrics (this is where the host syncs)."""
         start = time.perf_counter()
-        buffer, returns = self.collect()
+        buffer, episodes = self.collect()
         collected = time.perf_counter()
         metrics = self.update(buffer)
         self.check_finite(metrics)
         self.iteration += 1
         end = time.perf_counter()
         out = {k: float(v) for k, v in metrics.items()}
-        out["steps_per_second"] = self.batch_steps / (end - start)
-        out["collect_seconds"] = collected - start
-        out["update_seconds"] = end - collected
-        if returns:
-            out["train_return"] = sum(returns) / len(returns)
-            out["train_episodes"] = float(len(returns))
+        out[M.STEPS_PER_SECOND] = self.batch_steps / (end - start)
+        self.last_timing = {"collect_seconds": collected - start, "update_seconds": end - collected}
+        if episodes:
+            out[M.TRAIN_RETURN] = sum(ep.ret for ep in episodes) / len(episodes)
+            out[M.TRAIN_EPISODE_LENGTH] = sum(ep.length for ep in episodes) / len(episodes)
+            for key in sorted({k for ep in episodes for k in ep.metrics}):
+                out[f"{M.ENV_PREFIX}{key}"] = sum(ep.metrics.get(key, 0.0) for ep in episodes) / len(episodes)
         return out
 
     def run_eval(self, episodes: int, seed: int) -> EvalResult:

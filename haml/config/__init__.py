@@ -1,0 +1,56 @@
+"""haml's typed configuration: the dataclasses (:mod:`.schema`), the shipped YAML defaults
+(``defaults/``, ``tuned/``) and the strict loader (:mod:`.loader`)."""
+
+from haml.config.loader import (
+    CONFIG_DIR,
+    ConfigError,
+    ConfigTypeError,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    env_names_with_yaml,
+    load_config,
+    parse_override,
+    read_config,
+    save_config,
+    tuned_configs,
+)
+from haml.config.schema import (
+    A2CConfig,
+    ActorNetworkConfig,
+    CriticConfig,
+    EnvConfig,
+    EvalConfig,
+    ExperimentConfig,
+    NetworkConfig,
+    PPOConfig,
+    RunConfig,
+    TrainConfig,
+    TRPOConfig,
+)
+
+__all__ = [
+    "A2CConfig",
+    "ActorNetworkConfig",
+    "CONFIG_DIR",
+    "ConfigError",
+    "ConfigTypeError",
+    "CriticConfig",
+    "EnvConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "NetworkConfig",
+    "PPOConfig",
+    "RunConfig",
+    "TRPOConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "env_names_with_yaml",
+    "load_config",
+    "parse_override",
+    "read_config",
+    "save_config",
+    "tuned_configs",
+]

@@ -1,0 +1,39 @@
+"""What a training run writes: fixed metric names (:mod:`.metrics`), the run logger
+(:mod:`.logger`: config.yaml, metrics.csv, TensorBoard, progress) and learning curves
+(:mod:`.plot`). matplotlib, TensorBoard and rich are imported only when used."""
+
+from haml.logging import metrics
+from haml.logging.logger import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    NonFiniteLossError,
+    RunLogger,
+    check_finite,
+)
+from haml.logging.metrics import agent_metric
+from haml.logging.plot import (
+    CURVE_FILE,
+    MAMUJOCO_NOTE,
+    NoDataError,
+    aggregate_seeds,
+    find_run_dirs,
+    plot_run,
+    plot_runs,
+)
+
+__all__ = [
+    "CONFIG_FILE",
+    "CURVE_FILE",
+    "MAMUJOCO_NOTE",
+    "METRICS_FILE",
+    "NoDataError",
+    "NonFiniteLossError",
+    "RunLogger",
+    "agent_metric",
+    "aggregate_seeds",
+    "check_finite",
+    "find_run_dirs",
+    "metrics",
+    "plot_run",
+    "plot_runs",
+]

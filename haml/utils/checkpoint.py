@@ -1,0 +1,165 @@
+"""Checkpoints of a training run: atomic writes, clear load errors, and where they live.
+
+Layout inside a run directory::
+
+    checkpoints/iter-000120.pt
+    checkpoints/iter-000130.pt      <- latest_checkpoint(run_dir)
+
+One file per saved iteration, named by the iteration number (zero-padded to six digits, wider
+when needed). The latest checkpoint is the one with the highest number; there is no separate
+``last.pt``, so there is one source of truth and nothing to get out of step after a crash. At most
+``keep`` files are kept; older ones are deleted only after the new one is safely on disk, so a run
+stopped for a NaN loss or killed mid-write always keeps its last good checkpoint.
+
+The payload is a plain dict that the runner assembles (weights, optimisers, value normaliser,
+``haml.utils.seeding.rng_state()``, counters, ...). :func:`load_checkpoint` loads with
+``weights_only=True`` by default (no arbitrary code runs from a checkpoint file), so payloads should
+hold only tensors, state dicts, and Python containers of numbers and strings, which is what
+:func:`~haml.utils.seeding.rng_state` returns.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from haml.utils.files import TEMP_SUFFIX, atomic_write
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CheckpointError",
+    "checkpoint_iteration",
+    "checkpoint_path",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "save_checkpoint",
+    "save_run_checkpoint",
+]
+
+CHECKPOINT_DIR = "checkpoints"
+"""Sub-directory of a run directory that holds its checkpoints."""
+
+_NAME = re.compile(r"^iter-(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be read (truncated, corrupt, or not a haml checkpoint)."""
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
+    """Write ``payload`` to ``path`` atomically with ``torch.save``; returns ``path``.
+
+    The bytes go to a temporary file in the same directory, are fsynced, and replace ``path`` in
+    one rename: if saving fails or is interrupted, the previous file at ``path`` is intact and no
+    temporary file is left behind.
+    """
+    if not isinstance(payload, Mapping):
+        raise TypeError(f"save_checkpoint: 'payload' must be a dict, got {type(payload).__name__}")
+    payload = dict(payload)
+    return atomic_write(path, lambda file: torch.save(payload, file))
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    map_location: str | torch.device | None = "cpu",
+    weights_only: bool = True,
+) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    ``map_location`` as in ``torch.load`` (CPU by default: a GPU run resumes on any machine).
+    ``weights_only=False`` allows arbitrary pickled objects; use it only for files you trust.
+    Raises ``FileNotFoundError`` (listing the checkpoints that do exist nearby) or
+    :class:`CheckpointError` naming the file and the cause.
+    """
+    path = Path(path)
+    if not path.is_file():
+        nearby = list_checkpoints(path.parent.parent) if path.parent.name == CHECKPOINT_DIR else []
+        hint = f"; checkpoints there: {', '.join(p.name for p in nearby)}" if nearby else ""
+        raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {path}{hint}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=weights_only)
+    except pickle.UnpicklingError as err:
+        if weights_only:
+            raise CheckpointError(
+                f"load_checkpoint: {path} is corrupt or holds objects that weights_only loading "
+                f"refuses ({err}); if you trust the file, pass weights_only=False"
+            ) from err
+        raise CheckpointError(f"load_checkpoint: {path} is corrupt ({err})") from err
+    except Exception as err:
+        # Damaged files fail in many ways: a truncated zip archive as RuntimeError, an empty file
+        # as EOFError, stray bytes read as a legacy pickle as IndexError or KeyError, ...
+        raise CheckpointError(f"load_checkpoint: {path} is not a readable checkpoint ({err})") from err
+    if not isinstance(payload, dict):
+        raise CheckpointError(
+            f"load_checkpoint: {path} holds a {type(payload).__name__}, not a checkpoint dict"
+        )
+    return payload
+
+
+def checkpoint_path(run_dir: str | os.PathLike[str], iteration: int) -> Path:
+    """``<run_dir>/checkpoints/iter-<iteration, six digits at least>.pt``."""
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        raise ValueError(f"checkpoint_path: 'iteration' must be a non-negative int, got {iteration!r}")
+    return Path(run_dir) / CHECKPOINT_DIR / f"iter-{iteration:06d}.pt"
+
+
+def checkpoint_iteration(path: str | os.PathLike[str]) -> int:
+    """The iteration number in a checkpoint file name (``iter-000123.pt`` -> 123)."""
+    match = _NAME.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"checkpoint_iteration: {path} is not named iter-<number>.pt")
+    return int(match[1])
+
+
+def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """The run's checkpoint files, oldest iteration first (temporary files are not listed)."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.is_file() and _NAME.match(p.name)]
+    return sorted(found, key=checkpoint_iteration)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The checkpoint with the highest iteration number in ``run_dir``, or ``None`` if none."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def save_run_checkpoint(
+    run_dir: str | os.PathLike[str],
+    iteration: int,
+    payload: Mapping[str, Any],
+    keep: int | None = 3,
+) -> Path:
+    """Save ``payload`` as iteration ``iteration`` of the run, then prune; returns the file written.
+
+    Saving the same iteration twice (a periodic save, then Ctrl-C before the next iteration)
+    replaces the file atomically. Afterwards only the ``keep`` highest-numbered checkpoints remain
+    (``None``: keep all), and temporary files left by a process killed mid-write are removed.
+    """
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise ValueError(f"save_run_checkpoint: 'keep' must be a positive int or None, got {keep!r}")
+    path = save_checkpoint(checkpoint_path(run_dir, iteration), payload)
+    _prune(Path(run_dir), keep, written=path)
+    return path
+
+
+def _prune(run_dir: Path, keep: int | None, written: Path) -> None:
+    directory = run_dir / CHECKPOINT_DIR
+    # Only one process writes a run's checkpoints, and its own write has finished by now, so any
+    # temporary file still here was left by a process that was killed mid-write.
+    for stray in directory.glob(f".iter-*{TEMP_SUFFIX}"):
+        stray.unlink(missing_ok=True)
+    if keep is None:
+        return
+    for old in list_checkpoints(run_dir)[:-keep]:
+        if old != written:  # the file just written is never pruned, whatever its number
+            old.unlink(missing_ok=True)
