@@ -136,6 +136,8 @@ def train(
                 "train: 'env' must be a registered environment name or an object following "
                 f"haml.envs.VectorMultiAgentEnv, got {type(env).__name__}"
             )
+        if tuned:
+            raise ValueError("train: tuned settings are per registered task; an environment object has none")
         env_name, env_obj = env.spec.env, env
         task = env.spec.task
         dotted["train.num_envs"] = env.num_envs
@@ -147,6 +149,7 @@ def train(
         overrides=[*extra, *dotted.items()],
         tuned=tuned,
         config_file=config_file,
+        external_env=env_obj is not None,
     )
     run_dir = Path(out) if out is not None else default_run_dir(cfg)
     _check_fresh(run_dir, overwrite)

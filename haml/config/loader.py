@@ -431,9 +431,10 @@ def _resolve_options(env: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return _plain(resolved)
 
 
-def _finish(node: DictConfig, algo_cls: type) -> ExperimentConfig:
+def _finish(node: DictConfig, algo_cls: type, resolve_options: bool = True) -> ExperimentConfig:
     """Options resolved, the dataclasses built (their ``__post_init__`` checks run)."""
-    node.env.options = _resolve_options(node.env.name, OmegaConf.to_container(node.env.options))
+    if resolve_options:
+        node.env.options = _resolve_options(node.env.name, OmegaConf.to_container(node.env.options))
     try:
         cfg = OmegaConf.to_object(node)
     except ConfigError:
@@ -464,8 +465,15 @@ def load_config(
     overrides: Overrides = (),
     tuned: bool = False,
     config_file: str | os.PathLike[str] | None = None,
+    external_env: bool = False,
 ) -> ExperimentConfig:
     """The resolved config of ``algo`` on ``env``/``task`` (the module docstring lists the layers).
+
+    ``external_env``: the caller built the environment object itself (``haml.train(algo,
+    MatrixGame(...))``): ``env`` is its family and ``task`` its task as its spec says. The family's
+    YAML layers apply when it has a file (its family-wide and per-algo sections, not a task's), the
+    task is not checked against the registry, and ``env.options`` end up empty (the object is
+    already built).
 
     ``task`` None takes the env file's default task, unless ``config_file`` or an override sets
     ``env.task``. ``tuned`` adds ``tuned/<env>/<task>/<algo>.yaml`` (an error listing the shipped
@@ -474,6 +482,8 @@ def load_config(
     """
     spec = _algo_spec(algo)
     algo_cls = spec.config_cls
+    if external_env:
+        return _load_external(algo_cls, algo, env, task, overrides, config_file)
     if not isinstance(env, str) or env not in env_names_with_yaml():
         raise ConfigError(f"unknown env {env!r}; envs with a config: {', '.join(env_names_with_yaml())}")
     env_file = _read_env_file(env)
@@ -537,6 +547,43 @@ def load_config(
     node.env.name = env
     node.env.task = task
     return _finish(node, algo_cls)
+
+
+def _load_external(
+    algo_cls: type, algo: str, env: str, task: str | None, overrides: Overrides,
+    config_file: str | os.PathLike[str] | None,
+) -> ExperimentConfig:
+    if not isinstance(env, str) or not isinstance(task, str):
+        raise ConfigTypeError(f"an environment object's spec must name its env and task, got {env!r}, {task!r}")
+    layers = [
+        _read_layer(_DEFAULTS / "experiment.yaml", None),
+        _read_layer(_DEFAULTS / "algos" / f"{algo}.yaml", algo_cls),
+    ]
+    if env in env_names_with_yaml():
+        env_file = _read_env_file(env)
+        layers.append(_Layer(env_file.source, env_file.family))
+        if algo in env_file.algos:
+            layers.append(_Layer(f"{env_file.source} ({_ALGOS_KEY}.{algo})", env_file.algos[algo]))
+    # The family file's env section (default task, options) is for the tasks it builds.
+    layers = [_Layer(layer.source, {k: v for k, v in layer.data.items() if k != "env"}) for layer in layers]
+    user_layers = []
+    if config_file is not None:
+        path = Path(config_file)
+        source = f"config file {str(path)!r}"
+        user_layers.append(_Layer(source, _check_layer(read_yaml(path), source, algo_cls)))
+    for source, data in _override_items(overrides):
+        user_layers.append(_Layer(source, _check_layer(data, source, algo_cls)))
+    for layer in user_layers:
+        if "env" in layer.data:
+            raise ConfigError(f"{layer.source}: env settings do not apply to an environment object")
+    node = _base_node(algo_cls)
+    for layer in [*layers, *user_layers]:
+        node = _merge(node, layer)
+    node.algo_name = algo
+    node.env.name = env
+    node.env.task = task
+    node.env.options = {}
+    return _finish(node, algo_cls, resolve_options=False)
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:

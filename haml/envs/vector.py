@@ -1,0 +1,575 @@
+"""gymnasium vector envs → :class:`~haml.envs.base.VectorMultiAgentEnv`: the numpy/torch boundary.
+
+:class:`GymVectorEnv` steps ``E`` copies of a :class:`~haml.envs.gym_adapter.ParallelEnvAdapter`
+with gymnasium's ``AsyncVectorEnv`` (one subprocess per env, observations in shared memory) or
+``SyncVectorEnv`` (all in this process), and turns their numpy batches into torch tensors on the
+training device. Nothing before this module sees torch; nothing after it sees numpy.
+
+- **Autoreset** is gymnasium's ``SAME_STEP`` mode: an env that ends an episode is reset within the
+  same step, its true last observation arrives in ``infos["final_obs"]`` and becomes that env's
+  row of ``EnvStep.final_obs``/``final_state`` (the other rows equal ``obs``/``state``).
+- **Seeding**: ``reset(seed)`` seeds env ``e`` with ``seed + e``; the ``seed`` given at
+  construction is used by the first ``reset()`` that gives none. Later automatic resets draw from
+  each env's own RNG, so a run is a function of the seed alone.
+- **Episodes**: undiscounted team return and length are accumulated here, per env, and reported
+  as :class:`~haml.envs.base.EpisodeStats` in the step where an episode ends.
+- **Actions**: ``Box`` actions are clipped to the action space's bounds before they are sent (the
+  policies are unsquashed Gaussians, as in the papers' code); ``Discrete`` ones are sent as int64.
+- **Ctrl-C**: the workers ignore SIGINT, so it reaches only the main process, which can then
+  checkpoint (this env's :meth:`GymVectorEnv.state_dict` included) while the workers are alive.
+  A Ctrl-C during a step/reset is held back until every env has finished it and it has been
+  recorded, then raised (the caller loses that step's :class:`EnvStep`, but the envs are
+  consistent and can be saved); a second Ctrl-C interrupts at once and gives the envs up.
+- **Failures**: an exception inside an env, a worker that dies (killed, crashed interpreter), or a
+  worker that does not answer within ``step_timeout`` seconds raises a ``RuntimeError`` that names
+  the env index and the cause, and shuts the remaining workers down; it never hangs. The default
+  timeout (:data:`DEFAULT_STEP_TIMEOUT`, 10 minutes) is far above any real step or reset, so it
+  only fires on a stuck worker; ``None`` waits forever.
+- **Exact resume**: :meth:`GymVectorEnv.state_dict` gathers each env's ``resume_state`` (simulator
+  state, RNG, time-limit counter) with ``get_attr`` and adds the running episode returns/lengths
+  and the last observation; :meth:`GymVectorEnv.load_state_dict` puts them back with ``set_attr``.
+  Everything in it is a torch tensor or a plain Python value, so ``torch.load(weights_only=True)``
+  reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+from haml.envs.base import EnvSpec, EnvStep, EpisodeStats
+from haml.envs.gym_adapter import STATE_KEY, obs_key
+
+__all__ = ["DEFAULT_STEP_TIMEOUT", "GymVectorEnv"]
+
+DEFAULT_STEP_TIMEOUT: float = 600.0
+"""Seconds an async step/reset/call may take before the workers are declared stuck."""
+
+_STATE_FORMAT = "haml.envs.vector.GymVectorEnv/1"
+
+
+class _IgnoreSigintInWorker:
+    """An env factory that, when called inside a worker process, first ignores SIGINT.
+
+    ``AsyncVectorEnv`` also calls the first factory in the main process (to read the spaces):
+    the process id tells the two apart, so the main process keeps its Ctrl-C handler.
+    """
+
+    def __init__(self, make_env: Callable[[], gymnasium.Env]) -> None:
+        self.make_env = make_env
+        self.main_pid = os.getpid()
+
+    def __call__(self) -> gymnasium.Env:
+        if os.getpid() != self.main_pid:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return self.make_env()
+
+
+class _DeferredSigint:
+    """Within ``with``: the first Ctrl-C (SIGINT) is only noted, a second one interrupts at once.
+
+    :meth:`deliver`, called after the block, hands a noted Ctrl-C to the handler that was in
+    place (Python's default raises ``KeyboardInterrupt``; a runner's own handler may set a stop
+    flag instead). The Python-level handler is swapped rather than the signal masked: a process-
+    directed signal may be delivered to any thread, and Python runs its handler in the main
+    thread all the same. Outside the main thread (where Python runs no signal handlers) this does
+    nothing.
+    """
+
+    def __init__(self) -> None:
+        self._frames: list[Any] = []
+        self._previous: Any = None
+        self._active = threading.current_thread() is threading.main_thread()
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self._frames.append(frame)
+        if len(self._frames) > 1:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _DeferredSigint:
+        if self._active:
+            self._previous = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._active:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def deliver(self) -> None:
+        if len(self._frames) != 1:
+            return
+        if callable(self._previous):
+            self._previous(signal.SIGINT, self._frames[0])
+        elif self._previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+
+def _describe_exit(code: int) -> str:
+    """A worker's exit code in words (negative: killed by that signal)."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
+def _numpy_tree_to_torch(value: Any) -> Any:
+    """numpy arrays (anywhere in dicts/lists/tuples) → CPU tensors, bit for bit."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.array(value, copy=True))
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: _numpy_tree_to_torch(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_numpy_tree_to_torch(item) for item in value)
+    return value
+
+
+def _torch_tree_to_numpy(value: Any) -> Any:
+    """The inverse of :func:`_numpy_tree_to_torch`."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy().copy()
+    if isinstance(value, dict):
+        return {key: _torch_tree_to_numpy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_torch_tree_to_numpy(item) for item in value)
+    return value
+
+
+class GymVectorEnv:
+    """``E`` :class:`~haml.envs.gym_adapter.ParallelEnvAdapter` envs stepped together, torch in/out.
+
+    Args:
+        env_fns: one factory per env, each returning a ``ParallelEnvAdapter`` (picklable for the
+            async mode: module-level functions or ``functools.partial`` of them).
+        env: the env family's registered name (for :class:`EnvSpec` and messages).
+        task: the task name.
+        device: where the returned tensors live.
+        seed: used by the first :meth:`reset` that is given no seed.
+        asynchronous: subprocesses (``AsyncVectorEnv``, shared memory) or this process
+            (``SyncVectorEnv``).
+        step_timeout: seconds an async reset/step/call may take (``None``: wait forever).
+        context: the multiprocessing start method of the workers (``None``: the platform's).
+        max_concurrency: at most this many workers simulate at once (gymnasium's option; for
+            more envs than cores). ``None``: no limit.
+        episode_limit: recorded in the spec.
+    """
+
+    def __init__(
+        self,
+        env_fns: Sequence[Callable[[], gymnasium.Env]],
+        *,
+        env: str,
+        task: str,
+        device: torch.device | str = "cpu",
+        seed: int | None = None,
+        asynchronous: bool = True,
+        step_timeout: float | None = DEFAULT_STEP_TIMEOUT,
+        context: str | None = None,
+        max_concurrency: int | None = None,
+        episode_limit: int | None = None,
+    ) -> None:
+        if len(env_fns) < 1:
+            raise ValueError("env_fns: need at least one env factory")
+        if step_timeout is not None and step_timeout <= 0:
+            raise ValueError(f"step_timeout must be positive or None, got {step_timeout}")
+        self.num_envs = len(env_fns)
+        self.device = torch.device(device)
+        self.asynchronous = asynchronous
+        self.step_timeout = step_timeout
+        self._label = f"{env}/{task}"
+        self._seed = seed
+        self._failure: str | None = None
+        self._closed = False
+
+        self._vec: AsyncVectorEnv | SyncVectorEnv
+        if asynchronous:
+            try:
+                # max_concurrency only where asked for: older gymnasium releases lack it
+                extra = {} if max_concurrency is None else {"max_concurrency": max_concurrency}
+                self._vec = AsyncVectorEnv(
+                    [_IgnoreSigintInWorker(fn) for fn in env_fns],
+                    shared_memory=True,
+                    copy=False,  # rows are copied into tensors below; no second copy
+                    context=context,
+                    autoreset_mode=AutoresetMode.SAME_STEP,
+                    **extra,
+                )
+            except Exception as err:
+                raise RuntimeError(
+                    f"{self._label}: the env workers failed to start: {type(err).__name__}: {err}"
+                ) from err
+        else:
+            self._vec = SyncVectorEnv(env_fns, copy=False, autoreset_mode=AutoresetMode.SAME_STEP)
+
+        obs_space = self._vec.single_observation_space
+        act_space = self._vec.single_action_space
+        n_agents = len(act_space.spaces)
+        self.spec = EnvSpec(
+            env=env,
+            task=task,
+            n_agents=n_agents,
+            obs_spaces=tuple(obs_space[obs_key(i)] for i in range(n_agents)),
+            action_spaces=tuple(act_space.spaces),
+            state_space=obs_space[STATE_KEY],
+            action_masks=False,
+            episode_limit=episode_limit,
+        )
+        # Clip bounds of Box actions, on the CPU where actions are clipped before they leave.
+        self._action_bounds: list[tuple[torch.Tensor, torch.Tensor] | None] = [
+            (
+                torch.as_tensor(space.low, dtype=torch.float32),
+                torch.as_tensor(space.high, dtype=torch.float32),
+            )
+            if isinstance(space, gymnasium.spaces.Box)
+            else None
+            for space in self.spec.action_spaces
+        ]
+        self._resumable = all(self._get_attr("resumable", "construction"))
+
+        self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
+        self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._last_obs: dict[str, np.ndarray] | None = None
+
+    # -- the protocol ---------------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None) -> EnvStep:
+        """Reset every env (env ``e`` seeded with ``seed + e`` when a seed is given or pending)."""
+        if seed is None and self._last_obs is None:
+            seed = self._seed
+        vec = self._vec
+        if isinstance(vec, AsyncVectorEnv):
+            self._exchange(
+                "reset",
+                send=lambda: vec.reset_async(seed=seed),
+                receive=lambda: vec.reset_wait(timeout=self.step_timeout),
+                record=self._record_reset,
+            )
+        else:
+            self._exchange("reset", None, lambda: vec.reset(seed=seed), self._record_reset)
+        return self.current()
+
+    def step(self, actions: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> EnvStep:
+        """Step every env with per-agent actions ``[E, d_i]`` (Box) or ``[E]`` (Discrete)."""
+        if self._last_obs is None:
+            raise RuntimeError(f"{self._label}: call reset() (or load_state_dict) before step()")
+        np_actions = self._actions_to_numpy(actions)
+        vec = self._vec
+        if isinstance(vec, AsyncVectorEnv):
+            recorded = self._exchange(
+                "step",
+                send=lambda: vec.step_async(np_actions),
+                receive=lambda: vec.step_wait(timeout=self.step_timeout),
+                record=self._record_step,
+            )
+        else:
+            recorded = self._exchange("step", None, lambda: vec.step(np_actions), self._record_step)
+        obs, final_obs, reward, terminated, truncated, episodes = recorded
+        obs_t, state_t = self._obs_to_torch(obs)
+        if final_obs is obs:  # no episode ended: s_{t+1} is the observation itself
+            final_obs_t, final_state_t = tuple(o.clone() for o in obs_t), state_t.clone()
+        else:
+            final_obs_t, final_state_t = self._obs_to_torch(final_obs)
+        return EnvStep(
+            obs=obs_t,
+            state=state_t,
+            reward=self._to_device(reward.astype(np.float32)),
+            terminated=self._to_device(terminated.astype(np.bool_)),
+            truncated=self._to_device(truncated.astype(np.bool_)),
+            final_obs=final_obs_t,
+            final_state=final_state_t,
+            episodes=episodes,
+        )
+
+    def _record_reset(self, result: tuple[dict[str, np.ndarray], dict[str, Any]]) -> None:
+        obs, _ = result
+        self._episode_return[:] = 0.0
+        self._episode_length[:] = 0
+        self._last_obs = {key: np.array(value, copy=True) for key, value in obs.items()}
+
+    def _record_step(self, result: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Book one vector step: episode returns/lengths, final observations, last observation."""
+        obs, reward, terminated, truncated, infos = result
+        # copies: with shared memory (copy=False) these arrays are overwritten by the next step
+        obs = {key: np.array(value, copy=True) for key, value in obs.items()}
+        final_obs = obs
+        ended = np.logical_or(terminated, truncated)
+        episodes: list[EpisodeStats] = []
+        self._episode_return += reward
+        self._episode_length += 1
+        if ended.any():
+            final_obs = {key: value.copy() for key, value in obs.items()}
+            has_final = infos.get("_final_obs", np.zeros(self.num_envs, dtype=bool))
+            metrics = infos.get("final_info", {}).get("episode_metrics", {})
+            for e in np.flatnonzero(ended):
+                if not has_final[e]:
+                    raise RuntimeError(f"{self._label}: env {e} ended without a final observation")
+                for key, value in infos["final_obs"][e].items():
+                    final_obs[key][e] = value
+                episodes.append(
+                    EpisodeStats(
+                        ret=float(self._episode_return[e]),
+                        length=int(self._episode_length[e]),
+                        metrics={
+                            key: float(value[e])
+                            for key, value in metrics.items()
+                            if not key.startswith("_") and metrics[f"_{key}"][e]
+                        },
+                    )
+                )
+            self._episode_return[ended] = 0.0
+            self._episode_length[ended] = 0
+        self._last_obs = obs  # never written to: the tensors handed out are copies
+        return obs, final_obs, reward, terminated, truncated, episodes
+
+    def current(self) -> EnvStep:
+        """The envs' current observation as an :class:`EnvStep` (reward 0, no episode ended).
+
+        What :meth:`reset` returns; after :meth:`load_state_dict`, the observation to act on next
+        (not part of the ``VectorMultiAgentEnv`` protocol: a runner that keeps its own last
+        observation does not need it).
+        """
+        if self._last_obs is None:
+            raise RuntimeError(f"{self._label}: no current observation; call reset() first")
+        obs, state = self._obs_to_torch(self._last_obs)
+        zeros = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        return EnvStep(
+            obs=obs,
+            state=state,
+            reward=torch.zeros(self.num_envs, dtype=torch.float32, device=self.device),
+            terminated=zeros,
+            truncated=zeros.clone(),
+            final_obs=tuple(o.clone() for o in obs),
+            final_state=state.clone(),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: per-env simulator/RNG/step-counter states, the
+        running episode returns and lengths, and the current observation."""
+        if not self._resumable:
+            raise NotImplementedError(f"{self._label}: these envs cannot save their exact state")
+        env_states = self._get_attr("resume_state", "state_dict")
+        return {
+            "format": _STATE_FORMAT,
+            "label": self._label,
+            "num_envs": self.num_envs,
+            "envs": [_numpy_tree_to_torch(state) for state in env_states],
+            "episode_return": torch.from_numpy(self._episode_return.copy()),
+            "episode_length": torch.from_numpy(self._episode_length.copy()),
+            "obs": None if self._last_obs is None else _numpy_tree_to_torch(self._last_obs),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put every env back where :meth:`state_dict` found it."""
+        if not self._resumable:
+            raise NotImplementedError(f"{self._label}: these envs cannot restore an exact state")
+        if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+            raise ValueError(
+                f"{self._label}: not a {_STATE_FORMAT} state dict "
+                f"(format={state.get('format') if isinstance(state, dict) else type(state)!r})"
+            )
+        if state["label"] != self._label or state["num_envs"] != self.num_envs:
+            raise ValueError(
+                f"state dict is for {state['num_envs']} envs of {state['label']}, "
+                f"this is {self.num_envs} envs of {self._label}"
+            )
+        env_states = [_torch_tree_to_numpy(env_state) for env_state in state["envs"]]
+
+        def restore_bookkeeping(_: Any) -> None:
+            self._episode_return = state["episode_return"].numpy().astype(np.float64, copy=True)
+            self._episode_length = state["episode_length"].numpy().astype(np.int64, copy=True)
+            self._last_obs = None if state["obs"] is None else _torch_tree_to_numpy(state["obs"])
+
+        vec = self._vec
+        self._exchange(
+            "load_state_dict",
+            None,
+            lambda: vec.set_attr("resume_state", env_states),
+            restore_bookkeeping,
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._failure is None:
+            self._vec.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            with contextlib.suppress(Exception):
+                self.close()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _get_attr(self, name: str, what: str) -> list[Any]:
+        """Attribute ``name`` of every env (``get_attr``, with the step timeout when async)."""
+        vec = self._vec
+        if isinstance(vec, AsyncVectorEnv):
+            return list(
+                self._exchange(
+                    what,
+                    send=lambda: vec.call_async(name),
+                    receive=lambda: vec.call_wait(timeout=self.step_timeout),
+                    record=None,
+                )
+            )
+        return list(self._exchange(what, None, lambda: vec.get_attr(name), None))
+
+    def _exchange(
+        self,
+        what: str,
+        send: Callable[[], None] | None,
+        receive: Callable[[], Any],
+        record: Callable[[Any], Any] | None,
+    ) -> Any:
+        """One command to every env, its answers collected and recorded, as one unit.
+
+        ``send()`` starts the command in the async workers (``None``: ``receive()`` does it all);
+        ``receive()`` collects the answers; ``record(answers)`` books them. Failures become a
+        ``RuntimeError`` (:meth:`_guard`).
+
+        A Ctrl-C during the exchange is held back until it is complete (so the envs are never left
+        half-stepped with answers unread, which would make them unusable and unsaveable), then
+        raised: the caller loses that step's result, but ``state_dict()`` works. A second Ctrl-C
+        abandons the exchange at once, and with it the envs.
+        """
+        deferred = _DeferredSigint()
+        with deferred, self._guard(what):
+            if send is not None:
+                send()
+                self._wait_for_answers()
+            answers = receive()
+            result = answers if record is None else record(answers)
+        deferred.deliver()
+        return result
+
+    def _wait_for_answers(self) -> None:
+        """Block until every async worker has answered, or raise ``TimeoutError`` after
+        ``step_timeout`` seconds (gymnasium's own wait polls the same way)."""
+        assert isinstance(self._vec, AsyncVectorEnv)
+        deadline = None if self.step_timeout is None else time.monotonic() + self.step_timeout
+        for pipe in self._vec.parent_pipes:
+            if pipe is None:
+                return  # a worker that failed before: receive() reports it
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not pipe.poll(remaining):
+                raise multiprocessing.TimeoutError(f"no answer within {self.step_timeout} s")
+
+    def _actions_to_numpy(self, actions: Sequence[torch.Tensor]) -> tuple[np.ndarray, ...]:
+        if len(actions) != self.spec.n_agents:
+            raise ValueError(
+                f"actions: expected one tensor per agent ({self.spec.n_agents}), got {len(actions)}"
+            )
+        out = []
+        for agent, (action, bounds) in enumerate(zip(actions, self._action_bounds)):
+            if not isinstance(action, torch.Tensor):
+                raise TypeError(
+                    f"actions[{agent}] must be a torch.Tensor, got {type(action).__name__}"
+                )
+            space = self.spec.action_spaces[agent]
+            expected = (self.num_envs, *space.shape)
+            if tuple(action.shape) != expected:
+                raise ValueError(
+                    f"actions[{agent}] must have shape {list(expected)}, got {list(action.shape)}"
+                )
+            action = action.detach().cpu()
+            if bounds is not None:
+                out.append(torch.clamp(action.float(), bounds[0], bounds[1]).numpy())
+            else:
+                out.append(action.to(torch.int64).numpy())
+        return tuple(out)
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        """A tensor on the env's device that owns its memory (``array`` is copied).
+
+        ``torch.from_numpy`` of a copy: ``torch.tensor(array)`` costs several times more per
+        call, which adds up over the few tensors of every step.
+        """
+        return torch.from_numpy(np.array(array, copy=True)).to(self.device)
+
+    def _obs_to_torch(
+        self, obs: dict[str, np.ndarray]
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        per_agent = tuple(
+            self._to_device(obs[obs_key(i)].astype(np.float32, copy=False))
+            for i in range(self.spec.n_agents)
+        )
+        return per_agent, self._to_device(obs[STATE_KEY].astype(np.float32, copy=False))
+
+    @contextlib.contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Turn any failure of the workers into a ``RuntimeError`` naming the env and the cause."""
+        if self._closed:
+            raise RuntimeError(f"{self._label}: the vector env is closed")
+        if self._failure is not None:
+            raise RuntimeError(f"{self._label}: the vector env failed earlier: {self._failure}")
+        try:
+            yield
+        except KeyboardInterrupt:
+            self._failure = f"{what} was interrupted (Ctrl-C twice) before the envs finished it"
+            self._shut_down_after_failure()
+            raise
+        except Exception as err:
+            self._failure = f"{what}: {self._describe_failure(err)}"
+            self._shut_down_after_failure()
+            raise RuntimeError(f"{self._label}: {self._failure}") from err
+
+    def _describe_failure(self, err: Exception) -> str:
+        if not isinstance(self._vec, AsyncVectorEnv):
+            return f"{type(err).__name__}: {err}"
+        vec = self._vec
+        dead = []
+        for index, process in enumerate(vec.processes):
+            process.join(timeout=0.5 if not process.is_alive() else 0)
+            if process.exitcode is not None:
+                how = _describe_exit(process.exitcode)
+                dead.append(f"env {index} (worker pid {process.pid}, {how})")
+        raised = [index for index, pipe in enumerate(vec.parent_pipes) if pipe is None]
+        if isinstance(err, multiprocessing.TimeoutError):
+            busy = [
+                index
+                for index, pipe in enumerate(vec.parent_pipes)
+                if pipe is not None and not pipe.closed and not pipe.poll()
+            ]
+            return (
+                f"no answer within step_timeout={self.step_timeout} s from env(s) {busy}; "
+                "a worker is stuck (raise the step_timeout option if steps are really that slow)"
+            )
+        if raised:
+            return f"env(s) {raised} raised {type(err).__name__}: {err}"
+        if dead:
+            return f"env worker died: {', '.join(dead)} ({type(err).__name__}: {err})"
+        return f"{type(err).__name__}: {err}"
+
+    def _shut_down_after_failure(self) -> None:
+        """Stop the workers without waiting on pipes that may never answer."""
+        if not isinstance(self._vec, AsyncVectorEnv):
+            with contextlib.suppress(Exception):
+                self._vec.close()
+            return
+        vec = self._vec
+        for process in vec.processes:
+            if process.is_alive():
+                process.terminate()
+        for process in vec.processes:
+            process.join(timeout=5)
+        for index, pipe in enumerate(vec.parent_pipes):
+            if pipe is not None:
+                with contextlib.suppress(Exception):
+                    pipe.close()
+                vec.parent_pipes[index] = None
+        vec.closed = True

@@ -1,0 +1,147 @@
+"""haml.envs.registry: lazy families, clear errors on names, options and missing packages."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from typing import Literal
+
+import pytest
+
+from haml.envs import registry
+from haml.envs.base import VectorMultiAgentEnv
+
+
+def test_builtin_families_are_registered():
+    assert {"mamujoco", "toy"} <= set(registry.env_names())
+    assert registry.env_names() == sorted(registry.env_names())
+
+
+def test_unknown_env_lists_the_registered_ones():
+    with pytest.raises(ValueError, match=r"unknown env 'mujoco'.*mamujoco.*toy"):
+        registry.env_module("mujoco")
+    with pytest.raises(ValueError, match="registered envs"):
+        registry.make_env("mujoco", "HalfCheetah-2x3")
+
+
+def test_names_and_options_need_no_simulator():
+    """Listing tasks and options imports neither MuJoCo nor gymnasium_robotics."""
+    code = (
+        "import sys\n"
+        "from haml.envs import registry\n"
+        "assert 'HalfCheetah-2x3' in registry.task_names('mamujoco')\n"
+        "assert registry.options_class('mamujoco').__name__ == 'Options'\n"
+        "loaded = [m for m in ('mujoco', 'gymnasium_robotics', 'pettingzoo') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+        "import haml\n"
+        "assert 'mujoco' not in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_missing_simulator_names_the_pip_extra(monkeypatch):
+    monkeypatch.setitem(
+        registry._FAMILIES,
+        "fancy",
+        registry._Family("haml.envs.mamujoco", requires=("haml_no_such_package",), extra="fancy"),
+    )
+    with pytest.raises(ImportError, match=r'haml_no_such_package.*pip install "haml\[fancy\]"'):
+        registry.make_env("fancy", "HalfCheetah-2x3")
+    # what needs no simulator still works
+    assert "HalfCheetah-2x3" in registry.task_names("fancy")
+
+
+def test_register_env_family_checks_the_name(monkeypatch):
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry._FAMILIES))
+    registry.register_env_family("later", "haml.envs.later", requires=("x",), extra="later")
+    assert "later" in registry.env_names()
+    with pytest.raises(ValueError, match="identifier"):
+        registry.register_env_family("not a name", "x")
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoOptions:
+    count: int = 1
+    scale: float = 1.0
+    flag: bool = False
+    limit: int | None = None
+    mode: Literal["a", "b"] = "a"
+
+
+def test_build_options_accepts_good_values():
+    opts = registry.build_options(
+        DemoOptions, {"count": 3, "scale": 2, "limit": None, "flag": True}
+    )
+    assert opts == DemoOptions(count=3, scale=2.0, flag=True, limit=None)
+    assert isinstance(opts.scale, float)
+
+
+def test_unknown_option_is_an_error_listing_the_valid_ones():
+    with pytest.raises(
+        ValueError,
+        match=r"unknown option\(s\) 'cuont'.*valid options: count, scale, flag, limit, mode",
+    ):
+        registry.build_options(DemoOptions, {"cuont": 3})
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("count", 2.5, "int"),
+        ("count", True, "int"),
+        ("scale", "2", "float"),
+        ("flag", 1, "bool"),
+        ("limit", "7", "int | None"),
+        ("mode", "c", r"one of \['a', 'b'\]"),
+    ],
+)
+def test_wrongly_typed_option_is_an_error_naming_it(key, value, expected):
+    with pytest.raises(TypeError, match=f"option '{key}' must be {expected}, got"):
+        registry.build_options(DemoOptions, {key: value})
+
+
+def test_make_env_checks_its_own_arguments():
+    with pytest.raises(ValueError, match="num_envs"):
+        registry.make_env("mamujoco", "HalfCheetah-2x3", num_envs=0)
+    with pytest.raises(TypeError, match="seed"):
+        registry.make_env("mamujoco", "HalfCheetah-2x3", seed="1")
+
+
+def test_make_env_rejects_bad_mamujoco_options_before_building():
+    pytest.importorskip("gymnasium_robotics")
+    with pytest.raises(
+        ValueError, match="valid options: fully_observable, agent_obsk, episode_limit"
+    ):
+        registry.make_env("mamujoco", "HalfCheetah-2x3", episode_limt=10)
+    with pytest.raises(TypeError, match="option 'episode_limit' must be int"):
+        registry.make_env("mamujoco", "HalfCheetah-2x3", episode_limit="10")
+    with pytest.raises(ValueError, match="unknown MaMuJoCo task 'HalfCheetah-3x3'"):
+        registry.make_env("mamujoco", "HalfCheetah-3x3")
+
+
+def test_make_env_builds_a_mamujoco_vector_env():
+    pytest.importorskip("gymnasium_robotics")
+    envs = registry.make_env(
+        "mamujoco", "Hopper-3x1", num_envs=1, seed=0, episode_limit=50, fully_observable=False
+    )
+    try:
+        assert isinstance(envs, VectorMultiAgentEnv)
+        assert envs.spec.env == "mamujoco" and envs.spec.task == "Hopper-3x1"
+        assert envs.spec.episode_limit == 50
+        assert [envs.spec.obs_dim(i) for i in range(3)] == [8, 9, 8]
+        assert envs.reset().obs[1].shape == (1, 9)
+    finally:
+        envs.close()
+
+
+def test_package_reexports_the_registry():
+    import haml.envs
+
+    if getattr(haml.envs, "__file__", None) is None:
+        pytest.skip("haml.envs is a namespace package in this editable install; reinstall haml")
+    assert haml.envs.make_env is registry.make_env
+    assert haml.envs.env_names is registry.env_names
