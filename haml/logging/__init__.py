@@ -6,9 +6,7 @@ from haml.logging import metrics
 from haml.logging.logger import (
     CONFIG_FILE,
     METRICS_FILE,
-    NonFiniteLossError,
     RunLogger,
-    check_finite,
 )
 from haml.logging.metrics import agent_metric
 from haml.logging.plot import (
@@ -27,11 +25,9 @@ __all__ = [
     "MAMUJOCO_NOTE",
     "METRICS_FILE",
     "NoDataError",
-    "NonFiniteLossError",
     "RunLogger",
     "agent_metric",
     "aggregate_seeds",
-    "check_finite",
     "find_run_dirs",
     "metrics",
     "plot_run",

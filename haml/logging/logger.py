@@ -28,7 +28,6 @@ import csv
 import dataclasses
 import enum
 import io
-import math
 import numbers
 import os
 import sys
@@ -48,9 +47,7 @@ from haml.utils.files import atomic_write_text
 __all__ = [
     "CONFIG_FILE",
     "METRICS_FILE",
-    "NonFiniteLossError",
     "RunLogger",
-    "check_finite",
     "plain_config",
 ]
 
@@ -60,32 +57,6 @@ METRICS_FILE = "metrics.csv"
 """The metrics table of a run, in its run directory."""
 
 _warned_no_tensorboard = False
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; the run stops and its last good checkpoint stays."""
-
-    def __init__(self, iteration: int, name: str, value: float) -> None:
-        super().__init__(
-            f"iteration {iteration}: {name} is {value}; stopping the run "
-            "(the last checkpoint saved before this iteration is kept)"
-        )
-        self.iteration = iteration
-        self.name = name
-        self.value = value
-
-
-def check_finite(iteration: int, values: Mapping[str, Any], prefix: str = "losses/") -> None:
-    """Raise :class:`NonFiniteLossError` naming ``iteration`` if any ``prefix*`` value is NaN/inf.
-
-    Meant for the runner, right after an update and before logging or checkpointing it. Tensor
-    values are read to the host (this is a logging point).
-    """
-    for key, value in values.items():
-        if key.startswith(prefix):
-            number = _to_float(key, value)
-            if not math.isfinite(number):
-                raise NonFiniteLossError(iteration, key, number)
 
 
 class RunLogger:

@@ -15,7 +15,7 @@ import yaml
 
 from haml.logging import logger as logger_module
 from haml.logging import metrics as M
-from haml.logging.logger import NonFiniteLossError, RunLogger, check_finite
+from haml.logging.logger import RunLogger
 
 CONFIG = {"env": {"name": "toy", "task": "matrix"}, "algo": {"name": "happo"}, "seed": 1}
 
@@ -241,15 +241,6 @@ def test_a_terminal_gets_a_progress_bar(tmp_path, monkeypatch):
     text = out.getvalue()
     assert "[haml]" not in text
     assert "500/1,000 steps" in text and "eval return 3.00" in text and "ETA" in text
-
-
-def test_check_finite_names_the_iteration_and_the_loss():
-    check_finite(3, {M.VALUE_LOSS: torch.tensor(1.0), M.EVAL_RETURN: math.nan})  # only losses/*
-    with pytest.raises(NonFiniteLossError, match="iteration 7: losses/policy_loss/agent_1 is nan") as err:
-        check_finite(7, {M.VALUE_LOSS: 1.0, M.agent_metric(M.POLICY_LOSS, 1): torch.tensor(math.nan)})
-    assert err.value.iteration == 7
-    with pytest.raises(NonFiniteLossError, match="inf"):
-        check_finite(1, {M.VALUE_LOSS: math.inf})
 
 
 def test_tensorboard_on_resume_discards_events_after_the_checkpoint(tmp_path):
