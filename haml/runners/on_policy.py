@@ -19,6 +19,7 @@ One iteration (paper 000, Algorithms 2–3; paper 001, Algorithm 1):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -232,7 +233,13 @@ class OnPolicyRunner:
         buffer = self._buffer
         episodes: list[EpisodeStats] = []
         step = self._step
-        for t in range(T):
+        with _single_thread():
+            self._collect_steps(buffer, episodes, step)
+        self.env_steps += T * E
+        return buffer, episodes
+
+    def _collect_steps(self, buffer: RolloutBuffer, episodes: list[EpisodeStats], step: EnvStep) -> None:
+        for t in range(buffer.steps):
             actions, logps = [], []
             for i, policy in enumerate(self.policies):
                 mask = None if step.action_masks is None else step.action_masks[i]
@@ -244,8 +251,6 @@ class OnPolicyRunner:
             episodes.extend(after.episodes)
             step = after
         self._step = step
-        self.env_steps += T * E
-        return buffer, episodes
 
     def advantages(self, buffer: RolloutBuffer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(Â, R̂, raw V)``, each ``[T, E, K]`` with K critics (1 central, n local)."""
@@ -451,6 +456,22 @@ class OnPolicyRunner:
             action_masks=None if saved["action_masks"] is None
             else tuple(m.to(dev) for m in saved["action_masks"]),
         )
+
+
+@contextlib.contextmanager
+def _single_thread():
+    """Collection runs the policies on ``num_envs`` rows per step: intra-op threads only add
+    synchronisation (measured 10–20× slower collection with 2 threads on a busy 2-core machine,
+    docs/BENCHMARKS.md), so it runs on one; the update keeps the configured count."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class InterruptFlag:
