@@ -6,9 +6,11 @@ Each subcommand is one ``_add_<name>`` function that declares its parser and set
 - ``haml info``: versions, whether the native extension loaded (and why not), and which
   implementation each op runs on each device;
 - ``haml bench ops``: native kernels against their PyTorch references (see :mod:`haml.bench`);
+- ``haml bench train``: training steps/s against the env's own, in one run (:mod:`haml.bench.train`);
 - ``haml train``: a training run (:func:`haml.train.train`), or ``--resume RUN_DIR``;
 - ``haml eval RUN_DIR``: deterministic evaluation of a run's checkpoint (:mod:`haml.evaluation`);
-- ``haml plot RUN_DIR ...``: learning curves, mean ± std across seeds.
+- ``haml plot RUN_DIR ...``: learning curves, mean ± std across seeds;
+- ``haml reproduce NAME|all``: the papers' toy-game experiments (:mod:`haml.experiments`).
 """
 
 from __future__ import annotations
@@ -124,11 +126,12 @@ def _add_info(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     from haml import bench
+    from haml.bench import train as bench_train
 
     parser = subparsers.add_parser(
         "bench",
-        help="benchmarks (haml bench ops)",
-        description="Benchmarks of haml's native kernels.",
+        help="benchmarks (haml bench ops, haml bench train)",
+        description="Benchmarks of haml's native kernels and of training throughput.",
     )
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     ops = benchmarks.add_parser(
@@ -139,6 +142,15 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     )
     bench.add_ops_arguments(ops)
     ops.set_defaults(handler=bench.run_ops_command, command_parser=ops)
+    train = benchmarks.add_parser(
+        "train",
+        help="training steps/s vs the same vector env stepped with random actions",
+        description="Measure, in one run, the steps/s of the training env stepped with random "
+        "actions and of training iterations (collect + update, no evaluation) on the same kind "
+        "of env; print the ratio (goal: >= 0.7), the collect/update split, and write JSON.",
+    )
+    bench_train.add_train_arguments(train)
+    train.set_defaults(handler=bench_train.run_train_command, command_parser=train)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,11 +161,12 @@ def _train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     from haml.train import resume, train
 
     if args.resume is not None:
-        for name in ("algo", "env", "task", "out", "config"):
+        for name in ("algo", "env", "task", "out", "config", "seed"):
             if getattr(args, name) is not None:
                 parser.error(f"--resume continues a run with its saved config: drop --{name}")
-        if args.tuned:
-            parser.error("--resume continues a run with its saved config: drop --tuned")
+        for name in ("tuned", "overwrite"):
+            if getattr(args, name):
+                parser.error(f"--resume continues a run with its saved config: drop --{name}")
         result = resume(args.resume, steps=args.steps, overrides=args.overrides, quiet=args.quiet)
     else:
         if args.algo is None or args.env is None:
@@ -163,7 +176,7 @@ def _train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             args.env,
             task=args.task,
             steps=args.steps,
-            seed=args.seed,
+            seed=0 if args.seed is None else args.seed,
             out=args.out,
             tuned=args.tuned,
             config_file=args.config,
@@ -182,11 +195,33 @@ def _train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 
 def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from haml.runners.on_policy import TrainingDiverged
+    from haml.utils.checkpoint import CheckpointError
+
     try:
         return _train_command(args, parser)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ImportError,
+            CheckpointError) as err:
         print(f"haml train: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"haml train: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        # A second Ctrl-C during training (the first one stops after the iteration and writes a
+        # checkpoint), or one before the training loop started.
+        from haml.utils.checkpoint import latest_checkpoint
+
+        run_dir = args.resume or args.out
+        last = latest_checkpoint(run_dir) if run_dir is not None else None
+        if last is not None:
+            hint = f"its latest checkpoint is {last}; continue with `haml train --resume {run_dir}`"
+        elif run_dir is not None:
+            hint = f"{run_dir} holds no checkpoint yet"
+        else:
+            hint = "continue from the latest checkpoint, if any, with `haml train --resume RUN_DIR`"
+        print(f"\nhaml train: stopped at once by Ctrl-C; {hint}", file=sys.stderr)
+        return 130
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -202,13 +237,13 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--env", help="registered environment family, e.g. mamujoco, toy")
     parser.add_argument("--task", help="task of the family (default: the family's default task)")
     parser.add_argument("--steps", type=int, help="total environment steps (train.steps)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, help="seed of torch, numpy, Python and the envs (default 0)")
     parser.add_argument("--out", help="run directory")
     parser.add_argument("--config", help="a YAML file of overrides, applied after the defaults")
     parser.add_argument("--tuned", action="store_true",
                         help="start from the tuned settings of haml/config/tuned/<env>/<task>/<algo>.yaml")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
-    parser.add_argument("--overwrite", action="store_true", help="reuse a directory that holds a run")
+    parser.add_argument("--overwrite", action="store_true", help="start afresh in a directory that holds a run (deletes its checkpoints)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     parser.set_defaults(handler=_run_train, command_parser=parser)
@@ -216,13 +251,14 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from haml.evaluation import evaluate_run
+    from haml.utils.checkpoint import CheckpointError
 
     try:
         report = evaluate_run(
             args.run_dir, episodes=args.episodes, render=args.render, seed=args.seed,
             checkpoint=args.checkpoint,
         )
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, ImportError, CheckpointError) as err:
         print(f"haml eval: error: {err}", file=sys.stderr)
         return 2
     print(report.summary())
@@ -275,10 +311,17 @@ def _add_plot(subparsers: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+def _add_reproduce(subparsers: argparse._SubParsersAction) -> None:
+    from haml.experiments.cli import add_reproduce_parser
+
+    add_reproduce_parser(subparsers)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_train,
     _add_eval,
     _add_plot,
+    _add_reproduce,
     _add_info,
     _add_bench,
 )

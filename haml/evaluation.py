@@ -3,16 +3,21 @@
 The policies are rebuilt from the checkpoint's own config (so a run evaluates the way it was
 trained: same networks, same env options) and run for whole episodes with the Gaussian's mean /
 the categorical's mode. ``render=True`` also records one episode to
-``RUN_DIR/videos/eval-iter-<n>.mp4`` with MuJoCo's offscreen renderer; where no renderer works
-(a headless machine with neither EGL nor OSMesa), the evaluation still runs and the report says
-why no video was written.
+``RUN_DIR/videos/eval-iter-<n>.mp4`` with MuJoCo's offscreen renderer (MaMuJoCo tasks; writing
+MP4 needs imageio-ffmpeg). Where no video can be made (an env family that cannot render, no MP4
+encoder, a headless machine with neither EGL nor OSMesa), the evaluation still runs and the
+report says why no video was written.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from haml.runners.evaluate import EvalResult, evaluate
@@ -111,45 +116,177 @@ def evaluate_run(
     return report
 
 
-def _render_episode(cfg, policies, run_dir: Path, iteration: int, seed: int):
-    """One deterministic episode rendered to MP4; ``(path, None)`` or ``(None, why not)``."""
-    from haml.envs.registry import make_env
+class _RenderUnavailable(Exception):
+    """Why no frames could be rendered (becomes the report's ``video_note``)."""
 
+
+def _video_writer_note() -> str | None:
+    """Why an MP4 cannot be written here, or None. Checked before the episode is rendered: a
+    whole episode in software (EGL on llvmpipe) takes minutes, which must not end in an encoder
+    error."""
+    import importlib.util
+
+    if any(importlib.util.find_spec(package) is None for package in ("imageio", "imageio_ffmpeg")):
+        return "writing an MP4 needs imageio and imageio-ffmpeg: pip install imageio imageio-ffmpeg"
+    return None
+
+
+def _headless_linux() -> bool:
+    """Linux without MUJOCO_GL and without a display: MuJoCo would pick GLFW, which fails."""
+    import os
+    import sys
+
+    return sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and (
+        "MUJOCO_GL" not in os.environ
+    )
+
+
+@contextlib.contextmanager
+def _offscreen_gl(headless: bool):
+    """While the renderer opens its OpenGL context: EGL instead of GLFW on a headless Linux
+    machine where the user chose nothing (gymnasium's viewer reads MUJOCO_GL when it opens, and
+    PyOpenGL reads PYOPENGL_PLATFORM when first imported; both are restored afterwards)."""
+    import os
+
+    if not headless:
+        yield
+        return
+    saved = {key: os.environ.get(key) for key in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    os.environ["MUJOCO_GL"] = "egl"
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     try:
-        env = make_env(cfg.env.name, cfg.env.task, num_envs=1, seed=seed, device="cpu",
-                       render_mode="rgb_array", **cfg.env.options)
-    except (TypeError, ValueError) as err:
-        return None, f"the {cfg.env.name} environment cannot render ({err})"
-    frames = []
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _mujoco_gl_hint(err: Exception, headless: bool) -> str:
+    """The renderer's failure and what to do about it, from MUJOCO_GL and DISPLAY."""
+    import os
+
+    if headless:
+        setting = "no display and MUJOCO_GL unset, so EGL was tried, and it does not work here"
+    else:
+        gl = os.environ.get("MUJOCO_GL")
+        setting = (
+            f"MUJOCO_GL={gl!r} does not work here" if gl is not None
+            else "MUJOCO_GL is unset, so GLFW was used, which needs a working display"
+        )
+    return (
+        f"MuJoCo's offscreen renderer failed ({type(err).__name__}: {err}); {setting}. On a "
+        "headless machine set MUJOCO_GL=egl (needs libEGL: a GPU driver or Mesa) or "
+        "MUJOCO_GL=osmesa (needs libOSMesa) before starting"
+    )
+
+
+@contextlib.contextmanager
+def _quiet_unraisable():
+    """gymnasium's viewer whose OpenGL context failed to open complains again from ``__del__``
+    ("Exception ignored in ..."); the failure is reported once, in the note."""
+    import gc
+    import sys
+
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
     try:
-        step = env.reset(seed=seed)
-        limit = env.spec.episode_limit or 1000
-        for _ in range(limit):
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
+
+
+def _mamujoco_frames(cfg, policies, seed: int) -> Iterator[Any]:
+    """One deterministic episode of a MaMuJoCo task: yields the frame rate, then the frames as
+    they are drawn (a 1000-step episode would hold ~700 MB of frames at once).
+
+    The robot's own gymnasium renderer draws them (with the robot's tracking camera; through EGL
+    on a headless Linux machine where MUJOCO_GL is unset, see :func:`_offscreen_gl`); the episode
+    runs in this process on one env built from the run's options. The first frame is drawn before the frame rate is yielded, so that a
+    missing OpenGL backend is a :class:`_RenderUnavailable` before any file is opened.
+    """
+    from haml.envs.gym_adapter import obs_key
+    from haml.envs.mamujoco import Options, make_single_env
+    from haml.envs.registry import build_options
+
+    env = make_single_env(cfg.env.task, build_options(Options, dict(cfg.env.options)))
+    robot = env.parallel_env.single_agent_env.unwrapped
+    renderer = robot.mujoco_renderer
+    bounds = [
+        (torch.as_tensor(space.low).float(), torch.as_tensor(space.high).float())
+        for space in env.action_space.spaces
+    ]
+    devices = [next(policy.parameters()).device for policy in policies]
+    try:
+        obs, _ = env.reset(seed=seed)
+        headless = _headless_linux()
+        with _quiet_unraisable(), _offscreen_gl(headless):
             try:
-                frames.append(env.render())
-            except Exception as err:  # no OpenGL context on a headless machine, typically
-                return None, (
-                    f"MuJoCo's offscreen renderer failed ({type(err).__name__}: {err}); on a "
-                    f"headless machine set MUJOCO_GL=egl (GPU) or MUJOCO_GL=osmesa"
-                )
+                frame = renderer.render("rgb_array")
+            except Exception as err:  # no OpenGL context: no display, no EGL/OSMesa
+                raise _RenderUnavailable(_mujoco_gl_hint(err, headless)) from None
+        yield float(robot.metadata.get("render_fps") or round(1.0 / robot.dt))
+        yield frame
+        while True:
             actions = []
             with torch.no_grad():
                 for i, policy in enumerate(policies):
-                    action, _ = policy.sample(step.obs[i].cpu(), deterministic=True)
-                    actions.append(action)
-            step = env.step(actions)
-            if step.episodes:
-                break
+                    x = torch.as_tensor(obs[obs_key(i)], dtype=torch.float32, device=devices[i])
+                    action, _ = policy.sample(x.unsqueeze(0), deterministic=True)
+                    low, high = bounds[i]
+                    actions.append(torch.clamp(action[0].float().cpu(), low, high).numpy())
+            obs, _, terminated, truncated, _ = env.step(tuple(actions))
+            yield renderer.render("rgb_array")
+            if terminated or truncated:
+                return
     finally:
+        with _quiet_unraisable(), contextlib.suppress(Exception):
+            renderer.close()
         env.close()
+
+
+_FRAME_SOURCES: dict[str, Callable[..., Iterator[Any]]] = {"mamujoco": _mamujoco_frames}
+"""Env families that can render an evaluation episode: ``(cfg, policies, seed)`` → an iterator
+yielding the frame rate, then ``[H, W, 3]`` uint8 frames. (A render hook of the env families
+themselves would be the general home of this.)"""
+
+
+def _render_episode(cfg, policies, run_dir: Path, iteration: int, seed: int):
+    """One deterministic episode rendered to MP4; ``(path, None)`` or ``(None, why not)``."""
+    source = _FRAME_SOURCES.get(cfg.env.name)
+    if source is None:
+        return None, (
+            f"the {cfg.env.name} environment cannot render (rendering is available for: "
+            f"{', '.join(sorted(_FRAME_SOURCES))})"
+        )
+    episode = source(cfg, policies, seed)
     try:
-        import imageio.v2 as imageio
-    except ImportError:
-        return None, "writing a video needs imageio (pip install imageio imageio-ffmpeg)"
-    out = run_dir / "videos" / f"eval-iter-{iteration:06d}.mp4"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        imageio.mimwrite(out, frames, fps=int(1 / 0.05))
-    except Exception as err:  # imageio without an ffmpeg backend
-        return None, f"could not encode the video ({err}); pip install imageio-ffmpeg"
-    return out, None
+        try:
+            fps = next(episode)  # the first frame is drawn: OpenGL works
+        except _RenderUnavailable as err:
+            return None, str(err)
+        note = _video_writer_note()
+        if note is not None:
+            return None, note
+        out = run_dir / "videos" / f"eval-iter-{iteration:06d}.mp4"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _write_video(out, episode, fps)
+        except Exception as err:  # e.g. an imageio without a working ffmpeg backend
+            out.unlink(missing_ok=True)
+            return None, f"could not write the video ({type(err).__name__}: {err})"
+        return out, None
+    finally:
+        episode.close()
+
+
+def _write_video(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:
+    """Frames → MP4 at ``path``, one frame at a time."""
+    import imageio.v2 as imageio
+
+    with imageio.get_writer(path, fps=fps) as writer:
+        for frame in frames:
+            writer.append_data(frame)

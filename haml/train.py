@@ -69,15 +69,25 @@ def _kwarg_overrides(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_fresh(run_dir: Path, overwrite: bool) -> None:
-    from haml.utils.checkpoint import latest_checkpoint
+    """Refuse a directory that holds a run, unless ``overwrite``: then clear the old run's
+    checkpoints, TensorBoard events and curve (``metrics.csv`` and ``config.yaml`` are rewritten
+    by the logger). A stale checkpoint of a longer earlier run would otherwise stay the
+    "latest" one, and ``resume``/``haml eval`` would load it instead of the new run's."""
+    from haml.logging.plot import CURVE_FILE
+    from haml.utils.checkpoint import latest_checkpoint, list_checkpoints
 
-    if overwrite or not run_dir.exists():
+    if not run_dir.exists():
         return
-    if (run_dir / "metrics.csv").exists() or latest_checkpoint(run_dir) is not None:
-        raise FileExistsError(
-            f"{run_dir} already holds a run; continue it with `haml train --resume {run_dir}` "
-            f"(haml.resume), choose another --out, or pass overwrite=True / --overwrite"
-        )
+    if not overwrite:
+        if (run_dir / "metrics.csv").exists() or latest_checkpoint(run_dir) is not None:
+            raise FileExistsError(
+                f"{run_dir} already holds a run; continue it with `haml train --resume {run_dir}` "
+                f"(haml.resume), choose another --out, or pass overwrite=True / --overwrite"
+            )
+        return
+    for old in [*list_checkpoints(run_dir), *run_dir.glob("events.out.tfevents.*"),
+                run_dir / CURVE_FILE]:
+        old.unlink(missing_ok=True)
 
 
 def train(
@@ -113,7 +123,8 @@ def train(
         eval_env: evaluation envs for an env object (default: evaluate on ``env`` itself, which
             then restarts its episodes).
         quiet: no progress output.
-        overwrite: reuse a run directory that already holds a run.
+        overwrite: start afresh in a run directory that already holds a run (its checkpoints,
+            TensorBoard events and curve are deleted first).
         **kwargs: more overrides, ``algo__clip=0.1`` or ``algo={"clip": 0.1}``.
     """
     from haml.config.loader import load_config

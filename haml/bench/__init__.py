@@ -6,6 +6,9 @@ and ratios, and writes the numbers with the device and versions to JSON. From Py
 
     from haml.bench import bench_ops
     document = bench_ops(device="cpu", quick=True)
+
+``haml bench train`` (or ``python -m haml.bench train``) measures training steps/s against the
+same vector env stepped with random actions, in one run (:mod:`haml.bench.train`).
 """
 
 from __future__ import annotations
@@ -207,18 +210,27 @@ def run_ops_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m haml.bench [ops] [options]``."""
+    """``python -m haml.bench [ops] [options]`` or ``python -m haml.bench train [options]``."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["train"]:
+        from haml.bench.train import main as train_main
+
+        return train_main(arguments[1:])
     parser = argparse.ArgumentParser(
         prog="python -m haml.bench",
-        description="Time haml's native kernels against their PyTorch references.",
+        description="Time haml's native kernels against their PyTorch references (ops, the "
+        "default), or training throughput against the env's own (train: see "
+        "`python -m haml.bench train --help`).",
     )
     parser.add_argument(
         "benchmark",
         nargs="?",
-        choices=("ops",),
+        choices=("ops", "train"),
         default="ops",
         help="what to benchmark (default: ops)",
     )
     add_ops_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
+    if args.benchmark == "train":
+        parser.error("train takes its own options, after it: python -m haml.bench train [options]")
     return run_ops_command(args, parser)

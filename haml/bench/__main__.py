@@ -1,4 +1,4 @@
-"""``python -m haml.bench [ops] [options]``: the same as ``haml bench ops``."""
+"""``python -m haml.bench [ops|train] [options]``: the same as ``haml bench ops`` / ``haml bench train``."""
 
 import sys
 

@@ -221,6 +221,16 @@ def _import_mamujoco() -> Any:
         raise ImportError(
             f"MaMuJoCo needs gymnasium-robotics and mujoco ({err}): " 'pip install "haml[mamujoco]"'
         ) from err
+    except AttributeError as err:
+        # mujoco's OpenGL setup fails inside `import mujoco` when MUJOCO_GL names a backend whose
+        # library is missing (MUJOCO_GL=osmesa without libOSMesa: "'NoneType' ... glGetError").
+        backend = os.environ.get("MUJOCO_GL")
+        if backend is None:
+            raise
+        raise ImportError(
+            f"importing mujoco failed with MUJOCO_GL={backend} ({err}): that OpenGL backend is "
+            "not installed here; unset MUJOCO_GL, or use MUJOCO_GL=egl"
+        ) from err
     finally:
         for line in captured.getvalue().splitlines():
             if "Adroit" not in line:

@@ -532,12 +532,20 @@ class GymVectorEnv:
         if not isinstance(self._vec, AsyncVectorEnv):
             return f"{type(err).__name__}: {err}"
         vec = self._vec
-        dead = []
-        for index, process in enumerate(vec.processes):
-            process.join(timeout=0.5 if not process.is_alive() else 0)
-            if process.exitcode is not None:
-                how = _describe_exit(process.exitcode)
-                dead.append(f"env {index} (worker pid {process.pid}, {how})")
+        # A dying worker's pipe can close before its process has exited: when the pipe broke,
+        # poll the workers' exit codes for up to a second before concluding that none died.
+        pipe_broke = isinstance(err, (EOFError, ConnectionError, OSError))
+        deadline = time.monotonic() + (1.0 if pipe_broke else 0.0)
+        while True:
+            dead = []
+            for index, process in enumerate(vec.processes):
+                process.join(timeout=0)
+                if process.exitcode is not None:
+                    how = _describe_exit(process.exitcode)
+                    dead.append(f"env {index} (worker pid {process.pid}, {how})")
+            if dead or time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
         raised = [index for index, pipe in enumerate(vec.parent_pipes) if pipe is None]
         if isinstance(err, multiprocessing.TimeoutError):
             busy = [

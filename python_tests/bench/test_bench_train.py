@@ -1,0 +1,148 @@
+"""``haml bench train`` on the toy env, in-process: the JSON it writes and how its numbers relate.
+
+No timing is asserted (the numbers depend on the machine and its load), only that both phases
+were measured over the same number of steps and that the ratio and shares follow from them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from haml.bench import main as bench_main
+from haml.bench.train import TARGET_RATIO, BenchTrainError, bench_train, random_action_sampler
+from haml.cli import main as cli_main
+
+NUM_ENVS = 16
+ITERATIONS = 2
+TOY = ["train.num_envs=16", "train.torch_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "nested" / "train.json"
+    threads = torch.get_num_threads()
+    document = bench_train(
+        "happo", "toy", iterations=ITERATIONS, overrides=TOY, out=out, show=False, progress=False
+    )
+    return document, out, threads
+
+
+def test_writes_the_json_it_returns_with_machine_and_versions(toy_run):
+    document, out, _ = toy_run
+    assert json.loads(out.read_text()) == json.loads(json.dumps(document))
+    assert document["benchmark"] == "haml bench train"
+    env = document["environment"]
+    assert env["device_names"]["cpu"] and env["cpu_count"] >= 1
+    for package in ("haml", "torch", "mujoco", "gymnasium_robotics"):
+        assert package in env["versions"]
+    assert env["versions"]["haml"] and env["versions"]["torch"] == torch.__version__
+    assert document["settings"] == {
+        "algo": "happo", "env": "toy", "task": "heterogeneity-trap", "tuned": False,
+        "iterations": ITERATIONS, "overrides": TOY,
+    }
+
+
+def test_config_summary_is_the_training_config(toy_run):
+    config = toy_run[0]["config"]
+    assert config["num_envs"] == NUM_ENVS
+    assert config["rollout_length"] == 1  # the toy games are one step long
+    assert config["batch_steps"] == NUM_ENVS
+    assert config["torch_threads"] == 1
+    assert config["actor_hidden"] == [16] and config["n_agents"] == 2
+    assert config["algo_settings"]["epochs"] == 5
+
+
+def test_both_phases_cover_the_same_steps_and_the_ratio_follows(toy_run):
+    document = toy_run[0]
+    env_only, training = document["env_only"], document["training"]
+    steps = ITERATIONS * NUM_ENVS
+    assert env_only["steps"] == training["steps"] == steps
+    assert len(env_only["rounds"]) == len(training["rounds"]) == ITERATIONS
+    for phase in (env_only, training):
+        assert phase["seconds"] > 0
+        assert phase["steps_per_second"] == pytest.approx(steps / phase["seconds"])
+        assert phase["seconds"] == pytest.approx(sum(r["seconds"] for r in phase["rounds"]))
+    assert document["ratio"] == pytest.approx(
+        training["steps_per_second"] / env_only["steps_per_second"]
+    )
+    target = document["target"]
+    assert target["bound"] == TARGET_RATIO and target["measured"] == document["ratio"]
+    assert target["met"] == (document["ratio"] >= TARGET_RATIO)
+
+
+def test_iterations_split_into_collection_and_update(toy_run):
+    training = toy_run[0]["training"]
+    collect, update = training["collect_seconds"], training["update_seconds"]
+    assert collect > 0 and update > 0
+    # The runner's split lies inside the iteration as timed from outside.
+    assert collect + update <= training["seconds"] * (1 + 1e-9)
+    assert training["collect_share"] + training["update_share"] == pytest.approx(1.0)
+    assert training["collect_share"] == pytest.approx(collect / (collect + update))
+    for record in training["rounds"]:
+        assert record["collect_seconds"] + record["update_seconds"] <= record["seconds"] * (1 + 1e-9)
+
+
+def test_torch_threads_are_restored(toy_run):
+    assert torch.get_num_threads() == toy_run[2]
+
+
+def test_command_lines_print_the_table_and_write_json(tmp_path, capsys):
+    path = tmp_path / "cli.json"
+    args = ["--env", "toy", "--iterations", "1", "--json", str(path), "train.num_envs=8"]
+    assert cli_main(["bench", "train", *args]) == 0
+    table = capsys.readouterr().out
+    for text in ("env only (random actions)", "training (collect + update)", "collect", "update",
+                 "training / env only", "goal >= 0.7"):
+        assert text in table
+    assert json.loads(path.read_text())["config"]["num_envs"] == 8
+
+    path2 = tmp_path / "module.json"
+    assert bench_main(["train", *args[:4], "--json", str(path2), "train.num_envs=4"]) == 0
+    assert json.loads(path2.read_text())["config"]["num_envs"] == 4
+
+
+def test_usage_errors(tmp_path, capsys):
+    with pytest.raises(BenchTrainError, match="--iterations must be an integer >= 1"):
+        bench_train("happo", "toy", iterations=0, show=False, progress=False)
+    with pytest.raises(ValueError, match="no tuned config"):
+        bench_train("happo", "toy", tuned=True, out=tmp_path / "x.json", show=False, progress=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["bench", "train", "--env", "nope", "--json", str(tmp_path / "y.json")])
+    assert exit_info.value.code == 2
+    assert "unknown env 'nope'" in capsys.readouterr().err
+
+
+def test_random_actions_follow_the_spaces():
+    E = 500
+    box = spaces.Box(low=np.array([-1.0, 0.0], dtype=np.float32), high=np.array([1.0, 5.0], dtype=np.float32))
+    unbounded = spaces.Box(low=np.array([-np.inf, 2.0], dtype=np.float32), high=np.array([np.inf, 3.0], dtype=np.float32))
+    discrete = spaces.Discrete(4)
+    sample = random_action_sampler([box, unbounded, discrete], E, torch.device("cpu"), seed=3)
+    a_box, a_unbounded, a_discrete = sample(None)
+    assert a_box.shape == (E, 2) and a_box.dtype == torch.float32
+    assert bool((a_box[:, 0] >= -1).all() and (a_box[:, 0] <= 1).all())
+    assert bool((a_box[:, 1] >= 0).all() and (a_box[:, 1] <= 5).all())
+    assert a_box[:, 1].max() > 4  # spread over the whole interval, not squeezed near one end
+    assert bool(torch.isfinite(a_unbounded).all()) and a_unbounded[:, 0].min() < 0
+    assert bool((a_unbounded[:, 1] >= 2).all() and (a_unbounded[:, 1] <= 3).all())
+    assert a_discrete.shape == (E,) and a_discrete.dtype == torch.int64
+    assert set(a_discrete.tolist()) == {0, 1, 2, 3}
+
+    only = torch.zeros(E, 4, dtype=torch.bool)
+    only[:, 2] = True
+    only[: E // 2, 0] = True
+    masks = (None, None, only)
+    picked = sample(masks)[2]
+    assert set(picked[E // 2:].tolist()) == {2}
+    assert set(picked[: E // 2].tolist()) == {0, 2}
+
+    again = random_action_sampler([box, unbounded, discrete], E, torch.device("cpu"), seed=3)(None)
+    assert torch.equal(again[0], a_box)  # its own seeded generator
+
+    with pytest.raises(BenchTrainError, match="neither Box nor Discrete"):
+        random_action_sampler([spaces.MultiBinary(3)], E, torch.device("cpu"))
