@@ -2,10 +2,14 @@
 
 Importing haml needs only torch: the native extension ``haml._C`` is optional (the ops fall back to
 their pure-PyTorch references), and no simulator is imported until an environment is created.
+
+``haml.train(algo, env, task=None, steps=..., seed=0, out=None, **overrides) -> Result`` trains;
+``haml.resume(run_dir, steps=None)`` continues a run (:mod:`haml.training`).
 """
 
 from haml import models, ops
+from haml.training import Result, resume, train
 
 __version__ = "0.1.0"
 
-__all__ = ["models", "ops", "__version__"]
+__all__ = ["models", "ops", "train", "resume", "Result", "__version__"]

@@ -7,7 +7,7 @@ Each subcommand is one ``_add_<name>`` function that declares its parser and set
   implementation each op runs on each device;
 - ``haml bench ops``: native kernels against their PyTorch references (see :mod:`haml.bench`);
 - ``haml bench train``: training steps/s against the env's own, in one run (:mod:`haml.bench.train`);
-- ``haml train``: a training run (:func:`haml.train.train`), or ``--resume RUN_DIR``;
+- ``haml train``: a training run (:func:`haml.train` (:mod:`haml.training`)), or ``--resume RUN_DIR``;
 - ``haml eval RUN_DIR``: deterministic evaluation of a run's checkpoint (:mod:`haml.evaluation`);
 - ``haml plot RUN_DIR ...``: learning curves, mean ± std across seeds;
 - ``haml reproduce NAME|all``: the papers' toy-game experiments (:mod:`haml.experiments`).
@@ -158,7 +158,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from haml.train import resume, train
+    from haml.training import resume, train
 
     if args.resume is not None:
         for name in ("algo", "env", "task", "out", "config", "seed"):

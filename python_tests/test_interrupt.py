@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-import haml.train as T
+import haml.training as T
 from haml import cli
 from haml.utils.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 

@@ -22,7 +22,7 @@ import csv
 import pytest
 import torch
 
-import haml.train as T
+import haml.training as T
 from haml.envs.toy import expected_payoff
 from haml.envs.toy.presets import HETEROGENEITY_TRAP_OPTIMUM
 from haml.evaluation import _load_policies

@@ -11,7 +11,7 @@ import csv
 import pytest
 import torch
 
-import haml.train as T
+import haml.training as T
 from haml.algorithms import algo_names
 from haml.config.loader import ConfigError
 from haml.runners.on_policy import TrainingDiverged

@@ -90,7 +90,7 @@ def toy_config(algo: str, task: str, overrides: Sequence[str] = ()) -> Experimen
 
 def make_runner(cfg: ExperimentConfig, seed: int) -> OnPolicyRunner:
     """A fresh runner for ``cfg`` with seed ``seed`` (global generators seeded first, as
-    :func:`haml.train.train` does, so the networks' initial weights depend on the seed)."""
+    :func:`haml.train` (:mod:`haml.training`) does, so the networks' initial weights depend on the seed)."""
     from haml.envs.registry import make_env
     from haml.utils.seeding import seed_everything
 
