@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-__all__ = ["ActorBatch", "ActorLearner", "linear_decay", "minibatch_indices"]
+__all__ = ["ActorBatch", "ActorLearner", "linear_decay", "minibatch_indices", "schedule_lr"]
 
 
 @dataclass
@@ -60,6 +60,13 @@ def linear_decay(base_lr: float, schedule: str, fraction: float) -> float:
     if schedule == "linear":
         return base_lr * max(0.0, 1.0 - fraction)
     return base_lr
+
+
+def schedule_lr(optimizer: torch.optim.Optimizer, base_lr: float, schedule: str, fraction: float) -> None:
+    """Set every parameter group of ``optimizer`` to :func:`linear_decay`'s learning rate."""
+    lr = linear_decay(base_lr, schedule, fraction)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def minibatch_indices(n: int, num_minibatches: int, device: torch.device) -> list[torch.Tensor]:

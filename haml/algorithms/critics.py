@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from haml.algorithms.base import linear_decay, minibatch_indices
+from haml.algorithms.base import minibatch_indices, schedule_lr
 from haml.config.schema import CriticConfig
 from haml.models.value import ValueNorm, VCritic, huber
 
@@ -39,9 +39,7 @@ class CriticLearner:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def set_progress(self, fraction: float) -> None:
-        lr = linear_decay(self.cfg.lr, self.cfg.lr_schedule, fraction)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        schedule_lr(self.optimizer, self.cfg.lr, self.cfg.lr_schedule, fraction)
 
     @torch.no_grad()
     def predict(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

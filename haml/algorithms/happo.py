@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from haml.algorithms.base import ActorBatch, linear_decay, minibatch_indices
+from haml.algorithms.base import ActorBatch, minibatch_indices, schedule_lr
 from haml.config.schema import PPOConfig
 from haml.models import joint_entropy, joint_log_prob
 from haml.ops import clipped_surrogate
@@ -38,9 +38,7 @@ class PPOActorLearner:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def set_progress(self, fraction: float) -> None:
-        lr = linear_decay(self.cfg.lr, self.cfg.lr_schedule, fraction)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        schedule_lr(self.optimizer, self.cfg.lr, self.cfg.lr_schedule, fraction)
 
     def update(self, batch: ActorBatch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
