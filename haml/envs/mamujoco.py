@@ -238,8 +238,40 @@ def _import_mamujoco() -> Any:
     return mujoco_multi
 
 
+_KNOWN_MODEL_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+"""Warnings MuJoCo's model compiler prints for gymnasium's own robot files (MuJoCo >= 4 with the
+v5 HalfCheetah), once per env: nothing a user can act on, and 20 copies of it buried the
+training progress. Other warnings still print."""
+
+
+@contextlib.contextmanager
+def _quiet_known_model_warnings():
+    import mujoco
+
+    previous = mujoco.get_mju_user_warning()
+
+    def handler(message: str) -> None:
+        if any(known in message for known in _KNOWN_MODEL_WARNINGS):
+            return
+        if previous is not None:
+            previous(message)
+        else:
+            print(f"MuJoCo warning: {message}", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
 def _make_robot(scenario: str, agent_conf: str) -> Any:
     """The single-agent MuJoCo env to factorise, without a time limit (the adapter counts)."""
+    with _quiet_known_model_warnings():
+        return _build_robot(scenario, agent_conf)
+
+
+def _build_robot(scenario: str, agent_conf: str) -> Any:
     import gymnasium
 
     _import_mamujoco()  # a missing package fails with the pip hint, not deep in an import
