@@ -52,21 +52,15 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def _load_policies(checkpoint: dict, spec, device: torch.device):
+def _load_policies(cfg, checkpoint: dict, spec, device: torch.device) -> list[torch.nn.Module]:
     from haml.algorithms import algo_spec
-    from haml.config.loader import config_from_dict
-    from haml.runners.on_policy import make_policies, unique_policies
+    from haml.runners.on_policy import load_policy_weights, make_policies
 
-    cfg = config_from_dict(checkpoint["config"])
     policies, _ = make_policies(algo_spec(cfg.algo_name), cfg, spec, device)
-    weights = checkpoint["runner"]["policies"]
-    unique = unique_policies(policies)
-    if len(weights) != len(unique):
-        raise ValueError("the checkpoint's policies do not match its config")
-    for policy, state in zip(unique, weights):
-        policy.load_state_dict(state)
+    load_policy_weights(policies, checkpoint["runner"]["policies"])
+    for policy in policies:
         policy.eval()
-    return cfg, policies
+    return policies
 
 
 def evaluate_run(
@@ -100,7 +94,7 @@ def evaluate_run(
     env = make_env(cfg.env.name, cfg.env.task, num_envs=num_envs, seed=seed, device=dev,
                    **cfg.env.options)
     try:
-        _, policies = _load_policies(state, env.spec, dev)
+        policies = _load_policies(cfg, state, env.spec, dev)
         result = evaluate(policies, env, episodes, seed=seed)
     finally:
         env.close()

@@ -227,7 +227,7 @@ def _run(
     from haml.config.loader import config_to_dict
     from haml.logging import metrics as M
     from haml.logging.logger import RunLogger
-    from haml.runners.on_policy import InterruptFlag, OnPolicyRunner, TrainingDiverged
+    from haml.runners.on_policy import InterruptFlag, OnPolicyRunner
     from haml.utils.checkpoint import save_run_checkpoint
     from haml.utils.seeding import rng_state, seed_everything, set_rng_state
 
@@ -267,10 +267,7 @@ def _run(
             if runner.env_steps >= cfg.train.steps and not quiet:
                 print(f"{run_dir}: already at {runner.env_steps} of {cfg.train.steps} steps")
             while runner.env_steps < cfg.train.steps:
-                try:
-                    metrics = runner.iterate()
-                except TrainingDiverged:
-                    raise
+                metrics = runner.iterate()  # TrainingDiverged propagates: no checkpoint of it
                 last = runner.env_steps >= cfg.train.steps
                 if cfg.eval.every > 0 and (runner.iteration % cfg.eval.every == 0 or last):
                     result = runner.run_eval(cfg.eval.episodes, _eval_seed(cfg, runner.iteration))

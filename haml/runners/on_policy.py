@@ -45,7 +45,13 @@ from haml.ops import gae
 from haml.runners.evaluate import EvalResult, evaluate
 from haml.runners.sequential import agent_order, fold_factor
 
-__all__ = ["OnPolicyRunner", "TrainingDiverged", "make_policies", "unique_policies"]
+__all__ = [
+    "OnPolicyRunner",
+    "TrainingDiverged",
+    "load_policy_weights",
+    "make_policies",
+    "unique_policies",
+]
 
 CHECKPOINT_FORMAT = 1
 
@@ -146,6 +152,18 @@ def _explained_variance(
 def unique_policies(policies: list[nn.Module]) -> list[nn.Module]:
     """Each distinct module once, in agent order (a shared policy appears once)."""
     return list({id(p): p for p in policies}.values())
+
+
+def load_policy_weights(policies: list[nn.Module], weights: list[dict[str, Any]]) -> None:
+    """Load a checkpoint's ``policies`` entry (one state dict per distinct policy, as
+    :meth:`OnPolicyRunner.state_dict` writes it) into ``policies``."""
+    unique = unique_policies(policies)
+    if len(weights) != len(unique):
+        raise ValueError(
+            f"the checkpoint holds {len(weights)} policies but the config builds {len(unique)}"
+        )
+    for policy, state in zip(unique, weights):
+        policy.load_state_dict(state)
 
 
 class OnPolicyRunner:
@@ -353,10 +371,11 @@ class OnPolicyRunner:
     def check_finite(self, metrics: dict[str, torch.Tensor]) -> None:
         """Raise :class:`TrainingDiverged` when a metric or a parameter is not finite (one host
         sync per iteration, at the logging point)."""
-        bad = [k for k, v in metrics.items() if not bool(torch.isfinite(torch.as_tensor(v)).all())]
-        params = [p for m in self.modules() for p in m.parameters()]
-        if not bad and all(bool(torch.isfinite(p).all()) for p in params):
+        finite = [torch.isfinite(torch.as_tensor(v)).all() for v in metrics.values()]
+        params = [torch.isfinite(p).all() for m in self.modules() for p in m.parameters()]
+        if bool(torch.stack([*finite, *params]).all()):
             return
+        bad = [k for k, ok in zip(metrics, finite) if not bool(ok)]
         what = f"non-finite {', '.join(bad)}" if bad else "non-finite parameters"
         raise TrainingDiverged(
             f"training diverged at iteration {self.iteration + 1}: {what}; the run stops and "
@@ -424,11 +443,7 @@ class OnPolicyRunner:
             raise ValueError(
                 f"the checkpoint is of algorithm {state['algo']!r}, not {self.spec.name!r}"
             )
-        unique = unique_policies(self.policies)
-        if len(state["policies"]) != len(unique):
-            raise ValueError("the checkpoint holds a different number of policies")
-        for policy, weights in zip(unique, state["policies"]):
-            policy.load_state_dict(weights)
+        load_policy_weights(self.policies, state["policies"])
         for learner, s in zip(self.actor_learners, state["actor_learners"]):
             learner.load_state_dict(s)
         for critic, s in zip(self.critics, state["critics"]):
