@@ -52,15 +52,20 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def _load_policies(cfg, checkpoint: dict, spec, device: torch.device) -> list[torch.nn.Module]:
+def _load_policies(checkpoint: dict, spec, device: torch.device, cfg=None):
+    """``(config, policies)`` of a checkpoint, the policies built for ``spec`` with its weights;
+    ``cfg`` is the checkpoint's config when the caller has already read it."""
     from haml.algorithms import algo_spec
+    from haml.config.loader import config_from_dict
     from haml.runners.on_policy import load_policy_weights, make_policies
 
+    if cfg is None:
+        cfg = config_from_dict(checkpoint["config"])
     policies, _ = make_policies(algo_spec(cfg.algo_name), cfg, spec, device)
     load_policy_weights(policies, checkpoint["runner"]["policies"])
     for policy in policies:
         policy.eval()
-    return policies
+    return cfg, policies
 
 
 def evaluate_run(
@@ -94,7 +99,7 @@ def evaluate_run(
     env = make_env(cfg.env.name, cfg.env.task, num_envs=num_envs, seed=seed, device=dev,
                    **cfg.env.options)
     try:
-        policies = _load_policies(cfg, state, env.spec, dev)
+        _, policies = _load_policies(state, env.spec, dev, cfg)
         result = evaluate(policies, env, episodes, seed=seed)
     finally:
         env.close()
