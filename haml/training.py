@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from haml.config.schema import ExperimentConfig
-from haml.envs.base import VectorMultiAgentEnv
+from haml.envs.base import WIN_METRIC, VectorMultiAgentEnv
 
 __all__ = ["Result", "train", "resume", "default_run_dir"]
 
@@ -277,6 +277,8 @@ def _run(
                         ep.length for ep in result.episodes) / len(result.episodes)
                     for key, value in result.metrics.items():
                         metrics[f"{M.ENV_PREFIX}eval_{key}"] = value
+                    if WIN_METRIC in result.metrics:
+                        metrics[M.EVAL_WIN_RATE] = result.metrics[WIN_METRIC]
                     if env_obj is not None and eval_env is env:
                         runner.reset_envs()
                 if runner.iteration % cfg.run.log_every == 0 or last:

@@ -14,7 +14,10 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-__all__ = ["ActorBatch", "ActorLearner", "linear_decay", "minibatch_indices", "schedule_lr"]
+from haml.buffers.layout import select_units
+from haml.models.recurrent import SequenceView
+
+__all__ = ["ActorBatch", "ActorLearner", "Sequences", "linear_decay", "minibatch_indices", "schedule_lr"]
 
 
 @dataclass
@@ -35,6 +38,49 @@ class ActorBatch:
     """Active samples ``[N]`` (an agent that is dead or absent contributes nothing); None: all."""
     action_mask: torch.Tensor | None = None
     """Available actions ``[N, n]`` (categorical policies)."""
+    sequences: Sequences | None = None
+    """For a recurrent policy: the samples are ``L``-step chunks laid out time-major
+    (:class:`~haml.buffers.layout.ChunkLayout`); None for a feed-forward one."""
+
+    @property
+    def units(self) -> int:
+        """What minibatches partition: samples, or chunks for a recurrent policy."""
+        return self.logp_old.shape[0] if self.sequences is None else self.sequences.h0.shape[0]
+
+    def subset(self, idx: torch.Tensor) -> ActorBatch:
+        """The minibatch of units ``idx`` (samples, or whole chunks)."""
+        length = 1 if self.sequences is None else self.sequences.length
+        take = lambda x: None if x is None else select_units(x, idx, length)  # noqa: E731
+        return ActorBatch(
+            obs=take(self.obs),
+            actions=take(self.actions),
+            logp_old=take(self.logp_old),
+            advantages=take(self.advantages),
+            factor=take(self.factor),
+            mask=take(self.mask),
+            action_mask=take(self.action_mask),
+            sequences=None if self.sequences is None else self.sequences.subset(idx),
+        )
+
+    def view(self, policy: nn.Module) -> nn.Module:
+        """``policy`` as a module whose ``distribution(obs, action_mask)`` reads this batch's
+        samples: the policy itself, or a :class:`~haml.models.recurrent.SequenceView` of it."""
+        if self.sequences is None:
+            return policy
+        return SequenceView(policy, self.sequences.h0, self.sequences.starts, self.sequences.length)
+
+
+@dataclass
+class Sequences:
+    """The chunks of a recurrent batch: ``length`` L steps each, the hidden states ``h0 [C, layers,
+    H]`` they restart from, and the episode starts ``starts [L·C]`` (time-major)."""
+
+    length: int
+    h0: torch.Tensor
+    starts: torch.Tensor
+
+    def subset(self, idx: torch.Tensor) -> Sequences:
+        return Sequences(self.length, self.h0[idx], select_units(self.starts, idx, self.length))
 
 
 class ActorLearner(Protocol):
@@ -70,11 +116,11 @@ def schedule_lr(optimizer: torch.optim.Optimizer, base_lr: float, schedule: str,
 
 
 def minibatch_indices(n: int, num_minibatches: int, device: torch.device) -> list[torch.Tensor]:
-    """A random partition of ``range(n)`` into ``num_minibatches`` near-equal parts (global RNG,
-    so that a checkpoint's RNG state reproduces it)."""
+    """A random partition of ``range(n)`` (samples, or chunks) into ``num_minibatches``
+    near-equal parts (global RNG, so that a checkpoint's RNG state reproduces it)."""
     if num_minibatches > n:
         raise ValueError(
-            f"num_minibatches ({num_minibatches}) is larger than the batch ({n} samples)"
+            f"num_minibatches ({num_minibatches}) is larger than the batch ({n} samples or chunks)"
         )
     order = torch.randperm(n).to(device)
     return list(order.chunk(num_minibatches))

@@ -17,17 +17,36 @@ from typing import Any
 import torch
 from torch import nn
 
-from haml.algorithms.base import minibatch_indices, schedule_lr
-from haml.config.schema import CriticConfig
-from haml.models.value import ValueNorm, VCritic, huber
+from dataclasses import dataclass
 
-__all__ = ["CriticLearner"]
+from haml.algorithms.base import Sequences, minibatch_indices, schedule_lr
+from haml.buffers.layout import select_units
+from haml.config.schema import CriticConfig
+from haml.models.recurrent import GRUCritic, is_recurrent
+from haml.models.value import ValueNorm, VCritic, huber
+from haml.ops.fvp.reference import masked_mean
+
+__all__ = ["CriticLearner", "RolloutValues"]
+
+
+@dataclass
+class RolloutValues:
+    """A critic's reading of one rollout, each ``[T, E]`` (states ``[T, E, layers, H]``)."""
+
+    raw: torch.Tensor
+    """The network's outputs for s_t (normalised space; the value-clipping reference)."""
+    value: torch.Tensor
+    """V(s_t) in return units."""
+    next_value: torch.Tensor
+    """V(s_{t+1}) in return units, from the true next state."""
+    h_used: torch.Tensor | None = None
+    h_next: torch.Tensor | None = None
 
 
 class CriticLearner:
     """A :class:`VCritic`, its optimiser and its value normaliser."""
 
-    def __init__(self, critic: VCritic, cfg: CriticConfig) -> None:
+    def __init__(self, critic: VCritic | GRUCritic, cfg: CriticConfig) -> None:
         self.critic = critic
         self.cfg = cfg
         self.value_norm = ValueNorm() if cfg.value_norm else None
@@ -45,8 +64,32 @@ class CriticLearner:
     def predict(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(raw, value)``: the network's output (normalised space) and V in return units."""
         raw = self.critic(inputs)
-        value = self.value_norm.denormalize(raw) if self.value_norm is not None else raw
-        return raw, value
+        return raw, self._denormalize(raw)
+
+    def _denormalize(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.value_norm.denormalize(raw) if self.value_norm is not None else raw
+
+    @torch.no_grad()
+    def rollout_values(
+        self,
+        inputs: torch.Tensor,
+        final_inputs: torch.Tensor,
+        h0: torch.Tensor | None = None,
+        starts: torch.Tensor | None = None,
+    ) -> RolloutValues:
+        """V(s_t) and V(s_{t+1}) over a rollout: ``inputs``/``final_inputs`` ``[T, E, in]``.
+
+        A recurrent critic runs the rollout as one sequence from ``h0 [E, layers, H]`` with the
+        episode starts ``starts [T, E]``; V(s_{t+1}) reads the true next input with the hidden state
+        after step t. ``h_used`` (the state each step started from, for the training chunks) and
+        ``h_next`` (the state the next rollout continues from) are None for an MLP critic.
+        """
+        if not is_recurrent(self.critic):
+            raw = self.critic(inputs)
+            return RolloutValues(raw, self._denormalize(raw), self._denormalize(self.critic(final_inputs)))
+        raw, used, after = self.critic.sequence(inputs, h0, starts)
+        next_value = self._denormalize(self.critic.next_values(final_inputs, after))
+        return RolloutValues(raw, self._denormalize(raw), next_value, used, after[-1])
 
     def update(
         self,
@@ -54,30 +97,36 @@ class CriticLearner:
         returns: torch.Tensor,
         old_raw: torch.Tensor,
         mask: torch.Tensor | None = None,
+        sequences: Sequences | None = None,
     ) -> dict[str, torch.Tensor]:
         """``epochs`` × ``num_minibatches`` steps on ``inputs [N, in]``, ``returns [N]`` and the
-        collection-time outputs ``old_raw [N]``; ``mask [N]`` weights samples (None: all)."""
+        collection-time outputs ``old_raw [N]``; ``mask [N]`` weights samples (None: all). A
+        recurrent critic takes its samples as chunks (``sequences``; minibatches of whole chunks)."""
         cfg = self.cfg
-        n = returns.shape[0]
+        length = 1 if sequences is None else sequences.length
+        units = returns.shape[0] if sequences is None else sequences.h0.shape[0]
         total = torch.zeros((), device=returns.device)
         steps = 0
         for _ in range(cfg.epochs):
-            for idx in minibatch_indices(n, cfg.num_minibatches, returns.device):
-                target = returns[idx]
+            for idx in minibatch_indices(units, cfg.num_minibatches, returns.device):
+                target = select_units(returns, idx, length)
                 if self.value_norm is not None:
                     self.value_norm.update(target)
                     target = self.value_norm.normalize(target)
-                value = self.critic(inputs[idx])
+                x = select_units(inputs, idx, length)
+                if sequences is None:
+                    value = self.critic(x)
+                else:
+                    chunks = sequences.subset(idx)
+                    value = self.critic.sequence(
+                        x.view(length, -1, x.shape[-1]), chunks.h0, chunks.starts.view(length, -1)
+                    )[0].flatten()
                 error = huber(target - value, cfg.huber_delta)
                 if cfg.value_clip > 0:
-                    old = old_raw[idx]
+                    old = select_units(old_raw, idx, length)
                     clipped = old + (value - old).clamp(-cfg.value_clip, cfg.value_clip)
                     error = torch.max(error, huber(target - clipped, cfg.huber_delta))
-                if mask is None:
-                    loss = error.mean()
-                else:
-                    weight = mask[idx].to(error.dtype)
-                    loss = (error * weight).sum() / weight.sum().clamp(min=1.0)
+                loss = masked_mean(error, None if mask is None else select_units(mask, idx, length))
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.max_grad_norm > 0:

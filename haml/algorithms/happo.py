@@ -20,6 +20,7 @@ from haml.algorithms.base import ActorBatch, minibatch_indices, schedule_lr
 from haml.config.schema import PPOConfig
 from haml.models import joint_entropy, joint_log_prob
 from haml.ops import clipped_surrogate
+from haml.ops.fvp.reference import masked_mean
 
 __all__ = ["PPOActorLearner"]
 
@@ -43,22 +44,21 @@ class PPOActorLearner:
     def update(self, batch: ActorBatch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         clip = cfg.clip if cfg.clip > 0 else None
-        n = batch.logp_old.shape[0]
         sums: dict[str, torch.Tensor] = {}
         steps = 0
         for _ in range(cfg.epochs):
-            for idx in minibatch_indices(n, cfg.num_minibatches, batch.logp_old.device):
-                action_mask = None if batch.action_mask is None else batch.action_mask[idx]
-                dist = self.policy.distribution(batch.obs[idx], action_mask)
-                logp_new = joint_log_prob(dist, batch.actions[idx])
+            for idx in minibatch_indices(batch.units, cfg.num_minibatches, batch.logp_old.device):
+                mb = batch.subset(idx)
+                dist = mb.view(self.policy).distribution(mb.obs, mb.action_mask)
+                logp_new = joint_log_prob(dist, mb.actions)
                 entropy = joint_entropy(dist) if cfg.entropy_coef > 0 else None
                 out = clipped_surrogate(
                     logp_new,
-                    batch.logp_old[idx],
-                    batch.advantages[idx],
+                    mb.logp_old,
+                    mb.advantages,
                     clip,
-                    factor=batch.factor[idx],
-                    mask=None if batch.mask is None else batch.mask[idx],
+                    factor=mb.factor,
+                    mask=mb.mask,
                     entropy=entropy,
                     entropy_coef=cfg.entropy_coef,
                 )
@@ -80,8 +80,8 @@ class PPOActorLearner:
                 steps += 1
         metrics = {key: value / steps for key, value in sums.items()}
         with torch.no_grad():
-            dist = self.policy.distribution(batch.obs, batch.action_mask)
-            metrics["entropy"] = joint_entropy(dist).mean()
+            dist = batch.view(self.policy).distribution(batch.obs, batch.action_mask)
+            metrics["entropy"] = masked_mean(joint_entropy(dist), batch.mask)
         return metrics
 
     def state_dict(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from haml.algorithms.base import ActorBatch
 from haml.config.schema import TRPOConfig
 from haml.models import joint_entropy
 from haml.ops import trust_region_step
+from haml.ops.fvp.reference import masked_mean
 
 __all__ = ["TRPOActorLearner"]
 
@@ -35,8 +36,9 @@ class TRPOActorLearner:
 
     def update(self, batch: ActorBatch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
+        policy = batch.view(self.policy)
         info = trust_region_step(
-            self.policy,
+            policy,
             batch.obs,
             batch.actions,
             batch.logp_old,
@@ -54,7 +56,9 @@ class TRPOActorLearner:
         )
         as_tensor = lambda v: torch.as_tensor(v, dtype=torch.float32)  # noqa: E731
         with torch.no_grad():
-            entropy = joint_entropy(self.policy.distribution(batch.obs, batch.action_mask)).mean()
+            entropy = masked_mean(
+                joint_entropy(policy.distribution(batch.obs, batch.action_mask)), batch.mask
+            )
         return {
             "kl": as_tensor(info.kl),
             "accepted": as_tensor(float(info.accepted)),

@@ -47,9 +47,24 @@ class RolloutBuffer:
     """``[T, E]`` bool."""
     truncated: torch.Tensor
     """``[T, E]`` bool."""
+    starts: torch.Tensor
+    """``[T, E]`` bool: obs t is the first of an episode (recurrent states are zeroed there)."""
+    active_masks: list[torch.Tensor] | None = None
+    """Per agent ``[T, E]`` bool: the agent is alive at obs t, for tasks where agents die."""
+    actor_states: list[torch.Tensor | None] | None = None
+    """Per agent ``[T, E, layers, H]``: the hidden state a recurrent policy acted from."""
 
     @classmethod
-    def allocate(cls, spec: EnvSpec, steps: int, num_envs: int, device: torch.device) -> RolloutBuffer:
+    def allocate(
+        cls,
+        spec: EnvSpec,
+        steps: int,
+        num_envs: int,
+        device: torch.device,
+        actor_state_shapes: list[tuple[int, ...] | None] | None = None,
+    ) -> RolloutBuffer:
+        """Empty tensors for ``steps`` steps of ``num_envs`` envs; ``actor_state_shapes`` gives
+        each agent's recurrent state shape per env (None: feed-forward)."""
         T, E, n = steps, num_envs, spec.n_agents
         kw = {"device": device}
         obs = [torch.empty(T, E, spec.obs_dim(i), **kw) for i in range(n)]
@@ -62,6 +77,12 @@ class RolloutBuffer:
         masks = None
         if spec.action_masks:
             masks = [torch.empty(T, E, int(s.n), dtype=torch.bool, **kw) for s in spec.action_spaces]
+        active = None
+        if spec.active_masks:
+            active = [torch.empty(T, E, dtype=torch.bool, **kw) for _ in range(n)]
+        states = None
+        if actor_state_shapes is not None and any(s is not None for s in actor_state_shapes):
+            states = [None if s is None else torch.empty(T, E, *s, **kw) for s in actor_state_shapes]
         return cls(
             obs=obs,
             final_obs=final_obs,
@@ -73,6 +94,9 @@ class RolloutBuffer:
             reward=torch.empty(T, E, **kw),
             terminated=torch.empty(T, E, dtype=torch.bool, **kw),
             truncated=torch.empty(T, E, dtype=torch.bool, **kw),
+            starts=torch.empty(T, E, dtype=torch.bool, **kw),
+            active_masks=active,
+            actor_states=states,
         )
 
     @property
@@ -86,8 +110,11 @@ class RolloutBuffer:
         actions: list[torch.Tensor],
         logp: list[torch.Tensor],
         after: EnvStep,
+        starts: torch.Tensor,
+        actor_states: list[torch.Tensor | None] | None = None,
     ) -> None:
-        """Record step t: the observation acted on, the actions, and what the env returned."""
+        """Record step t: the observation acted on (and whether it starts an episode), the
+        actions, the recurrent states acted from, and what the env returned."""
         for i, (a, lp) in enumerate(zip(actions, logp)):
             self.obs[i][t] = before.obs[i]
             self.final_obs[i][t] = after.final_obs[i]
@@ -95,6 +122,11 @@ class RolloutBuffer:
             self.logp[i][t] = lp
             if self.action_masks is not None:
                 self.action_masks[i][t] = before.action_masks[i]
+            if self.active_masks is not None:
+                self.active_masks[i][t] = before.active_masks[i]
+            if self.actor_states is not None and self.actor_states[i] is not None:
+                self.actor_states[i][t] = actor_states[i]
+        self.starts[t] = starts
         self.state[t] = before.state
         self.final_state[t] = after.final_state
         self.reward[t] = after.reward

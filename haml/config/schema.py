@@ -34,6 +34,7 @@ __all__ = [
 
 LR_SCHEDULES = ("constant", "linear")
 ACTIVATIONS = ("relu", "tanh")
+RNN_KINDS = ("none", "gru")
 KL_KINDS = ("exact", "harl")
 
 
@@ -80,9 +81,13 @@ class TrainConfig:
     """Training device (``cpu``, ``cuda``, ``cuda:1``)."""
     torch_threads: int = 0
     """``torch.set_num_threads`` for training; 0 leaves torch's default."""
+    chunk_length: int = 10
+    """Recurrent networks only: steps per training chunk (truncated BPTT from the hidden state
+    stored at the chunk's start; HARL's ``data_chunk_length`` 10). ``rollout_length`` must be a
+    multiple of it."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "num_envs", "rollout_length"):
+        for name in ("steps", "num_envs", "rollout_length", "chunk_length"):
             _positive("train", name, getattr(self, name))
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"train.gamma must lie in [0, 1], got {self.gamma}")
@@ -137,6 +142,12 @@ class NetworkConfig:
     """LayerNorm after each hidden layer."""
     input_norm: bool = True
     """LayerNorm on the input features (HARL's ``use_feature_normalization``)."""
+    rnn: str = "none"
+    """``none`` (feed-forward) or ``gru``: a GRU (width = the last hidden width) and a LayerNorm
+    after the MLP, hidden state reset at episode starts, trained on chunks of
+    ``train.chunk_length`` steps (HARL's ``use_recurrent_policy``)."""
+    rnn_layers: int = 1
+    """GRU layers (HARL's ``recurrent_n``: 1)."""
 
     # The dotted section named in error messages (a plain class attribute, not a field): a bare
     # NetworkConfig is the critic's network; ActorNetworkConfig says "actor".
@@ -144,6 +155,10 @@ class NetworkConfig:
 
     def __post_init__(self) -> None:
         _choice(self._section, "activation", self.activation, ACTIVATIONS)
+        _choice(self._section, "rnn", self.rnn, RNN_KINDS)
+        _positive(self._section, "rnn_layers", self.rnn_layers)
+        if self.rnn != "none" and not self.hidden:
+            raise ValueError(f"{self._section}.rnn={self.rnn!r} needs at least one hidden layer")
         if any(width < 1 for width in self.hidden):
             raise ValueError(f"{self._section}.hidden widths must be positive, got {list(self.hidden)}")
 

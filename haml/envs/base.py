@@ -11,6 +11,9 @@ Conventions (fixed; every adapter follows them):
   action space (``Box``: float actions ``[E, d_i]``; ``Discrete``: int64 indices ``[E]``);
 - the global state (the centralised critic's input) is 1-D, ``[E, state_dim]``;
 - the team reward is one number per env ``[E]`` (the cooperative setting of both papers);
+- discrete-action tasks may give per-agent available-action masks ``[E, n_i]`` and, where agents
+  die (StarCraft-style tasks), per-agent alive flags ``[E]`` (``active_masks``); a dead agent
+  still receives an observation (zeros, typically) and must take its one available no-op action;
 - ``terminated`` (a true terminal state: no bootstrap) and ``truncated`` (a time limit: bootstrap
   from the true next state) are kept apart from the env to GAE;
 - environments reset themselves when an episode ends. ``obs``/``state`` are then the first
@@ -26,7 +29,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["EnvSpec", "EnvStep", "EpisodeStats", "VectorMultiAgentEnv"]
+__all__ = ["WIN_METRIC", "EnvSpec", "EnvStep", "EpisodeStats", "VectorMultiAgentEnv"]
+
+WIN_METRIC = "win"
+"""The :attr:`EpisodeStats.metrics` key of tasks with a winner: 1.0 for a won episode, else 0.0
+(logged as the training and evaluation win rates)."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,8 @@ class EnvSpec:
 
     ``obs_spaces``/``action_spaces`` are gymnasium spaces, one per agent (``Box`` 1-D observations;
     ``Box`` 1-D or ``Discrete`` actions); ``state_space`` is the 1-D ``Box`` of the global state.
-    ``action_masks`` says whether :class:`EnvStep` carries available-action masks.
+    ``action_masks`` says whether :class:`EnvStep` carries available-action masks, and
+    ``active_masks`` whether it carries per-agent alive flags (agents that can die mid-episode).
     """
 
     env: str
@@ -47,6 +55,7 @@ class EnvSpec:
     action_spaces: tuple[Any, ...]
     state_space: Any
     action_masks: bool = False
+    active_masks: bool = False
     episode_limit: int | None = None
     """Steps after which an episode is truncated, if the task has a limit."""
 
@@ -92,6 +101,10 @@ class EnvStep:
     """``[E, state_dim]``: the true next global state of the step just taken."""
     action_masks: tuple[torch.Tensor, ...] | None = None
     """Per agent ``[E, n_actions_i]`` bool (available actions for ``obs``), if the task has them."""
+    active_masks: tuple[torch.Tensor, ...] | None = None
+    """Per agent ``[E]`` bool: the agent is alive at ``obs`` (its action matters), if the task
+    has agents that die. A dead agent's samples are left out of its losses and of the factor M
+    (HARL's ``active_masks``); None means every agent is always active."""
     episodes: list[EpisodeStats] = field(default_factory=list)
     """Episodes that ended at this step, in env order."""
 

@@ -8,6 +8,12 @@ batch single-agent envs. :class:`ParallelEnvAdapter` packs a multi-agent step in
   order of ``possible_agents``; the keys are :func:`obs_key` of that index whatever the
   PettingZoo names are;
 - action: a ``Tuple`` of the per-agent action spaces (sizes may differ between agents);
+- optional masks, for discrete-action tasks where not every action is always allowed and agents
+  can die (StarCraft-style tasks): ``action_mask_{i}`` (:func:`action_mask_key`), a ``MultiBinary``
+  over agent ``i``'s actions (1 = available), and ``"active"`` (:data:`ACTIVE_KEY`), a
+  ``MultiBinary`` over the agents (1 = alive). They are extra keys of the same ``Dict``, so they
+  travel through shared memory and the vector env's autoreset exactly like the observations they
+  belong to (after an episode ends: the masks of the next episode's first observation);
 - reward: the **team reward**, the mean of the agents' rewards. On a cooperative task where every
   agent receives the same reward (MaMuJoCo, the papers' setting) it is that shared reward exactly;
 - ``terminated``/``truncated`` are kept apart. A vector env resets a whole env at once, so the
@@ -33,7 +39,7 @@ Only numpy and gymnasium here: this module runs inside the env worker processes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,11 +47,13 @@ import gymnasium
 import numpy as np
 
 __all__ = [
+    "ACTIVE_KEY",
     "AGENT_VIEWS",
     "STATE_KEY",
     "AgentView",
     "ParallelEnvAdapter",
     "SimStateHooks",
+    "action_mask_key",
     "obs_key",
 ]
 
@@ -56,9 +64,18 @@ STATE_KEY = "state"
 """The key of the global state in the adapter's observation dict."""
 
 
+ACTIVE_KEY = "active"
+"""The key of the per-agent alive flags (0/1, one per agent) in the adapter's observation dict."""
+
+
 def obs_key(agent: int) -> str:
     """The key of agent ``agent``'s observation in the adapter's observation dict."""
     return f"agent_{agent}"
+
+
+def action_mask_key(agent: int) -> str:
+    """The key of agent ``agent``'s available-action mask in the adapter's observation dict."""
+    return f"action_mask_{agent}"
 
 
 @dataclass(frozen=True)
@@ -108,6 +125,11 @@ class ParallelEnvAdapter(gymnasium.Env):
         sim_state: hooks that capture and restore the simulator exactly (resume support).
         episode_metrics: called with the wrapped env when an episode ends; a dict of floats
             reported in the final step's info under ``"episode_metrics"`` (e.g. a win flag).
+        action_masks: called with the wrapped env after every reset and step: per agent, a 0/1
+            (or bool) sequence over its ``Discrete`` actions, 1 where the action is available
+            now. Every agent must have at least one. ``None``: no masks (every action allowed).
+        active_masks: called likewise: one flag per agent, true while the agent is alive (its
+            action matters). ``None``: every agent is always active.
         env_index: the position of this env in its vector env, named in error messages.
         name: the task, named in error messages.
     """
@@ -122,6 +144,8 @@ class ParallelEnvAdapter(gymnasium.Env):
         agent_view: AgentView = "local",
         sim_state: SimStateHooks | None = None,
         episode_metrics: Callable[[Any], dict[str, float]] | None = None,
+        action_masks: Callable[[Any], Sequence[Any]] | None = None,
+        active_masks: Callable[[Any], Sequence[Any]] | None = None,
         env_index: int = 0,
         name: str = "",
     ) -> None:
@@ -138,6 +162,8 @@ class ParallelEnvAdapter(gymnasium.Env):
         self.resumable = sim_state is not None
         """Whether :attr:`resume_state` works (read by vector envs before they ask for it)."""
         self._episode_metrics = episode_metrics
+        self._action_masks = action_masks
+        self._active_masks = active_masks
         self._elapsed_steps = 0
 
         self.agents: tuple[str, ...] = tuple(parallel_env.possible_agents)
@@ -147,12 +173,26 @@ class ParallelEnvAdapter(gymnasium.Env):
 
         state_box = _flat_float_box(_state_space(parallel_env), f"{self.name}: state space")
         agent_boxes = [self._agent_obs_space(i, state_box) for i in range(self.n_agents)]
-        self.observation_space = gymnasium.spaces.Dict(
-            {**{obs_key(i): box for i, box in enumerate(agent_boxes)}, STATE_KEY: state_box}
-        )
         self.action_space = gymnasium.spaces.Tuple(
             tuple(parallel_env.action_space(agent) for agent in self.agents)
         )
+        spaces: dict[str, gymnasium.Space] = {
+            **{obs_key(i): box for i, box in enumerate(agent_boxes)},
+            STATE_KEY: state_box,
+        }
+        self._n_actions: list[int] = []
+        if action_masks is not None:
+            for i, space in enumerate(self.action_space.spaces):
+                if not isinstance(space, gymnasium.spaces.Discrete):
+                    raise TypeError(
+                        f"{self.name}: action masks need Discrete action spaces, agent {i} has "
+                        f"{space!r}"
+                    )
+                self._n_actions.append(int(space.n))
+                spaces[action_mask_key(i)] = gymnasium.spaces.MultiBinary(int(space.n))
+        if active_masks is not None:
+            spaces[ACTIVE_KEY] = gymnasium.spaces.MultiBinary(self.n_agents)
+        self.observation_space = gymnasium.spaces.Dict(spaces)
         self._one_hot = np.eye(self.n_agents, dtype=np.float32)
 
     # -- spaces and observations --------------------------------------------------------------
@@ -187,7 +227,39 @@ class ParallelEnvAdapter(gymnasium.Env):
             else:
                 obs[obs_key(i)] = np.concatenate([state, self._one_hot[i]])
         obs[STATE_KEY] = state
+        if self._action_masks is not None:
+            self._observe_action_masks(obs)
+        if self._active_masks is not None:
+            active = np.asarray(self._active_masks(self.parallel_env)).astype(np.int8)
+            if active.shape != (self.n_agents,):
+                raise ValueError(
+                    f"{self.name} (env {self.env_index}): active_masks gave shape "
+                    f"{active.shape}, expected ({self.n_agents},)"
+                )
+            obs[ACTIVE_KEY] = active
         return obs
+
+    def _observe_action_masks(self, obs: dict[str, np.ndarray]) -> None:
+        """Each agent's available-action mask into ``obs``, checked: a policy cannot sample
+        from a mask without an available action (its probabilities would all be zero)."""
+        masks = self._action_masks(self.parallel_env)
+        if len(masks) != self.n_agents:
+            raise ValueError(
+                f"{self.name} (env {self.env_index}): action_masks gave {len(masks)} masks "
+                f"for {self.n_agents} agents"
+            )
+        for i, (mask, n) in enumerate(zip(masks, self._n_actions)):
+            mask = np.asarray(mask).astype(np.int8)
+            if mask.shape != (n,):
+                raise ValueError(
+                    f"{self.name} (env {self.env_index}): the action mask of agent {i} has "
+                    f"shape {mask.shape}, expected ({n},)"
+                )
+            if not mask.any():
+                raise ValueError(
+                    f"{self.name} (env {self.env_index}): agent {i} has no available action"
+                )
+            obs[action_mask_key(i)] = mask
 
     # -- gymnasium API ------------------------------------------------------------------------
 

@@ -44,18 +44,25 @@ class _Family:
     """Top-level packages the family's simulator needs (checked without importing them)."""
     extra: str | None = None
     """The ``haml[...]`` pip extra that installs them."""
+    install: str | None = None
+    """How to install them, where a pip extra is not enough (said instead of the extra)."""
 
 
 _FAMILIES: dict[str, _Family] = {}
 
 
 def register_env_family(
-    name: str, module: str, *, requires: tuple[str, ...] = (), extra: str | None = None
+    name: str,
+    module: str,
+    *,
+    requires: tuple[str, ...] = (),
+    extra: str | None = None,
+    install: str | None = None,
 ) -> None:
     """Register (or replace) the env family ``name``, implemented by the module path ``module``."""
     if not name or not name.isidentifier():
         raise ValueError(f"env family name must be an identifier, got {name!r}")
-    _FAMILIES[name] = _Family(module=module, requires=tuple(requires), extra=extra)
+    _FAMILIES[name] = _Family(module=module, requires=tuple(requires), extra=extra, install=install)
 
 
 register_env_family(
@@ -65,9 +72,18 @@ register_env_family(
     extra="mamujoco",
 )
 register_env_family("toy", "haml.envs.toy")
-# Later families register here the same way, e.g.
-#   register_env_family("smax", "haml.envs.smax", requires=("jaxmarl",), extra="smax")
-#   register_env_family("mpe", "haml.envs.mpe", requires=("mpe2",), extra="mpe")
+register_env_family("smax", "haml.envs.smax", requires=("jax", "jaxmarl"), extra="smax")
+register_env_family("mpe", "haml.envs.mpe", requires=("mpe2", "pettingzoo"), extra="mpe")
+# StarCraft II itself cannot come from pip, nor can oxwhirl's `smac`/`smacv2` (PyPI's `smac` is
+# SMAC3, an unrelated optimiser; haml.envs.smac recognises it and says so).
+_STARCRAFT_INSTALL = (
+    "install StarCraft II and oxwhirl's package from GitHub, then pip install \"haml[smac]\" "
+    "(docs/envs/smac.md)"
+)
+register_env_family("smac", "haml.envs.smac", requires=("smac",), extra="smac",
+                    install=_STARCRAFT_INSTALL.replace("package", "smac"))
+register_env_family("smacv2", "haml.envs.smacv2", requires=("smacv2",), extra="smac",
+                    install=_STARCRAFT_INSTALL.replace("package", "smacv2"))
 
 
 def env_names() -> list[str]:
@@ -96,6 +112,8 @@ def env_module(name: str, *, check_requirements: bool = True) -> types.ModuleTyp
         missing = _missing_packages(family)
         if missing:
             hint = f': pip install "haml[{family.extra}]"' if family.extra else ""
+            if family.install:
+                hint = f": {family.install}"
             raise ImportError(
                 f"env {name!r} needs the package(s) {', '.join(missing)}, not installed{hint}"
             )

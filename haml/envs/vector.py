@@ -13,6 +13,11 @@ training device. Nothing before this module sees torch; nothing after it sees nu
   each env's own RNG, so a run is a function of the seed alone.
 - **Episodes**: undiscounted team return and length are accumulated here, per env, and reported
   as :class:`~haml.envs.base.EpisodeStats` in the step where an episode ends.
+- **Masks**: when the adapters' observation ``Dict`` has the ``action_mask_{i}`` / ``"active"``
+  keys (:func:`~haml.envs.gym_adapter.action_mask_key`, :data:`~haml.envs.gym_adapter.ACTIVE_KEY`),
+  they come out as ``EnvStep.action_masks`` (per agent ``[E, n_i]`` bool) and
+  ``EnvStep.active_masks`` (per agent ``[E]`` bool), aligned with ``obs`` (after an autoreset: the
+  next episode's first observation), and the spec says so. Without those keys both are ``None``.
 - **Actions**: ``Box`` actions are clipped to the action space's bounds before they are sent (the
   policies are unsquashed Gaussians, as in the papers' code); ``Discrete`` ones are sent as int64.
 - **Ctrl-C**: the workers ignore SIGINT, so it reaches only the main process, which can then
@@ -49,7 +54,7 @@ import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
 from haml.envs.base import EnvSpec, EnvStep, EpisodeStats
-from haml.envs.gym_adapter import STATE_KEY, obs_key
+from haml.envs.gym_adapter import ACTIVE_KEY, STATE_KEY, action_mask_key, obs_key
 
 __all__ = ["DEFAULT_STEP_TIMEOUT", "GymVectorEnv"]
 
@@ -225,7 +230,8 @@ class GymVectorEnv:
             obs_spaces=tuple(obs_space[obs_key(i)] for i in range(n_agents)),
             action_spaces=tuple(act_space.spaces),
             state_space=obs_space[STATE_KEY],
-            action_masks=False,
+            action_masks=all(action_mask_key(i) in obs_space.spaces for i in range(n_agents)),
+            active_masks=ACTIVE_KEY in obs_space.spaces,
             episode_limit=episode_limit,
         )
         # Clip bounds of Box actions, on the CPU where actions are clipped before they leave.
@@ -279,6 +285,7 @@ class GymVectorEnv:
             recorded = self._exchange("step", None, lambda: vec.step(np_actions), self._record_step)
         obs, final_obs, reward, terminated, truncated, episodes = recorded
         obs_t, state_t = self._obs_to_torch(obs)
+        action_masks, active_masks = self._masks_to_torch(obs)
         if final_obs is obs:  # no episode ended: s_{t+1} is the observation itself
             final_obs_t, final_state_t = tuple(o.clone() for o in obs_t), state_t.clone()
         else:
@@ -291,6 +298,8 @@ class GymVectorEnv:
             truncated=self._to_device(truncated.astype(np.bool_)),
             final_obs=final_obs_t,
             final_state=final_state_t,
+            action_masks=action_masks,
+            active_masks=active_masks,
             episodes=episodes,
         )
 
@@ -345,6 +354,7 @@ class GymVectorEnv:
         if self._last_obs is None:
             raise RuntimeError(f"{self._label}: no current observation; call reset() first")
         obs, state = self._obs_to_torch(self._last_obs)
+        action_masks, active_masks = self._masks_to_torch(self._last_obs)
         zeros = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         return EnvStep(
             obs=obs,
@@ -354,6 +364,8 @@ class GymVectorEnv:
             truncated=zeros.clone(),
             final_obs=tuple(o.clone() for o in obs),
             final_state=state.clone(),
+            action_masks=action_masks,
+            active_masks=active_masks,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -509,6 +521,23 @@ class GymVectorEnv:
             for i in range(self.spec.n_agents)
         )
         return per_agent, self._to_device(obs[STATE_KEY].astype(np.float32, copy=False))
+
+    def _masks_to_torch(
+        self, obs: dict[str, np.ndarray]
+    ) -> tuple[tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        """Per-agent available-action masks ``[E, n_i]`` and alive flags ``[E]`` (bool), or
+        ``None`` where the adapters give none."""
+        n_agents = self.spec.n_agents
+        action_masks = None
+        if self.spec.action_masks:
+            action_masks = tuple(
+                self._to_device(obs[action_mask_key(i)].astype(np.bool_)) for i in range(n_agents)
+            )
+        active_masks = None
+        if self.spec.active_masks:
+            active = obs[ACTIVE_KEY].astype(np.bool_)
+            active_masks = tuple(self._to_device(active[:, i]) for i in range(n_agents))
+        return action_masks, active_masks
 
     @contextlib.contextmanager
     def _guard(self, what: str) -> Iterator[None]:

@@ -47,6 +47,7 @@ __all__ = [
     "EVAL_RETURN_STD",
     "EVAL_EPISODE_LENGTH",
     "EVAL_WIN_RATE",
+    "TRAIN_WIN_RATE",
     "STEPS_PER_SECOND",
     "ACTOR_LR",
     "CRITIC_LR",
@@ -98,6 +99,11 @@ TRAIN_RETURN = _metric(
 TRAIN_EPISODE_LENGTH = _metric(
     "charts/train_episode_length",
     "Mean length (env steps) of the training episodes that ended since the previous row.",
+)
+TRAIN_WIN_RATE = _metric(
+    "charts/train_win_rate",
+    "Fraction of the training episodes that ended since the previous row and were won, on tasks "
+    "that have a winner (StarCraft-style); else empty.",
 )
 EVAL_RETURN = _metric(
     "charts/eval_return",

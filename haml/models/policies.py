@@ -33,7 +33,9 @@ __all__ = [
     "StochasticPolicy",
     "joint_log_prob",
     "joint_entropy",
+    "head_distribution",
     "masked_logits",
+    "parse_action_space",
 ]
 
 HEAD_GAIN = 0.01
@@ -90,6 +92,17 @@ def masked_logits(logits: torch.Tensor, action_mask: torch.Tensor | None) -> tor
     return logits.masked_fill(~available, torch.finfo(logits.dtype).min)
 
 
+def head_distribution(
+    out: torch.Tensor, log_std: torch.Tensor | None, action_mask: torch.Tensor | None = None
+) -> Normal | Categorical:
+    """The action distribution of a policy head's output ``out [*B, d]``: ``Normal(out,
+    exp(log_std))`` when the policy has a ``log_std`` (Gaussian), else ``Categorical`` over the
+    :func:`masked_logits` of ``out``."""
+    if log_std is not None:
+        return Normal(out, log_std.exp().expand_as(out), validate_args=False)
+    return Categorical(logits=masked_logits(out, action_mask), validate_args=False)
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """The structure of an :class:`MLPPolicy`, for code (a native kernel) that reads its weights.
@@ -118,27 +131,31 @@ class PolicySpec:
     device: torch.device
 
 
-def _parse_action_space(action_space: Any) -> tuple[Literal["gaussian", "categorical"], int]:
+def parse_action_space(
+    action_space: Any, owner: str = "MLPPolicy"
+) -> tuple[Literal["gaussian", "categorical"], int]:
+    """``("gaussian", d)`` for a 1-D ``Box``, ``("categorical", n)`` for a ``Discrete`` from 0;
+    errors name ``owner``."""
     try:
         from gymnasium import spaces
     except ImportError as err:  # pragma: no cover - gymnasium is a dependency of haml
-        raise ImportError("MLPPolicy needs gymnasium to read 'action_space'") from err
+        raise ImportError(f"{owner} needs gymnasium to read 'action_space'") from err
     if isinstance(action_space, spaces.Box):
         if len(action_space.shape) != 1 or action_space.shape[0] < 1:
             raise ValueError(
-                f"MLPPolicy: 'action_space' Box must be 1-D with at least one dimension, "
+                f"{owner}: 'action_space' Box must be 1-D with at least one dimension, "
                 f"got shape {action_space.shape}"
             )
         return "gaussian", int(action_space.shape[0])
     if isinstance(action_space, spaces.Discrete):
         if int(action_space.start) != 0:
             raise ValueError(
-                f"MLPPolicy: 'action_space' Discrete must start at 0 (actions are indices), "
+                f"{owner}: 'action_space' Discrete must start at 0 (actions are indices), "
                 f"got start={int(action_space.start)}"
             )
         return "categorical", int(action_space.n)
     raise TypeError(
-        f"MLPPolicy: 'action_space' must be a gymnasium spaces.Box or spaces.Discrete, "
+        f"{owner}: 'action_space' must be a gymnasium spaces.Box or spaces.Discrete, "
         f"got {type(action_space).__name__}"
     )
 
@@ -183,7 +200,7 @@ class MLPPolicy(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        head, action_dim = _parse_action_space(action_space)
+        head, action_dim = parse_action_space(action_space)
         self.head_type: Literal["gaussian", "categorical"] = head
         self.obs_dim = obs_dim
         self.action_dim = action_dim
@@ -260,13 +277,9 @@ class MLPPolicy(nn.Module):
         """
         self._check_obs(obs)
         out = self.head(self.body(obs))
-        if self.head_type == "gaussian":
-            if action_mask is not None:
-                self._check_action_mask(action_mask, out)
-            return Normal(out, self.log_std.exp().expand_as(out), validate_args=False)
         if action_mask is not None:
             self._check_action_mask(action_mask, out)
-        return Categorical(logits=masked_logits(out, action_mask), validate_args=False)
+        return head_distribution(out, self.log_std, action_mask)
 
     def forward(
         self, obs: torch.Tensor, action_mask: torch.Tensor | None = None

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from haml.envs.base import EpisodeStats, VectorMultiAgentEnv
+from haml.runners.acting import JointActor
 
 __all__ = ["EvalResult", "evaluate"]
 
@@ -53,14 +54,12 @@ def evaluate(
     limit = env.spec.episode_limit or _DEFAULT_EPISODE_CAP
     max_steps = limit * (math.ceil(episodes / env.num_envs) + 1)
     step = env.reset(seed=seed)
+    actor = JointActor(policies, env.num_envs)
     finished: list[EpisodeStats] = []
     for _ in range(max_steps):
-        actions = []
-        for i, policy in enumerate(policies):
-            mask = None if step.action_masks is None else step.action_masks[i]
-            action, _ = policy.sample(step.obs[i], mask, deterministic=deterministic)
-            actions.append(action)
+        actions, _, _ = actor.act(step, deterministic=deterministic)
         step = env.step(actions)
+        actor.observe(step)
         finished.extend(step.episodes)
         if len(finished) >= episodes:
             break

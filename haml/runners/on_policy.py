@@ -30,18 +30,21 @@ import torch
 from torch import nn
 
 from haml.algorithms import AlgoSpec, algo_spec
-from haml.algorithms.base import ActorBatch
-from haml.algorithms.critics import CriticLearner
+from haml.algorithms.base import ActorBatch, Sequences
+from haml.algorithms.critics import CriticLearner, RolloutValues
 from haml.algorithms.haa2c import A2CActorLearner
 from haml.algorithms.happo import PPOActorLearner
 from haml.algorithms.hatrpo import TRPOActorLearner
+from haml.buffers.layout import ChunkLayout, FlatLayout, SampleLayout
 from haml.buffers.rollout import RolloutBuffer
 from haml.config.schema import A2CConfig, ExperimentConfig
-from haml.envs.base import EnvSpec, EnvStep, EpisodeStats, VectorMultiAgentEnv
+from haml.envs.base import WIN_METRIC, EnvSpec, EnvStep, EpisodeStats, VectorMultiAgentEnv
 from haml.logging import metrics as M
 from haml.models import MLPPolicy
+from haml.models.recurrent import GRUCritic, GRUPolicy, is_recurrent
 from haml.models.value import VCritic
 from haml.ops import gae
+from haml.runners.acting import JointActor
 from haml.runners.evaluate import EvalResult, evaluate
 from haml.runners.sequential import agent_order, fold_factor
 
@@ -85,12 +88,25 @@ def _normalise(adv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 def make_policies(
     spec: AlgoSpec, cfg: ExperimentConfig, espec: EnvSpec, device: torch.device
-) -> tuple[list[MLPPolicy], list[list[int]]]:
+) -> tuple[list[MLPPolicy | GRUPolicy], list[list[int]]]:
     """One policy per agent (``policies[i]``; the same module for every agent when the algorithm
-    shares parameters) and the update groups: ``[[0], [1], ...]``, or ``[[0, ..., n-1]]`` shared."""
+    shares parameters) and the update groups: ``[[0], [1], ...]``, or ``[[0, ..., n-1]]`` shared.
+    ``actor.rnn: gru`` gives :class:`GRUPolicy` actors, else :class:`MLPPolicy`."""
     net = cfg.actor
 
-    def make_policy(agent: int) -> MLPPolicy:
+    def make_policy(agent: int) -> MLPPolicy | GRUPolicy:
+        if net.rnn == "gru":
+            return GRUPolicy(
+                espec.obs_dim(agent),
+                espec.action_spaces[agent],
+                hidden=tuple(net.hidden),
+                activation=net.activation,
+                layer_norm=net.layer_norm,
+                input_norm=net.input_norm,
+                log_std_init=net.log_std_init,
+                rnn_layers=net.rnn_layers,
+                device=device,
+            )
         return MLPPolicy(
             espec.obs_dim(agent),
             espec.action_spaces[agent],
@@ -201,6 +217,16 @@ class OnPolicyRunner:
         self.last_eval: EvalResult | None = None
         self._step: EnvStep | None = None
         self._buffer: RolloutBuffer | None = None
+        self._actor = JointActor(self.policies, cfg.train.num_envs)
+        chunk = cfg.train.chunk_length
+        self._actor_layout: SampleLayout = ChunkLayout(chunk) if self._actor.recurrent else FlatLayout()
+        self._critic_layout: SampleLayout = (
+            ChunkLayout(chunk) if is_recurrent(self.critics[0].critic) else FlatLayout()
+        )
+        for layout in (self._actor_layout, self._critic_layout):
+            if isinstance(layout, ChunkLayout):
+                layout._check(cfg.train.rollout_length)
+        self._critic_states = self._initial_critic_states()
 
     # -- construction -------------------------------------------------------------------------
 
@@ -217,13 +243,20 @@ class OnPolicyRunner:
             in_dims = [espec.obs_dim(i) for i in range(espec.n_agents)]
         else:
             in_dims = [espec.state_dim]
-        self.critics = [
-            CriticLearner(
-                VCritic(d, tuple(c.network.hidden), c.network.activation, c.network.layer_norm,
-                        c.network.input_norm).to(self.device),
-                c,
-            )
-            for d in in_dims
+        net = c.network
+
+        def make_critic(in_dim: int) -> VCritic | GRUCritic:
+            if net.rnn == "gru":
+                return GRUCritic(in_dim, tuple(net.hidden), net.activation, net.layer_norm,
+                                 net.input_norm, net.rnn_layers)
+            return VCritic(in_dim, tuple(net.hidden), net.activation, net.layer_norm, net.input_norm)
+
+        self.critics = [CriticLearner(make_critic(d).to(self.device), c) for d in in_dims]
+
+    def _initial_critic_states(self) -> list[torch.Tensor | None]:
+        E = self.cfg.train.num_envs
+        return [
+            c.critic.initial_state(E) if is_recurrent(c.critic) else None for c in self.critics
         ]
 
     def _critic_of(self, agent: int) -> int:
@@ -238,6 +271,8 @@ class OnPolicyRunner:
 
     def reset_envs(self) -> None:
         self._step = self.env.reset(seed=self.cfg.seed)
+        self._actor.reset()
+        self._critic_states = self._initial_critic_states()
 
     @torch.no_grad()
     def collect(self) -> tuple[RolloutBuffer, list[EpisodeStats]]:
@@ -247,7 +282,8 @@ class OnPolicyRunner:
             self.reset_envs()
         T, E = self.cfg.train.rollout_length, self.cfg.train.num_envs
         if self._buffer is None:
-            self._buffer = RolloutBuffer.allocate(self.env.spec, T, E, self.device)
+            shapes = [None if h is None else tuple(h.shape[1:]) for h in self._actor.states]
+            self._buffer = RolloutBuffer.allocate(self.env.spec, T, E, self.device, shapes)
         buffer = self._buffer
         episodes: list[EpisodeStats] = []
         step = self._step
@@ -257,32 +293,40 @@ class OnPolicyRunner:
         return buffer, episodes
 
     def _collect_steps(self, buffer: RolloutBuffer, episodes: list[EpisodeStats], step: EnvStep) -> None:
+        actor = self._actor
         for t in range(buffer.steps):
-            actions, logps = [], []
-            for i, policy in enumerate(self.policies):
-                mask = None if step.action_masks is None else step.action_masks[i]
-                action, logp = policy.sample(step.obs[i], mask)
-                actions.append(action)
-                logps.append(logp)
+            starts = actor.starts
+            actions, logps, states = actor.act(step)
             after = self.env.step(actions)
-            buffer.store(t, step, actions, logps, after)
+            buffer.store(t, step, actions, logps, after, starts, states)
+            actor.observe(after)
             episodes.extend(after.episodes)
             step = after
         self._step = step
 
-    def advantages(self, buffer: RolloutBuffer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(Â, R̂, raw V)``, each ``[T, E, K]`` with K critics (1 central, n local)."""
-        raws, values, next_values = [], [], []
+    def advantages(
+        self, buffer: RolloutBuffer
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[RolloutValues]]:
+        """``(Â, R̂, raw V)``, each ``[T, E, K]`` with K critics (1 central, n local), and each
+        critic's :class:`RolloutValues` (a recurrent critic's states for its training chunks).
+
+        A recurrent critic reads the rollout from the state it ended the previous one with, and
+        carries its final state on to the next rollout."""
+        readings = []
         for k, critic in enumerate(self.critics):
-            raw, value = critic.predict(self._critic_inputs(buffer, k, final=False))
-            _, next_value = critic.predict(self._critic_inputs(buffer, k, final=True))
-            raws.append(raw)
-            values.append(value)
-            next_values.append(next_value)
+            reading = critic.rollout_values(
+                self._critic_inputs(buffer, k, final=False),
+                self._critic_inputs(buffer, k, final=True),
+                self._critic_states[k],
+                buffer.starts,
+            )
+            if reading.h_next is not None:
+                self._critic_states[k] = reading.h_next
+            readings.append(reading)
         K = len(self.critics)
-        raw = torch.stack(raws, -1)
-        value = torch.stack(values, -1)
-        next_value = torch.stack(next_values, -1)
+        raw = torch.stack([r.raw for r in readings], -1)
+        value = torch.stack([r.value for r in readings], -1)
+        next_value = torch.stack([r.next_value for r in readings], -1)
         shape = value.shape
         adv, ret = gae(
             buffer.reward.unsqueeze(-1).expand(shape).contiguous(),
@@ -294,34 +338,42 @@ class OnPolicyRunner:
             self.cfg.train.gae_lambda,
         )
         assert adv.shape[-1] == K
-        return adv, ret, raw
+        return adv, ret, raw, readings
 
     def _actor_batch(
         self, buffer: RolloutBuffer, agents: list[int], adv: torch.Tensor, factor: torch.Tensor
     ) -> ActorBatch:
-        def cat(parts: list[torch.Tensor]) -> torch.Tensor:
-            return parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+        """The samples of ``agents`` (one, or all for a shared policy) in the actors' layout;
+        ``adv [T, E, K]`` and ``factor [T, E]``."""
+        layout = self._actor_layout
+        samples = layout.to_samples
 
-        N = buffer.steps * self.cfg.train.num_envs
-        obs = cat([buffer.obs[i].reshape(N, -1) for i in agents])
-        actions = cat([buffer.actions[i].reshape(N, *buffer.actions[i].shape[2:]) for i in agents])
-        logp_old = cat([buffer.logp[i].reshape(N) for i in agents])
-        advantages = []
-        for i in agents:
-            a = adv[..., self._critic_of(i)].reshape(N)
+        def gather(per_agent: Callable[[int], torch.Tensor]) -> torch.Tensor:
+            return layout.concat([samples(per_agent(i)) for i in agents])
+
+        def advantages(i: int) -> torch.Tensor:
+            a = adv[..., self._critic_of(i)]
             if self.cfg.train.normalize_advantages:
-                a = _normalise(a, None)
-            advantages.append(a)
-        action_mask = None
-        if buffer.action_masks is not None:
-            action_mask = cat([buffer.action_masks[i].reshape(N, -1) for i in agents])
+                a = _normalise(a, None if buffer.active_masks is None else buffer.active_masks[i])
+            return a
+
+        sequences = None
+        if isinstance(layout, ChunkLayout):
+            sequences = Sequences(
+                layout.length,
+                torch.cat([layout.chunk_starts(buffer.actor_states[i]) for i in agents], 0),
+                gather(lambda i: buffer.starts),
+            )
         return ActorBatch(
-            obs=obs,
-            actions=actions,
-            logp_old=logp_old,
-            advantages=cat(advantages),
-            factor=factor.repeat(len(agents)),
-            action_mask=action_mask,
+            obs=gather(lambda i: buffer.obs[i]),
+            actions=gather(lambda i: buffer.actions[i]),
+            logp_old=gather(lambda i: buffer.logp[i]),
+            advantages=gather(advantages),
+            factor=gather(lambda i: factor),
+            mask=None if buffer.active_masks is None else gather(lambda i: buffer.active_masks[i]),
+            action_mask=None if buffer.action_masks is None
+            else gather(lambda i: buffer.action_masks[i]),
+            sequences=sequences,
         )
 
     def update(self, buffer: RolloutBuffer) -> dict[str, torch.Tensor]:
@@ -330,9 +382,9 @@ class OnPolicyRunner:
         fraction = self.iteration / self.total_iterations
         for learner in (*self.actor_learners, *self.critics):
             learner.set_progress(fraction)
-        adv, ret, raw = self.advantages(buffer)
-        N = buffer.steps * self.cfg.train.num_envs
-        factor = torch.ones(N, device=self.device)
+        adv, ret, raw, readings = self.advantages(buffer)
+        T, E = buffer.steps, self.cfg.train.num_envs
+        factor = torch.ones(T, E, device=self.device)
         metrics: dict[str, torch.Tensor] = {}
         order = agent_order(len(self.groups), self.spec.sequential)
         self.last_order = order
@@ -346,19 +398,37 @@ class OnPolicyRunner:
             metrics[name(M.FACTOR_STD)] = factor.std(unbiased=False)
             metrics[name(M.FACTOR_MAX)] = factor.max()
             if self.spec.sequential:
-                with torch.no_grad():
-                    logp_before = learner.policy.log_prob(batch.obs, batch.actions, batch.action_mask)
+                if len(agents) != 1:
+                    raise RuntimeError("a sequential algorithm updates one agent at a time")
+                logp_before = self._batch_log_prob(learner.policy, batch)
             for key, value in learner.update(batch).items():
                 if key in _LEARNER_METRICS:
                     metrics[name(_LEARNER_METRICS[key])] = value
             if self.spec.sequential:
-                with torch.no_grad():
-                    logp_after = learner.policy.log_prob(batch.obs, batch.actions, batch.action_mask)
-                factor = fold_factor(factor, logp_before, logp_after)
+                logp_after = self._batch_log_prob(learner.policy, batch)
+                back = lambda x: self._actor_layout.from_samples(x, T, E)  # noqa: E731
+                active = None if buffer.active_masks is None else buffer.active_masks[agents[0]]
+                factor = fold_factor(factor, back(logp_before), back(logp_after), active)
         value_losses = []
+        layout = self._critic_layout
         for k, critic in enumerate(self.critics):
             inputs = self._critic_inputs(buffer, k, final=False)
-            losses = critic.update(inputs.reshape(N, -1), ret[..., k].reshape(N), raw[..., k].reshape(N))
+            sequences = None
+            if isinstance(layout, ChunkLayout):
+                sequences = Sequences(
+                    layout.length, layout.chunk_starts(readings[k].h_used), layout.to_samples(buffer.starts)
+                )
+            # Per-agent critics (IPPO) skip the samples where their agent is dead.
+            mask = None
+            if self.spec.critic == "local" and buffer.active_masks is not None:
+                mask = layout.to_samples(buffer.active_masks[k])
+            losses = critic.update(
+                layout.to_samples(inputs),
+                layout.to_samples(ret[..., k]),
+                layout.to_samples(raw[..., k]),
+                mask,
+                sequences,
+            )
             value_losses.append(losses["value_loss"])
         metrics[M.VALUE_LOSS] = torch.stack(value_losses).mean()
         metrics[M.EXPLAINED_VARIANCE] = _explained_variance(raw, ret, self.critics)
@@ -367,6 +437,11 @@ class OnPolicyRunner:
             metrics[M.ACTOR_LR] = torch.tensor(lrs[0])
         metrics[M.CRITIC_LR] = torch.tensor(self.critics[0].lr)
         return metrics
+
+    @staticmethod
+    @torch.no_grad()
+    def _batch_log_prob(policy: nn.Module, batch: ActorBatch) -> torch.Tensor:
+        return batch.view(policy).log_prob(batch.obs, batch.actions, batch.action_mask)
 
     def check_finite(self, metrics: dict[str, torch.Tensor]) -> None:
         """Raise :class:`TrainingDiverged` when a metric or a parameter is not finite (one host
@@ -403,6 +478,8 @@ class OnPolicyRunner:
             out[M.TRAIN_EPISODE_LENGTH] = sum(ep.length for ep in episodes) / len(episodes)
             for key in sorted({k for ep in episodes for k in ep.metrics}):
                 out[f"{M.ENV_PREFIX}{key}"] = sum(ep.metrics.get(key, 0.0) for ep in episodes) / len(episodes)
+            if f"{M.ENV_PREFIX}{WIN_METRIC}" in out:
+                out[M.TRAIN_WIN_RATE] = out[f"{M.ENV_PREFIX}{WIN_METRIC}"]
         return out
 
     def run_eval(self, episodes: int, seed: int) -> EvalResult:
@@ -433,6 +510,9 @@ class OnPolicyRunner:
                 "obs": list(step.obs),
                 "state": step.state,
                 "action_masks": None if step.action_masks is None else list(step.action_masks),
+                "active_masks": None if step.active_masks is None else list(step.active_masks),
+                "actor": self._actor.state_dict(),
+                "critic_states": list(self._critic_states),
             },
         }
 
@@ -470,7 +550,14 @@ class OnPolicyRunner:
             final_state=saved["state"].to(dev),
             action_masks=None if saved["action_masks"] is None
             else tuple(m.to(dev) for m in saved["action_masks"]),
+            active_masks=None if saved.get("active_masks") is None
+            else tuple(m.to(dev) for m in saved["active_masks"]),
         )
+        # Checkpoints written before recurrent policies existed have no actor/critic states: their
+        # (feed-forward) runs carry none.
+        if "actor" in saved:
+            self._actor.load_state_dict(saved["actor"])
+            self._critic_states = [None if h is None else h.to(dev) for h in saved["critic_states"]]
 
 
 @contextlib.contextmanager

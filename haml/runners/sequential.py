@@ -25,8 +25,15 @@ def agent_order(n: int, sequential: bool) -> list[int]:
 
 
 def fold_factor(
-    factor: torch.Tensor, logp_before: torch.Tensor, logp_after: torch.Tensor
+    factor: torch.Tensor,
+    logp_before: torch.Tensor,
+    logp_after: torch.Tensor,
+    active: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """M ← M · π_new(a|o) / π_old(a|o), with the joint log-probabilities of the agent just updated
-    (summed over its action dimensions); detached, never clipped (as the papers' code)."""
-    return (factor * torch.exp(logp_after - logp_before)).detach()
+    (summed over its action dimensions); detached, never clipped (as the papers' code).
+
+    Where the agent is not ``active`` (dead: its only available action is the no-op) M is left
+    as it is: its action did not take part in the joint action."""
+    folded = (factor * torch.exp(logp_after - logp_before)).detach()
+    return folded if active is None else torch.where(active, folded, factor)

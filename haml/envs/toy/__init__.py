@@ -7,7 +7,9 @@
 - Named tasks (:data:`TASKS`, :class:`Options`, :func:`make_vector_env`, the entry point of the
   env registry): ``"homogeneity-trap"`` (000/001 Proposition 1), ``"heterogeneity-trap"``
   (001 Proposition 2), ``"figure1"`` (000 Figure 1). :mod:`haml.envs.toy.presets` quotes what
-  the papers state about each (payoff, initial policy, bound, optimum).
+  the papers state about each (payoff, initial policy, bound, optimum); and ``"memory"``
+  (:class:`MemoryGame`, not from the papers): recall a cue seen a few steps earlier, with action
+  masks and dying agents, the cheap test of recurrent policies.
 
 Every class here implements :class:`haml.envs.base.VectorMultiAgentEnv` directly.
 """
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 from haml.envs.toy.differentiable_game import DifferentiableGame, RewardFn
 from haml.envs.toy.matrix_game import MatrixGame, expected_payoff
+from haml.envs.toy.memory import MemoryGame
 from haml.envs.toy.presets import TASKS, Options, make_vector_env
 
 __all__ = [
     "MatrixGame",
+    "MemoryGame",
     "DifferentiableGame",
     "RewardFn",
     "expected_payoff",

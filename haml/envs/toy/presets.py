@@ -78,6 +78,7 @@ import torch
 from haml.envs.base import VectorMultiAgentEnv
 from haml.envs.toy.differentiable_game import DifferentiableGame
 from haml.envs.toy.matrix_game import MatrixGame
+from haml.envs.toy.memory import MemoryGame
 
 __all__ = [
     "TASKS",
@@ -99,7 +100,9 @@ __all__ = [
     "FIGURE1_KL_DELTA",
 ]
 
-TASKS: tuple[str, ...] = ("homogeneity-trap", "heterogeneity-trap", "figure1")
+TASKS: tuple[str, ...] = ("homogeneity-trap", "heterogeneity-trap", "figure1", "memory")
+"""The papers' three games, and "memory" (:class:`~haml.envs.toy.memory.MemoryGame`, not from the
+papers: the cheap test of recurrent policies, masks and dying agents)."""
 """The named tasks of the ``toy`` environment family."""
 
 # -- homogeneity trap (000 Proposition 1 = 001 Proposition 1) ---------------------------------
@@ -199,6 +202,12 @@ class Options:
     """At most this many ``EpisodeStats`` per step (those of the first envs); None: one per env, as
     the interface says. Building them costs ~2 µs each, far more than the game itself."""
 
+    delay: int = 2
+    """"memory" only: steps between seeing the cue and answering."""
+
+    death_prob: float = 0.0
+    """"memory" only: probability that an agent is dead for a whole episode."""
+
 
 def make_vector_env(
     task: str,
@@ -209,7 +218,7 @@ def make_vector_env(
 ) -> VectorMultiAgentEnv:
     """``num_envs`` copies of a named toy task on ``device``.
 
-    ``seed`` is accepted for the registry's uniform signature; these games use no randomness.
+    ``seed`` seeds "memory"'s cues and deaths; the papers' games use no randomness.
     """
     if task not in TASKS:
         raise ValueError(f"toy: unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
@@ -222,6 +231,9 @@ def make_vector_env(
         num_envs=num_envs, device=device, task=task, episode_stats_limit=options.episode_stats_limit
     )
 
+    if task == "memory":
+        n = 2 if options.n_agents is None else options.n_agents
+        return MemoryGame(n, options.delay, options.death_prob, num_envs, device, seed)
     if task == "homogeneity-trap":
         n = DEFAULT_HOMOGENEITY_TRAP_AGENTS if options.n_agents is None else options.n_agents
         return MatrixGame(homogeneity_trap_payoff(n), **common)

@@ -30,7 +30,7 @@ from haml.envs.toy.presets import (
 
 
 def test_tasks_and_factory(device):
-    assert TASKS == ("homogeneity-trap", "heterogeneity-trap", "figure1")
+    assert TASKS == ("homogeneity-trap", "heterogeneity-trap", "figure1", "memory")
     for task in TASKS:
         env = make_vector_env(task, 8, Options(), torch.device(device), seed=0)
         assert env.spec.env == "toy" and env.spec.task == task and env.num_envs == 8

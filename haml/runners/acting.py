@@ -1,0 +1,80 @@
+"""The agents acting together on ``E`` envs: one action per agent per step, recurrent states kept.
+
+Collection (training) and evaluation both step the env through :class:`JointActor`, so both handle
+available-action masks and recurrent policies the same way. The hidden state of a recurrent policy
+is kept per agent (a shared policy still has one state per agent) and zeroed before the first step
+of every episode; ``starts`` marks those steps (all envs after a reset, then the envs whose episode
+ended at the previous step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from haml.envs.base import EnvStep
+from haml.models.recurrent import is_recurrent
+
+__all__ = ["JointActor"]
+
+
+class JointActor:
+    """``policies[i]`` acts for agent ``i`` (the same module may repeat) on ``num_envs`` envs."""
+
+    def __init__(self, policies: Sequence[nn.Module], num_envs: int) -> None:
+        self.policies = list(policies)
+        self.num_envs = num_envs
+        self.reset()
+
+    def reset(self) -> None:
+        """Every env starts a new episode at the next step."""
+        self.states: list[torch.Tensor | None] = [
+            p.initial_state(self.num_envs) if is_recurrent(p) else None for p in self.policies
+        ]
+        device = next(self.policies[0].parameters()).device
+        self.starts = torch.ones(self.num_envs, dtype=torch.bool, device=device)
+
+    @property
+    def recurrent(self) -> bool:
+        return any(s is not None for s in self.states)
+
+    @torch.no_grad()
+    def act(
+        self, step: EnvStep, deterministic: bool = False
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor | None]]:
+        """``(actions, log-probs, hidden states used)`` per agent for the observation ``step``.
+
+        A recurrent agent's state is zeroed where ``starts`` is set before it acts; the state it
+        acted from is returned (what a training chunk starting here restarts from).
+        """
+        actions, logps, used = [], [], []
+        keep = (~self.starts).float()[:, None, None]
+        for i, policy in enumerate(self.policies):
+            mask = None if step.action_masks is None else step.action_masks[i]
+            state = self.states[i]
+            if state is None:
+                action, logp = policy.sample(step.obs[i], mask, deterministic=deterministic)
+            else:
+                state = state * keep
+                action, logp, self.states[i] = policy.sample(
+                    step.obs[i], state, self.starts, mask, deterministic=deterministic
+                )
+            actions.append(action)
+            logps.append(logp)
+            used.append(state)
+        return actions, logps, used
+
+    def observe(self, after: EnvStep) -> None:
+        """Record which envs start a new episode at the next step."""
+        self.starts = after.terminated | after.truncated
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"states": list(self.states), "starts": self.starts}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = self.starts.device
+        self.states = [None if s is None else s.to(device) for s in state["states"]]
+        self.starts = state["starts"].to(device)
