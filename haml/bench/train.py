@@ -13,10 +13,16 @@ builds it):
   of ``E`` envs, then the update: GAE, actor and critic updates) on a second env built the same
   way. Evaluation, logging and checkpoints are left out: they are not learning.
 
+- **JAX only** (families whose simulator is JAX, i.e. SMAX, whose module provides
+  ``jax_random_steps_per_second``): the same jitted, vmapped program the env runs, stepped
+  ``T`` times with random available actions drawn in JAX: no host copy, no torch. It is the
+  simulator's own speed for this batch; training / JAX only says what the adapter and learning
+  leave of it.
+
 After one warm-up of each (a rollout's worth of random steps; one whole training iteration),
-the two alternate, ``T`` random steps then one iteration, ``N`` times, so that a change in the
-machine's load during the run falls on both. Steps/s are totals over the ``N`` rounds; the
-ratio is training / env only. Each iteration is split into collection and update
+the phases alternate, ``T`` random steps (and ``T`` JAX-only steps) then one iteration, ``N``
+times, so that a change in the machine's load during the run falls on all of them. Steps/s are
+totals over the ``N`` rounds; the ratio is training / env only (and training / JAX only). Each iteration is split into collection and update
 (``runner.last_timing``), and the share of the CPUs other processes used during each phase is
 recorded beside it (:class:`haml.bench.timing.OtherLoad`).
 
@@ -59,7 +65,9 @@ DEFAULT_ALGO = "happo"
 DEFAULT_ENV = "mamujoco"
 DEFAULT_ITERATIONS = 3
 DEFAULT_OUT_DIR = Path("bench-results")
-VERSIONED_PACKAGES = ("haml", "torch", "numpy", "gymnasium", "gymnasium_robotics", "mujoco", "pettingzoo")
+VERSIONED_PACKAGES = (
+    "haml", "torch", "numpy", "gymnasium", "gymnasium_robotics", "mujoco", "pettingzoo", "jax", "jaxmarl",
+)
 """Distributions whose versions the JSON records (None where one is not installed)."""
 
 
@@ -207,6 +215,24 @@ def _phase(seconds: float, steps: int, load: float | None) -> dict[str, Any]:
     }
 
 
+def _jax_only_stepper(cfg: Any) -> Callable[[], dict[str, Any]] | None:
+    """For a JAX env family: a function timing ``T`` JAX-only steps of the training batch
+    (``jax_random_steps_per_second`` of the family's module); None for other families."""
+    from haml.envs.registry import env_module
+
+    measure = getattr(env_module(cfg.env.name), "jax_random_steps_per_second", None)
+    if measure is None:
+        return None
+    T, E = cfg.train.rollout_length, cfg.train.num_envs
+
+    def phase() -> dict[str, Any]:
+        load = OtherLoad()
+        rate = measure(cfg.env.task, E, T, seed=cfg.seed, options=dict(cfg.env.options))
+        return _phase(T * E / rate, T * E, load.share())
+
+    return phase
+
+
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -287,11 +313,13 @@ def bench_train(
 
             sample = random_action_sampler(random_env.spec.action_spaces, E, device, seed=cfg.seed)
             runner = OnPolicyRunner(cfg, train_env, None)
+            jax_only = _jax_only_stepper(cfg)
 
             # Warm-up: a rollout's worth of random steps, then one whole training iteration.
             started = time.perf_counter()
             step = random_env.reset(seed=cfg.seed)
             step, warm_env = _step_randomly(random_env, sample, step, T, sync)
+            warm_jax = None if jax_only is None else jax_only()["seconds"]
             warm_start = time.perf_counter()
             runner.iterate()
             sync()
@@ -299,11 +327,14 @@ def bench_train(
             log(f"  warm-up: {T} random steps in {warm_env:.2f} s, one iteration in {warm_train:.2f} s")
 
             env_rounds: list[dict[str, Any]] = []
+            jax_rounds: list[dict[str, Any]] = []
             train_rounds: list[dict[str, Any]] = []
             for r in range(iterations):
                 load = OtherLoad()
                 step, seconds = _step_randomly(random_env, sample, step, T, sync)
                 env_rounds.append(_phase(seconds, T * E, load.share()))
+                if jax_only is not None:
+                    jax_rounds.append(jax_only())
 
                 load = OtherLoad()
                 sync()
@@ -314,9 +345,12 @@ def bench_train(
                 record = _phase(seconds, T * E, load.share())
                 record.update(runner.last_timing)
                 train_rounds.append(record)
+                jax_note = (
+                    f", JAX only {jax_rounds[-1]['steps_per_second']:,.0f} steps/s" if jax_rounds else ""
+                )
                 log(
                     f"  round {r + 1}/{iterations}: env only {env_rounds[-1]['steps_per_second']:,.0f} "
-                    f"steps/s, training {record['steps_per_second']:,.0f} steps/s "
+                    f"steps/s{jax_note}, training {record['steps_per_second']:,.0f} steps/s "
                     f"(collect {record['collect_seconds']:.2f} s, update {record['update_seconds']:.2f} s)"
                 )
             total = time.perf_counter() - started
@@ -345,6 +379,14 @@ def bench_train(
         }
     )
     ratio = training["steps_per_second"] / env_only["steps_per_second"]
+    jax_part: dict[str, Any] = {}
+    if jax_rounds:
+        jax_summary = _summarise(jax_rounds)
+        jax_summary["warmup"] = {"steps": T * E, "seconds": warm_jax}
+        jax_part = {
+            "jax_only": jax_summary,
+            "ratio_jax_only": training["steps_per_second"] / jax_summary["steps_per_second"],
+        }
     document = {
         "benchmark": "haml bench train",
         "schema_version": 1,
@@ -359,6 +401,7 @@ def bench_train(
         },
         "config": config,
         "env_only": env_only,
+        **jax_part,
         "training": training,
         "ratio": ratio,
         "target": {
@@ -432,6 +475,13 @@ def print_train_table(document: dict[str, Any], file: TextIO | None = None) -> N
         "env only (random actions)", f"{env_only['steps']:,}", format_seconds(env_only["seconds"]),
         f"{env_only['steps_per_second']:,.0f}", "", load_cell(env_only["other_load"]),
     )
+    jax_only = document.get("jax_only")
+    if jax_only is not None:
+        table.add_row(
+            "JAX only (random actions, no torch)", f"{jax_only['steps']:,}",
+            format_seconds(jax_only["seconds"]), f"{jax_only['steps_per_second']:,.0f}", "",
+            load_cell(jax_only["other_load"]),
+        )
     table.add_row(
         "training (collect + update)", f"{training['steps']:,}", format_seconds(training["seconds"]),
         f"{training['steps_per_second']:,.0f}", "100%", load_cell(training["other_load"]),
@@ -461,9 +511,12 @@ def print_train_table(document: dict[str, Any], file: TextIO | None = None) -> N
         f"training / env only = {document['ratio']:.3g} "
         f"(goal >= {target['bound']:g}: {mark})"
     )
+    if jax_only is not None:
+        console.print(f"training / JAX only = {document['ratio_jax_only']:.3g}")
     for busy, when in (
         (env.get("other_load_before_run"), "when the run started"),
         (env_only.get("other_load"), "during the env-only phases"),
+        (None if jax_only is None else jax_only.get("other_load"), "during the JAX-only phases"),
         (training.get("other_load"), "during the training iterations"),
         (env.get("other_load_after_run"), "when it ended"),
     ):

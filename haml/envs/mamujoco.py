@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import multiprocessing
 import os
 import re
 import sys
@@ -47,7 +46,7 @@ import numpy as np
 import torch
 
 from haml.envs.gym_adapter import ParallelEnvAdapter, SimStateHooks
-from haml.envs.vector import DEFAULT_STEP_TIMEOUT, GymVectorEnv
+from haml.envs.vector import DEFAULT_STEP_TIMEOUT, GymVectorEnv, check_vector_options
 
 __all__ = [
     "AGENT_CONFS",
@@ -145,19 +144,10 @@ class Options:
             raise ValueError(f"agent_obsk must be >= 0 or None, got {self.agent_obsk}")
         if self.episode_limit < 1:
             raise ValueError(f"episode_limit must be >= 1, got {self.episode_limit}")
-        if self.vectorization not in _VECTORIZATIONS:
-            raise ValueError(
-                f"vectorization must be one of {list(_VECTORIZATIONS)}, got {self.vectorization!r}"
-            )
-        if self.step_timeout is not None and self.step_timeout <= 0:
-            raise ValueError(f"step_timeout must be > 0 or None, got {self.step_timeout}")
-        methods = multiprocessing.get_all_start_methods()
-        if self.start_method is not None and self.start_method not in methods:
-            raise ValueError(
-                f"start_method must be one of {methods} or None, got {self.start_method!r}"
-            )
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1 or None, got {self.max_concurrency}")
+        check_vector_options(
+            self.vectorization, _VECTORIZATIONS, self.step_timeout, self.start_method,
+            self.max_concurrency,
+        )
 
     @property
     def agent_view(self) -> str:

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import multiprocessing
 import sys
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -59,7 +58,7 @@ import numpy as np
 import torch
 
 from haml.envs.gym_adapter import AGENT_VIEWS, AgentView, ParallelEnvAdapter, SimStateHooks
-from haml.envs.vector import DEFAULT_STEP_TIMEOUT, GymVectorEnv
+from haml.envs.vector import DEFAULT_STEP_TIMEOUT, GymVectorEnv, check_vector_options
 
 __all__ = [
     "MPE_STATE_HOOKS",
@@ -177,17 +176,7 @@ class Options:
             raise ValueError(
                 f"team_reward must be one of {list(_TEAM_REWARDS)}, got {self.team_reward!r}"
             )
-        if self.vectorization not in _VECTORIZATIONS:
-            raise ValueError(
-                f"vectorization must be one of {list(_VECTORIZATIONS)}, got {self.vectorization!r}"
-            )
-        if self.step_timeout is not None and self.step_timeout <= 0:
-            raise ValueError(f"step_timeout must be > 0 or None, got {self.step_timeout}")
-        methods = multiprocessing.get_all_start_methods()
-        if self.start_method is not None and self.start_method not in methods:
-            raise ValueError(
-                f"start_method must be one of {methods} or None, got {self.start_method!r}"
-            )
+        check_vector_options(self.vectorization, _VECTORIZATIONS, self.step_timeout, self.start_method)
 
 
 def _check_task_options(task: str, options: Options) -> None:

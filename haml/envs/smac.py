@@ -45,7 +45,6 @@ import copy
 import functools
 import importlib.metadata
 import importlib.util
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -57,7 +56,7 @@ import numpy as np
 import torch
 
 from haml.envs.gym_adapter import ParallelEnvAdapter
-from haml.envs.vector import DEFAULT_STEP_TIMEOUT, GymVectorEnv
+from haml.envs.vector import DEFAULT_STEP_TIMEOUT, GymVectorEnv, check_vector_options
 
 __all__ = [
     "DIFFICULTIES",
@@ -250,19 +249,10 @@ class Options:
             )
         if self.sc2_path is not None and not self.sc2_path:
             raise ValueError("sc2_path must be a directory or None, got ''")
-        if self.vectorization not in _VECTORIZATIONS:
-            raise ValueError(
-                f"vectorization must be one of {list(_VECTORIZATIONS)}, got {self.vectorization!r}"
-            )
-        if self.step_timeout is not None and self.step_timeout <= 0:
-            raise ValueError(f"step_timeout must be > 0 or None, got {self.step_timeout}")
-        methods = multiprocessing.get_all_start_methods()
-        if self.start_method is not None and self.start_method not in methods:
-            raise ValueError(
-                f"start_method must be one of {methods} or None, got {self.start_method!r}"
-            )
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1 or None, got {self.max_concurrency}")
+        check_vector_options(
+            self.vectorization, _VECTORIZATIONS, self.step_timeout, self.start_method,
+            self.max_concurrency,
+        )
         if self.env_factory is not None and not callable(self.env_factory):
             raise TypeError(f"env_factory must be callable or None, got {self.env_factory!r}")
 

@@ -56,12 +56,32 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from haml.envs.base import EnvSpec, EnvStep, EpisodeStats
 from haml.envs.gym_adapter import ACTIVE_KEY, STATE_KEY, action_mask_key, obs_key
 
-__all__ = ["DEFAULT_STEP_TIMEOUT", "GymVectorEnv"]
+__all__ = ["DEFAULT_STEP_TIMEOUT", "GymVectorEnv", "check_vector_options"]
 
 DEFAULT_STEP_TIMEOUT: float = 600.0
 """Seconds an async step/reset/call may take before the workers are declared stuck."""
 
 _STATE_FORMAT = "haml.envs.vector.GymVectorEnv/1"
+
+
+def check_vector_options(
+    vectorization: str,
+    choices: tuple[str, ...],
+    step_timeout: float | None,
+    start_method: str | None,
+    max_concurrency: int | None = None,
+) -> None:
+    """The checks of the vector-env options that every subprocess-backed family's ``Options``
+    has (a ``ValueError`` naming the option and its valid values)."""
+    if vectorization not in choices:
+        raise ValueError(f"vectorization must be one of {list(choices)}, got {vectorization!r}")
+    if step_timeout is not None and step_timeout <= 0:
+        raise ValueError(f"step_timeout must be > 0 or None, got {step_timeout}")
+    methods = multiprocessing.get_all_start_methods()
+    if start_method is not None and start_method not in methods:
+        raise ValueError(f"start_method must be one of {methods} or None, got {start_method!r}")
+    if max_concurrency is not None and max_concurrency < 1:
+        raise ValueError(f"max_concurrency must be >= 1 or None, got {max_concurrency}")
 
 
 class _IgnoreSigintInWorker:

@@ -95,21 +95,7 @@ def make_policies(
     net = cfg.actor
 
     def make_policy(agent: int) -> MLPPolicy | GRUPolicy:
-        if net.rnn == "gru":
-            return GRUPolicy(
-                espec.obs_dim(agent),
-                espec.action_spaces[agent],
-                hidden=tuple(net.hidden),
-                activation=net.activation,
-                layer_norm=net.layer_norm,
-                input_norm=net.input_norm,
-                log_std_init=net.log_std_init,
-                rnn_layers=net.rnn_layers,
-                device=device,
-            )
-        return MLPPolicy(
-            espec.obs_dim(agent),
-            espec.action_spaces[agent],
+        common = dict(
             hidden=tuple(net.hidden),
             activation=net.activation,
             layer_norm=net.layer_norm,
@@ -117,6 +103,10 @@ def make_policies(
             log_std_init=net.log_std_init,
             device=device,
         )
+        if net.rnn == "gru":
+            common["rnn_layers"] = net.rnn_layers
+        cls = GRUPolicy if net.rnn == "gru" else MLPPolicy
+        return cls(espec.obs_dim(agent), espec.action_spaces[agent], **common)
 
     if not spec.share_actors:
         return [make_policy(i) for i in range(espec.n_agents)], [[i] for i in range(espec.n_agents)]
