@@ -6,7 +6,10 @@ were measured over the same number of steps and that the ratio and shares follow
 
 from __future__ import annotations
 
+import copy
+import io
 import json
+import types
 
 import numpy as np
 import pytest
@@ -14,8 +17,15 @@ import torch
 from gymnasium import spaces
 
 from haml.bench import main as bench_main
-from haml.bench.train import TARGET_RATIO, BenchTrainError, bench_train, random_action_sampler
+from haml.bench.train import (
+    TARGET_RATIO,
+    BenchTrainError,
+    bench_train,
+    print_train_table,
+    random_action_sampler,
+)
 from haml.cli import main as cli_main
+from haml.envs import registry
 
 NUM_ENVS = 16
 ITERATIONS = 2
@@ -146,3 +156,91 @@ def test_random_actions_follow_the_spaces():
 
     with pytest.raises(BenchTrainError, match="neither Box nor Discrete"):
         random_action_sampler([spaces.MultiBinary(3)], E, torch.device("cpu"))
+
+
+# -- the JAX-only row (families with a JAX simulator: SMAX) ------------------------------------------
+
+JAX_ROW = "JAX only (random actions, no torch)"
+
+
+def test_other_families_have_no_jax_only_row(toy_run, capsys):
+    document = toy_run[0]
+    assert "jax_only" not in document and "ratio_jax_only" not in document
+    print_train_table(document)
+    out = capsys.readouterr().out
+    assert JAX_ROW not in out and "JAX only =" not in out
+
+
+@pytest.fixture
+def toy_with_jax_stepping(monkeypatch):
+    """The toy family, as if its module offered ``jax_random_steps_per_second`` (a fake that
+    records its calls and reports a fixed rate)."""
+    calls = []
+    toy = registry.env_module("toy")
+
+    def fake_rate(task, num_envs, steps, seed=0, options=None):
+        calls.append({"task": task, "num_envs": num_envs, "steps": steps, "seed": seed, "options": options})
+        return 1000.0
+
+    patched = types.SimpleNamespace(**vars(toy), jax_random_steps_per_second=fake_rate)
+    real = registry.env_module
+    monkeypatch.setattr(
+        registry, "env_module", lambda name, **kw: patched if name == "toy" else real(name, **kw)
+    )
+    return calls
+
+
+def test_jax_only_row_alternates_with_the_other_phases(toy_with_jax_stepping, tmp_path):
+    document = bench_train(
+        "happo", "toy", iterations=ITERATIONS, overrides=TOY, out=tmp_path / "jax.json", show=False,
+        progress=False,
+    )
+    calls = toy_with_jax_stepping
+    assert len(calls) == 1 + ITERATIONS  # the warm-up, then one per round
+    assert calls[0] == {
+        "task": "heterogeneity-trap", "num_envs": NUM_ENVS, "steps": 1, "seed": document["config"]["seed"],
+        "options": document["config"]["env_options"],
+    }
+    jax_only, training = document["jax_only"], document["training"]
+    assert jax_only["steps"] == training["steps"] == ITERATIONS * NUM_ENVS
+    assert len(jax_only["rounds"]) == ITERATIONS
+    assert jax_only["steps_per_second"] == pytest.approx(1000.0)
+    assert jax_only["seconds"] == pytest.approx(ITERATIONS * NUM_ENVS / 1000.0)
+    assert document["ratio_jax_only"] == pytest.approx(training["steps_per_second"] / 1000.0)
+    env_rate = document["env_only"]["steps_per_second"]
+    assert document["ratio"] == pytest.approx(training["steps_per_second"] / env_rate)
+    assert json.loads((tmp_path / "jax.json").read_text())["jax_only"]["steps"] == jax_only["steps"]
+
+    table = io.StringIO()
+    print_train_table(document, file=table)
+    out = table.getvalue()
+    for text in ("env only (random actions)", JAX_ROW, "training (collect + update)", "training / env only"):
+        assert text in out
+    assert f"training / JAX only = {document['ratio_jax_only']:.3g}" in out
+    phases = ("env only", "JAX only", "training (")
+    rows = [line for line in out.splitlines() if line.strip().startswith(phases)]
+    assert [row.strip().split("  ")[0] for row in rows] == [
+        "env only (random actions)", JAX_ROW, "training (collect + update)",
+    ]
+
+    altered = copy.deepcopy(document)
+    del altered["jax_only"]  # an old document (or another family) prints as before
+    table = io.StringIO()
+    print_train_table(altered, file=table)
+    assert JAX_ROW not in table.getvalue()
+
+
+@pytest.mark.slow  # JAX compiles SMAX's program first (10-20 s on 2 cores), then trains
+def test_smax_bench_reports_jax_only_stepping(tmp_path):
+    pytest.importorskip("jaxmarl")
+    overrides = ["train.num_envs=8", "train.rollout_length=10", "train.torch_threads=1"]
+    document = bench_train(
+        "happo", "smax", "3m", iterations=1, overrides=overrides, out=tmp_path / "smax.json",
+        show=False, progress=False,
+    )
+    jax_only = document["jax_only"]
+    assert jax_only["steps"] == document["training"]["steps"] == 80
+    assert jax_only["steps_per_second"] > 0
+    assert document["ratio_jax_only"] == pytest.approx(
+        document["training"]["steps_per_second"] / jax_only["steps_per_second"]
+    )
