@@ -60,12 +60,6 @@ class CriticLearner:
     def set_progress(self, fraction: float) -> None:
         schedule_lr(self.optimizer, self.cfg.lr, self.cfg.lr_schedule, fraction)
 
-    @torch.no_grad()
-    def predict(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(raw, value)``: the network's output (normalised space) and V in return units."""
-        raw = self.critic(inputs)
-        return raw, self._denormalize(raw)
-
     def _denormalize(self, raw: torch.Tensor) -> torch.Tensor:
         return self.value_norm.denormalize(raw) if self.value_norm is not None else raw
 
