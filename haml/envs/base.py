@@ -29,11 +29,26 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["WIN_METRIC", "EnvSpec", "EnvStep", "EpisodeStats", "VectorMultiAgentEnv"]
+__all__ = [
+    "WIN_METRIC",
+    "EnvSpec",
+    "EnvStep",
+    "EpisodeStats",
+    "VectorMultiAgentEnv",
+    "require_num_envs",
+]
 
 WIN_METRIC = "win"
 """The :attr:`EpisodeStats.metrics` key of tasks with a winner: 1.0 for a won episode, else 0.0
 (logged as the training and evaluation win rates)."""
+
+
+def require_num_envs(num_envs: object) -> int:
+    """``num_envs`` if it is an integer >= 1 (bools refused), else a ``ValueError`` naming it:
+    the check of every family's vector-env constructor, before any worker starts."""
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    return num_envs
 
 
 @dataclass(frozen=True)

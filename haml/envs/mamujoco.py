@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from haml.envs.gym_adapter import ParallelEnvAdapter, SimStateHooks
+from haml.envs.base import require_num_envs
 from haml.envs.vector import DEFAULT_STEP_TIMEOUT, GymVectorEnv, check_vector_options
 
 __all__ = [
@@ -430,8 +431,7 @@ def make_vector_env(
     Env ``e`` is seeded with ``seed + e`` on the first reset (see :class:`GymVectorEnv`).
     """
     options = options or Options()
-    if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
-        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    require_num_envs(num_envs)
     parse_task(task)  # a bad name fails here, not in every worker
     _import_mamujoco()  # a missing package fails here with the pip hint
     asynchronous = options.vectorization == "async" or (

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 
 from haml.envs.gym_adapter import AGENT_VIEWS, AgentView, ParallelEnvAdapter, SimStateHooks
+from haml.envs.base import require_num_envs
 from haml.envs.vector import DEFAULT_STEP_TIMEOUT, GymVectorEnv, check_vector_options
 
 __all__ = [
@@ -458,8 +459,7 @@ def make_vector_env(
     Env ``e`` is seeded with ``seed + e`` on the first reset (see :class:`GymVectorEnv`).
     """
     options = options or Options()
-    if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
-        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    require_num_envs(num_envs)
     task = parse_task(task)
     _check_task_options(task, options)  # a bad combination fails here, not in every worker
     _import_scenario(_TASKS[task].module)  # a missing package fails here with the pip hint

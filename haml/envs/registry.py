@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from haml.envs.base import VectorMultiAgentEnv
+from haml.envs.base import VectorMultiAgentEnv, require_num_envs
 
 __all__ = [
     "build_options",
@@ -214,8 +214,7 @@ def make_env(
 
     >>> envs = make_env("mamujoco", "HalfCheetah-2x3", num_envs=4, seed=1, episode_limit=1000)
     """
-    if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
-        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    require_num_envs(num_envs)
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise TypeError(f"seed must be an int or None, got {seed!r}")
     module = env_module(env)

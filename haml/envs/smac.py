@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from haml.envs.gym_adapter import ParallelEnvAdapter
+from haml.envs.base import require_num_envs
 from haml.envs.vector import DEFAULT_STEP_TIMEOUT, GymVectorEnv, check_vector_options
 
 __all__ = [
@@ -604,8 +605,7 @@ def make_starcraft_vector_env(
     """``num_envs`` StarCraft2Env-API envs built by ``factory(**kwargs, seed=...)`` as one
     :class:`~haml.envs.base.VectorMultiAgentEnv` (shared by the ``smac`` and ``smacv2`` families).
     """
-    if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
-        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    require_num_envs(num_envs)
     if options.sc2_path is not None and not os.path.isdir(os.path.expanduser(options.sc2_path)):
         raise ValueError(f"sc2_path: no such directory {options.sc2_path!r}")
     _set_sc2_path(options)

@@ -89,7 +89,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from haml.envs.base import WIN_METRIC, EnvSpec, EnvStep, EpisodeStats
+from haml.envs.base import WIN_METRIC, EnvSpec, EnvStep, EpisodeStats, require_num_envs
 
 __all__ = [
     "ACTION_NAMES",
@@ -455,8 +455,7 @@ class SmaxVectorEnv:
     ) -> None:
         from gymnasium import spaces
 
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        require_num_envs(num_envs)
         options = Options() if options is None else options
         if not isinstance(options, Options):
             raise TypeError(f"options must be a haml.envs.smax.Options, got {type(options).__name__}")
@@ -850,8 +849,7 @@ def jax_random_steps_per_second(
     import jax
     import jax.numpy as jnp
 
-    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    require_num_envs(num_envs)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     _check_seed(seed)
