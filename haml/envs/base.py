@@ -90,6 +90,9 @@ class EpisodeStats:
     ret: float
     length: int
     metrics: dict[str, float] = field(default_factory=dict)
+    env: int | None = None
+    """The index (``0 .. E-1``) of the env the episode ran in, where the adapter reports it;
+    evaluation uses it to take the same number of episodes from every env."""
 
 
 @dataclass

@@ -552,6 +552,7 @@ class SmaxVectorEnv:
                     ret=float(self._episode_return[e]),
                     length=int(self._episode_length[e]),
                     metrics={WIN_METRIC: float(won[e])},
+                    env=int(e),
                 )
             )
             self._episode_return[e] = 0.0

@@ -357,6 +357,7 @@ class GymVectorEnv:
                             for key, value in metrics.items()
                             if not key.startswith("_") and metrics[f"_{key}"][e]
                         },
+                        env=int(e),
                     )
                 )
             self._episode_return[ended] = 0.0

@@ -1,5 +1,12 @@
 """One evaluation loop for training runs and ``haml eval``: deterministic actions (the Gaussian's
-mean, the categorical's mode) until a number of whole episodes have finished."""
+mean, the categorical's mode) until a number of whole episodes have finished.
+
+Which episodes count: each of the ``E`` envs contributes its first ``episodes // E`` episodes (the
+first ``episodes % E`` envs one more). Taking the first ``episodes`` to end, whatever the env,
+would over-sample short episodes: on SMAX 3m, won episodes are about 1.4 steps shorter than lost
+ones, which biases a win rate upwards. Episodes whose adapter does not report their env
+(``EpisodeStats.env`` None) count in the order they end.
+"""
 
 from __future__ import annotations
 
@@ -44,23 +51,30 @@ def evaluate(
     deterministic: bool = True,
 ) -> EvalResult:
     """Run ``policies`` (one per agent; the same module may repeat) on ``env`` until ``episodes``
-    episodes have ended; the first ``episodes`` to end are averaged."""
+    episodes have ended, the same number from every env (see the module doc), and average them."""
     if episodes < 1:
         raise ValueError(f"evaluate: 'episodes' must be >= 1, got {episodes}")
     if len(policies) != env.spec.n_agents:
         raise ValueError(
             f"evaluate: got {len(policies)} policies for {env.spec.n_agents} agents"
         )
+    num_envs = env.num_envs
     limit = env.spec.episode_limit or _DEFAULT_EPISODE_CAP
-    max_steps = limit * (math.ceil(episodes / env.num_envs) + 1)
+    max_steps = limit * (math.ceil(episodes / num_envs) + 1)
+    share = [episodes // num_envs + (1 if e < episodes % num_envs else 0) for e in range(num_envs)]
     step = env.reset(seed=seed)
-    actor = JointActor(policies, env.num_envs)
+    actor = JointActor(policies, num_envs)
     finished: list[EpisodeStats] = []
     for _ in range(max_steps):
         actions, _, _ = actor.act(step, deterministic=deterministic)
         step = env.step(actions)
         actor.observe(step)
-        finished.extend(step.episodes)
+        for episode in step.episodes:
+            if episode.env is None:
+                finished.append(episode)
+            elif share[episode.env] > 0:  # the env's share is not yet full
+                share[episode.env] -= 1
+                finished.append(episode)
         if len(finished) >= episodes:
             break
     else:

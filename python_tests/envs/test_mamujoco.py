@@ -137,6 +137,7 @@ def test_time_limit_truncates_without_terminating():
             out = envs.step(random_actions(envs, g))
             flags.append((out.terminated.tolist(), out.truncated.tolist()))
             assert all(ep.length == 5 for ep in out.episodes)
+            assert [ep.env for ep in out.episodes] == [e for e in range(2) if out.truncated[e]]
         ends = [t for t, (_, trunc) in enumerate(flags) if any(trunc)]
         assert ends == [4, 9] and not any(any(term) for term, _ in flags)
     finally:

@@ -262,6 +262,7 @@ def test_max_cycles_truncates_with_the_true_final_observation(continuous):
             assert np.array_equal(out.state[e].numpy(), first[e]["state"])
             assert not torch.equal(out.state[e], out.final_state[e])
         assert [ep.length for ep in out.episodes] == [limit] * n
+        assert [ep.env for ep in out.episodes] == list(range(n))
     finally:
         close_all(envs, *singles)
 

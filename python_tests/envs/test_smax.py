@@ -200,6 +200,8 @@ def test_episode_ends_terminated_when_a_side_is_eliminated(long_run):
         assert all(torch.equal(o[going_on], f[going_on]) for o, f in zip(step.obs, step.final_obs))
         assert torch.equal(step.state[going_on], step.final_state[going_on])
         assert len(step.episodes) == int((step.terminated | step.truncated).sum())
+        ended_envs = torch.nonzero(step.terminated | step.truncated).flatten().tolist()
+        assert [episode.env for episode in step.episodes] == ended_envs
         for episode in step.episodes:
             assert episode.metrics.keys() == {"win"} and episode.metrics["win"] in (0.0, 1.0)
             assert 1 <= episode.length <= 100 and 0.0 <= episode.ret <= 2.0 + 1e-5

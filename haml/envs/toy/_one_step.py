@@ -204,5 +204,8 @@ class OneStepGame:
     def _episode_stats(self, reward: torch.Tensor) -> list[EpisodeStats]:
         # Every env finished an episode of length 1 whose return is its reward.
         limit = self.episode_stats_limit
-        returns = reward if limit is None else reward[:limit]
-        return [EpisodeStats(ret, 1) for ret in returns.tolist()]
+        if limit is None:
+            return [EpisodeStats(ret, 1, env=e) for e, ret in enumerate(reward.tolist())]
+        # A sample of the envs: no env index, since the others never report an episode (an
+        # evaluation that waited for every env's share would never end).
+        return [EpisodeStats(ret, 1) for ret in reward[:limit].tolist()]

@@ -156,7 +156,9 @@ class MemoryGame:
             final = (obs, state)
             for e in done.nonzero().flatten().tolist():
                 ep_alive = float(self._alive[e].sum())
-                episodes.append(EpisodeStats(float(reward[e]), self.delay + 1, {"alive": ep_alive}))
+                episodes.append(
+                    EpisodeStats(float(reward[e]), self.delay + 1, {"alive": ep_alive}, env=e)
+                )
             self._draw(done)
         return self._result(reward, done, final, episodes)
 

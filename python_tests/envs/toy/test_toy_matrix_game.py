@@ -81,6 +81,7 @@ def test_step_output_follows_the_interface(device):
     assert len(out.episodes) == E
     assert [e.ret for e in out.episodes] == [7.0] * E
     assert [e.length for e in out.episodes] == [1] * E
+    assert [e.env for e in out.episodes] == list(range(E))
     assert game.steps == 1
 
 
