@@ -3,7 +3,7 @@ mean, the categorical's mode) until a number of whole episodes have finished.
 
 Which episodes count: each of the ``E`` envs contributes its first ``episodes // E`` episodes (the
 first ``episodes % E`` envs one more). Taking the first ``episodes`` to end, whatever the env,
-would over-sample short episodes: on SMAX 3m, won episodes are about 1.4 steps shorter than lost
+would over-sample short episodes: on SMAX 3m, won episodes are 1.4 to 2 steps shorter than lost
 ones, which biases a win rate upwards. Episodes whose adapter does not report their env
 (``EpisodeStats.env`` None) count in the order they end.
 """
