@@ -141,15 +141,16 @@ def test_tuned_values(task: str, algo: str, check) -> None:
     assert check(load_config(algo, "mamujoco", task, tuned=True))
 
 
+@pytest.mark.parametrize("task", ["3m", "2s3z"])
 @pytest.mark.parametrize("algo", ["happo", "mappo"])
-def test_tuned_smax_3m_is_haml_s_on_top_of_the_paper_smac_settings(algo: str) -> None:
-    cfg = load_config(algo, "smax", "3m", tuned=True)
+def test_tuned_smax_is_haml_s_on_top_of_the_paper_smac_settings(algo: str, task: str) -> None:
+    cfg = load_config(algo, "smax", task, tuned=True)
     assert (cfg.algo.lr, cfg.algo.num_minibatches, cfg.algo.clip, cfg.algo.lr_schedule) == (
         2e-3, 4, 0.2, "linear"
     )
     assert (cfg.critic.lr, cfg.critic.num_minibatches, cfg.critic.lr_schedule) == (2e-3, 4, "linear")
     # The rest stays paper 000's SMAC table (defaults/envs/smax.yaml), as without --tuned.
-    paper = load_config(algo, "smax", "3m")
+    paper = load_config(algo, "smax", task)
     assert (cfg.algo.epochs, cfg.actor.hidden, cfg.train.num_envs) == (5, [64], 20)
     assert (paper.algo.lr, paper.algo.num_minibatches, paper.algo.clip) == (5e-4, 1, 0.3)
 
