@@ -124,7 +124,8 @@ def run_key(run_dir: str | os.PathLike[str]) -> RunKey:
     config = _read_config(run_dir)
     seed = config.get("seed") if isinstance(config, dict) else None
     try:
-        env, task, algo = config["env"]["name"], config["env"]["task"], config["algo"]["name"]
+        # The layout haml writes (haml.config.config_to_dict): algo_name at the top level.
+        env, task, algo = config["env"]["name"], config["env"]["task"], config["algo_name"]
     except (KeyError, TypeError):
         # The layout runs/<env>/<task>/<algo>/seed-<n>; "?" where the path is too short.
         parents = [p.name for p in run_dir.resolve().parents][:3]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from haml.config import config_to_dict, load_config
 from haml.logging import metrics as M
 from haml.logging import plot
 from haml.logging.plot import NoDataError, aggregate_seeds, plot_run, plot_runs, read_curve, run_key
@@ -41,7 +42,8 @@ def make_run(
                 row[M.TRAIN_RETURN] = train[step]
             writer.writerow(row)
     if with_config:
-        config = {"env": {"name": env, "task": task}, "algo": {"name": algo}, "seed": seed}
+        # The keys of haml's resolved config that name the run (algo_name at the top level).
+        config = {"algo_name": algo, "seed": seed, "env": {"name": env, "task": task}}
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     return run_dir
 
@@ -107,6 +109,13 @@ def test_read_curve_skips_empty_cells_and_cut_lines(tmp_path):
 def test_groups_come_from_config_else_from_directory_names(tmp_path):
     with_config = make_run(tmp_path / "a", "mamujoco", "Ant-4x2", "hatrpo", 3, {1: 1.0})
     assert run_key(with_config) == plot.RunKey("mamujoco", "Ant-4x2", "hatrpo", "3")
+    # a run directory named freely (haml train --out) with the config haml writes: it decides
+    free = tmp_path / "my-ant-run"
+    with_config.rename(free)
+    real = config_to_dict(load_config("hatrpo", "mamujoco", "Ant-4x2", overrides=["seed=3"]))
+    (free / "config.yaml").write_text(yaml.safe_dump(real))
+    assert run_key(free) == plot.RunKey("mamujoco", "Ant-4x2", "hatrpo", "3")
+    free.rename(with_config)
     # a config with another layout: the directory names decide
     (with_config / "config.yaml").write_text(yaml.safe_dump({"algo": "x"}))
     assert run_key(with_config) == plot.RunKey("mamujoco", "Ant-4x2", "hatrpo", "3")
