@@ -25,6 +25,7 @@ QUICK_SHAPES = {
     "fvp[recomputed]": [_POLICY],
     "fvp[torch.func]": [_POLICY],
     "trust_region_step": [_POLICY],
+    "trust_region_step[recomputed]": [_POLICY],
 }
 """The rows of a quick run: one per op (the trust-region kernels' registry entries give several)."""
 KERNELS = {"gae", "clip_surrogate", "fvp", "line_search"}
@@ -106,7 +107,10 @@ def test_full_case_table_and_compile_limit():
         ("halfcheetah 2x64", 4000, 17, 6), ("ant 3x128 LN", 4000, 113, 8),
         ("smac 2x64", 3200, 80, 10), ("smac 3x128 LN", 3200, 150, 20),
     }
-    trust_region_ops = ("fvp", "fvp[recomputed]", "fvp[torch.func]", "trust_region_step")
+    trust_region_ops = (
+        "fvp", "fvp[recomputed]", "fvp[torch.func]", "trust_region_step",
+        "trust_region_step[recomputed]",
+    )
     assert set(shapes) == {
         ("gae", (200, 20)), ("gae", (1000, 1024)), ("gae", (128, 4096)),
         ("clip_surrogate", (4000,)), ("clip_surrogate", (65536,)),
@@ -118,9 +122,8 @@ def test_full_case_table_and_compile_limit():
         assert shapes[("fvp[recomputed]", policy)].targets == (
             Target("reference/native", ">=", 4.0),
         )
-        assert shapes[("trust_region_step", policy)].targets == (
-            Target("reference/native", ">=", 3.0),
-        )
+        for step in ("trust_region_step", "trust_region_step[recomputed]"):
+            assert shapes[(step, policy)].targets == (Target("reference/native", ">=", 3.0),)
     assert shapes[("gae", (200, 20))].compile_skip is None
     assert "T=1000" in shapes[("gae", (1000, 1024))].compile_skip
     assert shapes[("gae", (1000, 1024))].targets == (

@@ -11,12 +11,22 @@ For each policy shape, the ``fvp`` rows time one product (H + 0.1·I)v of the na
 - ``fvp[torch.func]``: the Gauss–Newton form with ``torch.func`` jvp + vjp.
 
 The ``line_search`` rows time one whole ``trust_region_step`` (gradient, 10 CG iterations, step
-size, line search), native against the reference, each starting from the same parameters.
-Operators are built outside the timed call, as the ~11 products of a step share one.
+size, line search), each starting from the same parameters, native against:
+
+- ``trust_region_step``: the library's reference step (:mod:`haml.ops.line_search.reference`: the
+  double-backward operator built once per step, candidates tried one by one with early exit);
+- ``trust_region_step[recomputed]``: the same reference step on the operator that rebuilds the
+  double-backward graph for every product (the authors' implementation's way, as
+  ``fvp[recomputed]``).
+
+In the ``fvp`` rows operators are built outside the timed call, as the ~11 products of a step
+share one; the ``line_search`` rows time everything a step does.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -132,15 +142,25 @@ def fvp_cases(device: torch.device, options: Options) -> list[Case]:
 
 def trust_region_cases(device: torch.device, options: Options) -> list[Case]:
     import haml.ops
-    from haml.ops.fvp.reference import assign_flat_parameters_, flat_parameters
+    from haml.ops.fvp.reference import (
+        assign_flat_parameters_,
+        flat_parameters,
+        recomputed_fisher_operator,
+    )
     from haml.ops.line_search import reference
 
     policies = POLICIES[:1] if options.quick else POLICIES
     native_skip = _native_skip("FisherOperator", device)
+    variants: dict[str, Callable] = {
+        "trust_region_step": reference.trust_region_step,
+        "trust_region_step[recomputed]": functools.partial(
+            reference.trust_region_step, operator=recomputed_fisher_operator
+        ),
+    }
     cases = []
-    for spec in policies:
+    for spec, (op, reference_step) in itertools.product(policies, variants.items()):
 
-        def build(spec=spec) -> Callables:
+        def build(spec=spec, reference_step=reference_step) -> Callables:
             policy, obs, action_mask = _problem(spec, device)
             params = [p for p in policy.parameters() if p.requires_grad]
             theta0 = flat_parameters(params)
@@ -161,13 +181,13 @@ def trust_region_cases(device: torch.device, options: Options) -> list[Case]:
                 return run
 
             return Callables(
-                reference=step(reference.trust_region_step),
+                reference=step(reference_step),
                 native=None if native_skip else step(haml.ops.trust_region_step),
             )
 
         cases.append(
             Case(
-                op="trust_region_step",
+                op=op,
                 shape=_shape(spec),
                 device=device,
                 build=build,

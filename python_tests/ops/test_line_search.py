@@ -12,6 +12,7 @@ from torch import nn
 from haml.models import MLPPolicy
 from haml.ops.fvp import FisherOperator
 from haml.ops.line_search import TrustRegionInfo, backtracking_line_search, trust_region_step
+from haml.ops.fvp import reference as reference_fvp
 from haml.ops.line_search import reference
 
 DELTA = 0.01
@@ -280,6 +281,22 @@ def test_step_direction_is_the_natural_gradient():
                                rtol=1e-7, atol=1e-10)
     torch.testing.assert_close(info.expected_improvement, torch.dot(g, full_step), rtol=1e-7,
                                atol=1e-12)
+
+
+def test_reference_step_on_the_recomputed_operator_takes_the_same_step():
+    """The benchmark's authors'-way baseline (graph rebuilt per product) is the same algorithm."""
+    steps = []
+    for operator in (reference.FisherOperator,
+                     reference_fvp.recomputed_fisher_operator):
+        batch = make_batch("categorical", seed=7)
+        info = reference.trust_region_step(max_kl=DELTA, operator=operator, **batch)
+        assert info.accepted
+        steps.append((info, torch.cat([p.detach().reshape(-1)
+                                       for p in batch["policy"].parameters()])))
+    (info, theta), (info_recomputed, theta_recomputed) = steps
+    assert info_recomputed.step_fraction == info.step_fraction
+    torch.testing.assert_close(theta_recomputed, theta, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(info_recomputed.kl, info.kl, rtol=1e-10, atol=1e-14)
 
 
 def test_no_acceptable_step_leaves_the_policy_bitwise_unchanged():

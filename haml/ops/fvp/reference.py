@@ -213,13 +213,24 @@ def recomputed_fisher_operator(
     """The authors' way: a matvec that rebuilds the KL and its gradient graph on every product.
 
     Same result as :class:`FisherOperator`; two forward passes, one double-backward graph and its
-    backward per product. Kept as the benchmark baseline.
+    backward per product. Kept as the benchmark baseline; it has ``quadratic_form`` too, so that
+    the reference ``trust_region_step`` can run on it (``operator=recomputed_fisher_operator``).
     """
+    return _RecomputedFisherOperator(policy, obs, mask, damping, action_mask, kl)
 
-    def matvec(vector: torch.Tensor) -> torch.Tensor:
-        return FisherOperator(policy, obs, mask, damping, action_mask, kl)(vector)
 
-    return matvec
+class _RecomputedFisherOperator:
+    """A :class:`FisherOperator` built anew for every product (see :func:`recomputed_fisher_operator`)."""
+
+    def __init__(self, *operator_args: object) -> None:
+        self._operator_args = operator_args
+
+    def __call__(self, vector: torch.Tensor) -> torch.Tensor:
+        return FisherOperator(*self._operator_args)(vector)
+
+    def quadratic_form(self, vector: torch.Tensor) -> torch.Tensor:
+        """vᵀ(H + damping·I)v, by one product."""
+        return torch.dot(vector, self(vector))
 
 
 # -- Gauss–Newton form with torch.func ------------------------------------------------------------
