@@ -11,8 +11,8 @@ from torch import nn
 
 from haml.models import MLPPolicy
 from haml.ops.fvp import FisherOperator
-from haml.ops.line_search import TrustRegionInfo, backtracking_line_search, trust_region_step
 from haml.ops.fvp import reference as reference_fvp
+from haml.ops.line_search import TrustRegionInfo, backtracking_line_search, trust_region_step
 from haml.ops.line_search import reference
 
 DELTA = 0.01
@@ -286,8 +286,7 @@ def test_step_direction_is_the_natural_gradient():
 def test_reference_step_on_the_recomputed_operator_takes_the_same_step():
     """The benchmark's authors'-way baseline (graph rebuilt per product) is the same algorithm."""
     steps = []
-    for operator in (reference.FisherOperator,
-                     reference_fvp.recomputed_fisher_operator):
+    for operator in (reference_fvp.FisherOperator, reference_fvp.recomputed_fisher_operator):
         batch = make_batch("categorical", seed=7)
         info = reference.trust_region_step(max_kl=DELTA, operator=operator, **batch)
         assert info.accepted
