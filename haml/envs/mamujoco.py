@@ -45,8 +45,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from haml.envs.gym_adapter import ParallelEnvAdapter, SimStateHooks
 from haml.envs.base import require_num_envs
+from haml.envs.gym_adapter import ParallelEnvAdapter, SimStateHooks
 from haml.envs.vector import DEFAULT_STEP_TIMEOUT, GymVectorEnv, check_vector_options
 
 __all__ = [

@@ -57,8 +57,8 @@ import gymnasium
 import numpy as np
 import torch
 
-from haml.envs.gym_adapter import AGENT_VIEWS, AgentView, ParallelEnvAdapter, SimStateHooks
 from haml.envs.base import require_num_envs
+from haml.envs.gym_adapter import AGENT_VIEWS, AgentView, ParallelEnvAdapter, SimStateHooks
 from haml.envs.vector import DEFAULT_STEP_TIMEOUT, GymVectorEnv, check_vector_options
 
 __all__ = [
