@@ -47,8 +47,10 @@ class ActorBatch:
         """What minibatches partition: samples, or chunks for a recurrent policy."""
         return self.logp_old.shape[0] if self.sequences is None else self.sequences.h0.shape[0]
 
-    def subset(self, idx: torch.Tensor) -> ActorBatch:
-        """The minibatch of units ``idx`` (samples, or whole chunks)."""
+    def subset(self, idx: torch.Tensor | None) -> ActorBatch:
+        """The minibatch of units ``idx`` (samples, or whole chunks); ``None``: all of them."""
+        if idx is None:
+            return self
         length = 1 if self.sequences is None else self.sequences.length
         take = lambda x: None if x is None else select_units(x, idx, length)  # noqa: E731
         return ActorBatch(
@@ -79,7 +81,9 @@ class Sequences:
     h0: torch.Tensor
     starts: torch.Tensor
 
-    def subset(self, idx: torch.Tensor) -> Sequences:
+    def subset(self, idx: torch.Tensor | None) -> Sequences:
+        if idx is None:
+            return self
         return Sequences(self.length, self.h0[idx], select_units(self.starts, idx, self.length))
 
 
@@ -115,12 +119,20 @@ def schedule_lr(optimizer: torch.optim.Optimizer, base_lr: float, schedule: str,
         group["lr"] = lr
 
 
-def minibatch_indices(n: int, num_minibatches: int, device: torch.device) -> list[torch.Tensor]:
+def minibatch_indices(
+    n: int, num_minibatches: int, device: torch.device
+) -> list[torch.Tensor] | list[None]:
     """A random partition of ``range(n)`` (samples, or chunks) into ``num_minibatches``
-    near-equal parts (global RNG, so that a checkpoint's RNG state reproduces it)."""
+    near-equal parts (global RNG, so that a checkpoint's RNG state reproduces it).
+
+    One minibatch is ``[None]``: the whole batch in its own order. Its gradient does not depend
+    on the order, so no permutation is drawn and no copy of the batch is gathered
+    (:func:`~haml.buffers.layout.select_units` and ``subset`` take ``None`` as "all")."""
     if num_minibatches > n:
         raise ValueError(
             f"num_minibatches ({num_minibatches}) is larger than the batch ({n} samples or chunks)"
         )
+    if num_minibatches == 1:
+        return [None]
     order = torch.randperm(n).to(device)
     return list(order.chunk(num_minibatches))

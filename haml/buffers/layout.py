@@ -85,9 +85,12 @@ class ChunkLayout:
 SampleLayout = FlatLayout | ChunkLayout
 
 
-def select_units(x: torch.Tensor, idx: torch.Tensor, length: int) -> torch.Tensor:
+def select_units(x: torch.Tensor, idx: torch.Tensor | None, length: int) -> torch.Tensor:
     """The samples of units ``idx`` from ``x [length·U, ...]`` laid out time-major over ``U``
-    units (``length`` 1: plain indexing), still time-major over the selected units."""
+    units (``length`` 1: plain indexing), still time-major over the selected units; ``idx``
+    ``None`` selects every unit (``x`` itself)."""
+    if idx is None:
+        return x
     if length == 1:
         return x[idx]
     return x.view(length, -1, *x.shape[1:])[:, idx].reshape(length * idx.numel(), *x.shape[1:])

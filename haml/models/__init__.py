@@ -12,15 +12,19 @@ from haml.models.policies import (
     joint_entropy,
     joint_log_prob,
     masked_logits,
+    sample_head,
 )
+from haml.models.stacked import StackedPolicies
 
 __all__ = [
     "ACTIVATIONS",
     "MLP",
     "MLPPolicy",
     "PolicySpec",
+    "StackedPolicies",
     "StochasticPolicy",
     "joint_entropy",
     "joint_log_prob",
     "masked_logits",
+    "sample_head",
 ]

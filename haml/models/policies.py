@@ -17,6 +17,7 @@ Conventions:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -34,6 +35,7 @@ __all__ = [
     "joint_log_prob",
     "joint_entropy",
     "head_distribution",
+    "sample_head",
     "masked_logits",
     "parse_action_space",
 ]
@@ -101,6 +103,38 @@ def head_distribution(
     if log_std is not None:
         return Normal(out, log_std.exp().expand_as(out), validate_args=False)
     return Categorical(logits=masked_logits(out, action_mask), validate_args=False)
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def sample_head(
+    out: torch.Tensor,
+    log_std: torch.Tensor | None,
+    action_mask: torch.Tensor | None = None,
+    deterministic: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(actions, joint log-probs)`` drawn from :func:`head_distribution` ``(out, log_std,
+    action_mask)``; ``deterministic`` takes the mean / mode. No gradient is needed or kept.
+    ``log_std`` is ``[d]``, or anything that broadcasts against ``out [*B, d]`` (stacked agents).
+
+    Gaussian: ``a = μ + σ·ε`` with ``ε ~ N(0, I)``, and the joint log-density in terms of ε,
+    ``log π(a) = -Σ_j (ε_j²/2 + log σ_j + ½ log 2π)``: the same action, drawn from the same
+    generator, as ``Normal(μ, σ).sample()`` (which computes ``μ + σ·ε`` the same way), and the
+    same density as ``Normal.log_prob`` up to rounding, without building the distribution. This
+    runs once per agent per env step in collection, where a ``Normal`` and its ``log_prob`` cost
+    several times the op count of the two lines below.
+    """
+    if log_std is None:
+        dist = Categorical(logits=masked_logits(out, action_mask), validate_args=False)
+        actions = dist.probs.argmax(-1) if deterministic else dist.sample()
+        return actions, dist.log_prob(actions)
+    per_dim = log_std + _HALF_LOG_2PI
+    if deterministic:
+        return out, per_dim.sum(-1).neg().expand(out.shape[:-1])
+    noise = torch.randn_like(out)
+    actions = out + log_std.exp() * noise
+    return actions, torch.addcmul(per_dim, noise, noise, value=0.5).sum(-1).neg()
 
 
 @dataclass(frozen=True)
@@ -304,10 +338,9 @@ class MLPPolicy(nn.Module):
 
         Actions are ``[*B, d]`` (Gaussian) or ``[*B]`` int64 indices (categorical).
         """
+        self._check_obs(obs)
         with torch.no_grad():
-            dist = self.distribution(obs, action_mask)
-            if deterministic:
-                actions = dist.mean if isinstance(dist, Normal) else dist.probs.argmax(-1)
-            else:
-                actions = dist.sample()
-            return actions, joint_log_prob(dist, actions)
+            out = self.head(self.body(obs))
+            if action_mask is not None:
+                self._check_action_mask(action_mask, out)
+            return sample_head(out, self.log_std, action_mask, deterministic)

@@ -29,7 +29,13 @@ from torch import nn
 from torch.distributions import Categorical, Normal
 
 from haml.models.mlp import MLP, init_linear
-from haml.models.policies import HEAD_GAIN, head_distribution, joint_log_prob, parse_action_space
+from haml.models.policies import (
+    HEAD_GAIN,
+    head_distribution,
+    joint_log_prob,
+    parse_action_space,
+    sample_head,
+)
 
 __all__ = ["GRUCore", "GRUCritic", "GRUPolicy", "SequenceView", "is_recurrent"]
 
@@ -153,13 +159,25 @@ class GRUPolicy(nn.Module):
         """π over a sequence: ``obs [L, B, obs_dim]`` from ``h0 [B, layers, H]`` with episode
         starts ``starts [L, B]``; returns the distribution over the flattened time-major samples
         ``[L·B]`` (``action_mask`` ``[L, B, n]``) and the hidden state after the last step."""
+        out, mask, h_last = self._sequence_head(obs, h0, starts, action_mask)
+        return head_distribution(out, self.log_std, mask), h_last
+
+    def _sequence_head(
+        self,
+        obs: torch.Tensor,
+        h0: torch.Tensor,
+        starts: torch.Tensor,
+        action_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """The head's output and the action mask over the flattened ``[L·B]`` samples, and the
+        hidden state after the last step (what :meth:`sequence` builds its distribution from)."""
         _check_sequence("GRUPolicy", obs, self.obs_dim, h0, starts, self.core)
         features, _, h_after = self.core(self.body(obs), h0, starts)
         out = self.head(features).flatten(0, 1)
         mask = None if action_mask is None else action_mask.flatten(0, 1)
         if mask is not None and self.head_type != "categorical":
             raise ValueError("GRUPolicy: 'action_mask' applies only to a Discrete action space")
-        return head_distribution(out, self.log_std, mask), h_after[-1]
+        return out, mask, h_after[-1]
 
     def step(
         self,
@@ -183,12 +201,11 @@ class GRUPolicy(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(actions, joint log-probs, next hidden state)`` for one step, without gradient."""
         with torch.no_grad():
-            dist, h_next = self.step(obs, h, starts, action_mask)
-            if deterministic:
-                actions = dist.mean if isinstance(dist, Normal) else dist.probs.argmax(-1)
-            else:
-                actions = dist.sample()
-            return actions, joint_log_prob(dist, actions), h_next
+            out, mask, h_next = self._sequence_head(
+                obs[None], h, starts[None], None if action_mask is None else action_mask[None]
+            )
+            actions, logp = sample_head(out, self.log_std, mask, deterministic)
+            return actions, logp, h_next
 
 
 class SequenceView(nn.Module):

@@ -5,6 +5,10 @@ available-action masks and recurrent policies the same way. The hidden state of 
 is kept per agent (a shared policy still has one state per agent) and zeroed before the first step
 of every episode; ``starts`` marks those steps (all envs after a reset, then the envs whose episode
 ended at the previous step).
+
+Feed-forward agents whose policies have the same architecture act as one
+:class:`~haml.models.stacked.StackedPolicies` (one batched forward for all of them): per env step
+the ops, not their arithmetic, are the cost of acting, and acting runs beside every env step.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from torch import nn
 
 from haml.envs.base import EnvStep
 from haml.models.recurrent import is_recurrent
+from haml.models.stacked import StackedPolicies, stack_key
 
 __all__ = ["JointActor"]
 
@@ -27,6 +32,20 @@ class JointActor:
     def __init__(self, policies: Sequence[nn.Module], num_envs: int) -> None:
         self.policies = list(policies)
         self.num_envs = num_envs
+        # (agents, stack): agents acting as one StackedPolicies, or one agent and None.
+        self._groups: list[tuple[list[int], StackedPolicies | None]] = []
+        by_key: dict[tuple[Any, ...], list[int]] = {}
+        for i, policy in enumerate(self.policies):
+            key = stack_key(policy)
+            if key is None:
+                self._groups.append(([i], None))
+            else:
+                by_key.setdefault(key, []).append(i)
+        for agents in by_key.values():
+            if len(agents) == 1:
+                self._groups.append((agents, None))
+            else:
+                self._groups.append((agents, StackedPolicies([self.policies[i] for i in agents])))
         self.reset()
 
     def reset(self) -> None:
@@ -50,21 +69,34 @@ class JointActor:
         A recurrent agent's state is zeroed where ``starts`` is set before it acts; the state it
         acted from is returned (what a training chunk starting here restarts from).
         """
-        actions, logps, used = [], [], []
-        keep = (~self.starts).float()[:, None, None]
-        for i, policy in enumerate(self.policies):
-            mask = None if step.action_masks is None else step.action_masks[i]
-            state = self.states[i]
+        n = len(self.policies)
+        actions: list[Any] = [None] * n
+        logps: list[Any] = [None] * n
+        used: list[torch.Tensor | None] = [None] * n
+        masks = step.action_masks
+        keep = None
+        for agents, stack in self._groups:
+            if stack is not None:
+                action, logp = stack.sample(
+                    [step.obs[i] for i in agents],
+                    None if masks is None else [masks[i] for i in agents],
+                    deterministic=deterministic,
+                )
+                for i, a, lp in zip(agents, action.unbind(0), logp.unbind(0)):
+                    actions[i], logps[i] = a, lp
+                continue
+            (i,) = agents
+            policy, mask, state = self.policies[i], None if masks is None else masks[i], self.states[i]
             if state is None:
-                action, logp = policy.sample(step.obs[i], mask, deterministic=deterministic)
+                actions[i], logps[i] = policy.sample(step.obs[i], mask, deterministic=deterministic)
             else:
+                if keep is None:
+                    keep = (~self.starts).float()[:, None, None]
                 state = state * keep
-                action, logp, self.states[i] = policy.sample(
+                actions[i], logps[i], self.states[i] = policy.sample(
                     step.obs[i], state, self.starts, mask, deterministic=deterministic
                 )
-            actions.append(action)
-            logps.append(logp)
-            used.append(state)
+                used[i] = state
         return actions, logps, used
 
     def observe(self, after: EnvStep) -> None:

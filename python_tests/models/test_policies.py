@@ -129,6 +129,24 @@ def test_gaussian_shapes_and_log_prob(batch):
     torch.testing.assert_close(mean_actions, mu.detach())
 
 
+def test_gaussian_sample_draws_what_the_distribution_draws():
+    """sample() skips building the Normal; with the same generator state it must draw the same
+    actions as Normal.sample() and give them Normal.log_prob's density."""
+    gen = torch.Generator().manual_seed(5)
+    policy = MLPPolicy(5, BOX, hidden=(8,), layer_norm=True, input_norm=True, log_std_init=-0.7)
+    perturb(policy, gen)
+    obs = torch.randn(33, 5, generator=gen)
+    torch.manual_seed(11)
+    actions, logp = policy.sample(obs)
+    torch.manual_seed(11)
+    dist = policy.distribution(obs)
+    expected = dist.sample()
+    assert torch.equal(actions, expected)
+    torch.testing.assert_close(logp, dist.log_prob(expected).sum(-1))
+    _, logp_mean = policy.sample(obs, deterministic=True)
+    torch.testing.assert_close(logp_mean, dist.log_prob(dist.mean).sum(-1))
+
+
 @pytest.mark.parametrize("batch", [(1,), (13,), (2, 6)])
 def test_categorical_shapes_and_action_layouts(batch):
     gen = torch.Generator().manual_seed(3)
