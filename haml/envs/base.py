@@ -43,11 +43,13 @@ WIN_METRIC = "win"
 (logged as the training and evaluation win rates)."""
 
 
-def require_num_envs(num_envs: object) -> int:
-    """``num_envs`` if it is an integer >= 1 (bools refused), else a ``ValueError`` naming it:
-    the check of every family's vector-env constructor, before any worker starts."""
+def require_num_envs(num_envs: object, owner: str | None = None) -> int:
+    """``num_envs`` if it is an integer >= 1 (bools refused), else a ``ValueError`` naming it
+    (and ``owner``, the class that was given it): the check of every family's vector-env
+    constructor, before any worker starts."""
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        prefix = f"{owner}: " if owner else ""
+        raise ValueError(f"{prefix}num_envs must be an integer >= 1, got {num_envs!r}")
     return num_envs
 
 

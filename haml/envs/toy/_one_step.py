@@ -24,18 +24,12 @@ from typing import Any
 
 import torch
 
-from haml.envs.base import EnvSpec, EnvStep, EpisodeStats
+from haml.envs.base import EnvSpec, EnvStep, EpisodeStats, require_num_envs
 
 __all__ = ["OneStepGame", "OBS_DIM"]
 
 OBS_DIM = 1
 """Every agent's observation (and the global state) is the constant vector ``[1.0]``."""
-
-
-def check_num_envs(owner: str, num_envs: Any) -> int:
-    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
-        raise ValueError(f"{owner}: 'num_envs' must be a positive int, got {num_envs!r}")
-    return num_envs
 
 
 def check_episode_stats_limit(owner: str, limit: Any) -> int | None:
@@ -69,7 +63,7 @@ class OneStepGame:
         from gymnasium import spaces
 
         owner = type(self).__name__
-        self.num_envs = check_num_envs(owner, num_envs)
+        self.num_envs = require_num_envs(num_envs, owner)
         self.device = torch.device(device)
         self.episode_stats_limit = check_episode_stats_limit(owner, episode_stats_limit)
         # [0, 1] and not the degenerate [1, 1]: a normaliser dividing by (high - low) stays finite.

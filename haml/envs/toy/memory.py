@@ -23,8 +23,7 @@ from typing import Any
 
 import torch
 
-from haml.envs.base import EnvSpec, EnvStep, EpisodeStats
-from haml.envs.toy._one_step import check_num_envs
+from haml.envs.base import EnvSpec, EnvStep, EpisodeStats, require_num_envs
 
 __all__ = ["MemoryGame"]
 
@@ -50,7 +49,7 @@ class MemoryGame:
                 raise ValueError(f"MemoryGame: '{name}' must be an int >= {low}, got {value!r}")
         if not 0.0 <= float(death_prob) < 1.0:
             raise ValueError(f"MemoryGame: 'death_prob' must lie in [0, 1), got {death_prob!r}")
-        self.num_envs = check_num_envs("MemoryGame", num_envs)
+        self.num_envs = require_num_envs(num_envs, "MemoryGame")
         self.device = torch.device(device)
         self.n_agents, self.delay, self.death_prob = n_agents, delay, float(death_prob)
         obs_dim = 2 + delay + 1

@@ -107,7 +107,7 @@ def test_bad_reward_fn_output_is_reported():
         (dict(reward_fn=figure1_reward, action_dims=()), ValueError, "'action_dims'"),
         (dict(reward_fn=figure1_reward, action_dims=(1, 0)), ValueError, "'action_dims'"),
         (dict(reward_fn=figure1_reward, action_dims=5), ValueError, "'action_dims'"),
-        (dict(reward_fn=figure1_reward, action_dims=(1, 1), num_envs=0), ValueError, "'num_envs'"),
+        (dict(reward_fn=figure1_reward, action_dims=(1, 1), num_envs=0), ValueError, "num_envs must be an integer >= 1"),
         (dict(reward_fn=figure1_reward, action_dims=(1,), episode_stats_limit=-1), ValueError, "'episode_stats_limit'"),
     ],
 )

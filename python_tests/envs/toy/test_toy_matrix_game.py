@@ -152,7 +152,7 @@ def test_bad_payoff(payoff, error, match):
 
 @pytest.mark.parametrize("num_envs", [0, -3, 2.0, True, None])
 def test_bad_num_envs(num_envs):
-    with pytest.raises(ValueError, match="'num_envs'"):
+    with pytest.raises(ValueError, match="num_envs must be an integer >= 1"):
         MatrixGame(TABLE_2x3, num_envs=num_envs)
 
 
