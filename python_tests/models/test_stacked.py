@@ -101,13 +101,14 @@ def test_masked_actions_are_never_sampled():
         torch.testing.assert_close(logp[i], policy.log_prob(obs[i], actions[i], masks[i]))
 
 
-def test_the_stack_follows_in_place_updates():
+@pytest.mark.parametrize("foreach", [False, True])  # haml's learners use the multi-tensor Adam
+def test_the_stack_follows_in_place_updates(foreach):
     policies = perturbed(2, seed=6, layer_norm=True, input_norm=True)
     stack = StackedPolicies(policies)
     obs = torch.randn(2, 4, 6)
     before = stack.head_output(obs)
     # An optimiser step on one policy (in place, as every haml update is).
-    optimizer = torch.optim.Adam(policies[1].parameters(), lr=0.1)
+    optimizer = torch.optim.Adam(policies[1].parameters(), lr=0.1, foreach=foreach)
     policies[1].log_prob(obs[1], torch.zeros(4, 3)).sum().backward()
     optimizer.step()
     after = stack.head_output(obs)
