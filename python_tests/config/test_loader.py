@@ -151,8 +151,16 @@ def test_tuned_smax_is_haml_s_on_top_of_the_paper_smac_settings(algo: str, task:
     assert (cfg.critic.lr, cfg.critic.num_minibatches, cfg.critic.lr_schedule) == (2e-3, 4, "linear")
     # The rest stays paper 000's SMAC table (defaults/envs/smax.yaml), as without --tuned.
     paper = load_config(algo, "smax", task)
-    assert (cfg.algo.epochs, cfg.actor.hidden, cfg.train.num_envs) == (5, [64], 20)
+    assert (cfg.algo.epochs, cfg.actor.hidden) == (5, [64])
+    # HAPPO on 3m: three times the rollout (per-agent minibatches as large as shared MAPPO's),
+    # 208 iterations, the most within the 2M-step budget.
+    if (algo, task) == ("happo", "3m"):
+        assert (cfg.train.num_envs, cfg.train.steps, cfg.eval.every) == (60, 1_996_800, 8)
+        assert cfg.train.num_envs * cfg.train.rollout_length * 208 == cfg.train.steps <= 2_000_000
+    else:
+        assert (cfg.train.num_envs, cfg.train.steps) == (20, 2_000_000)
     assert (paper.algo.lr, paper.algo.num_minibatches, paper.algo.clip) == (5e-4, 1, 0.3)
+    assert (paper.train.num_envs, paper.train.steps) == (20, 2_000_000)
 
 
 def test_missing_tuned_config_lists_the_shipped_ones() -> None:
