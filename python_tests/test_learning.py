@@ -138,8 +138,8 @@ def test_happo_wins_smax_3m_within_a_fixed_budget(seed, tmp_path):
     (stochastic, near-uniform) policies win at most 30 % of their episodes, the deterministic
     evaluation after 240k steps (75 iterations, 96 episodes) at least 60 %.
 
-    Measured (2-core CPU shared with two training runs, 275 s for both seeds): first iteration
-    0.00 / 0.00 (seeds 0 / 1), after 240k steps 0.74 / 0.72.
+    Measured (idle 2-core CPU, 126 s for both seeds, 2026-11-25, with stacked acting): first
+    iteration 0.00 / 0.00 (seeds 0 / 1), after 240k steps 0.75 / 0.67.
     """
     pytest.importorskip("jaxmarl")
     result = T.train("happo", "smax", "3m", steps=SMAX_BUDGET, seed=seed, out=tmp_path, quiet=True,
