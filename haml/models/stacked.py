@@ -10,9 +10,9 @@ The math is each policy's own, agent by agent::
 
     x_i = LN(o_i) ;  x_i = LN(act(W_i^l x_i + b_i^l)) per hidden layer l ;  μ_i = W_i^h x_i + b_i^h
 
-with LayerNorm's affine factor applied per agent after an unweighted normalisation; actions and
-log-probabilities then come from :func:`~haml.models.policies.sample_head` on the stacked head
-output. Results match the per-policy forward up to float rounding (a batched matmul sums in
+where each LayerNorm's per-agent affine map is folded into the Linear after it (see
+:func:`_stacked_ops`); actions and log-probabilities are :func:`~haml.models.policies.sample_head`'s
+on the stacked head output. Results match the per-policy forward up to float rounding (a batched matmul sums in
 another order), which ``python_tests/models/test_stacked.py`` bounds.
 
 The stack is a copy of the weights. It is rebuilt whenever a parameter changed in place since it
@@ -77,8 +77,6 @@ class StackedPolicies:
         first = policies[0]
         self.activation = _ACTIVATION_FNS[first.body.activation]
         self.eps = first.body.layer_norm_eps
-        self.input_norm = first.body.input_norm
-        self.layer_norm = first.body.layer_norm
         self._params = [p for policy in policies for p in policy.parameters()]
         self._versions: tuple[int, ...] | None = None
         self._ops: list[tuple[str, tuple[torch.Tensor, ...]]] = []
