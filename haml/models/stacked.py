@@ -11,9 +11,10 @@ The math is each policy's own, agent by agent::
     x_i = LN(o_i) ;  x_i = LN(act(W_i^l x_i + b_i^l)) per hidden layer l ;  μ_i = W_i^h x_i + b_i^h
 
 where each LayerNorm's per-agent affine map is folded into the Linear after it (see
-:func:`_stacked_ops`); actions and log-probabilities are :func:`~haml.models.policies.sample_head`'s
-on the stacked head output. Results match the per-policy forward up to float rounding (a batched matmul sums in
-another order), which ``python_tests/models/test_stacked.py`` bounds.
+:func:`_stacked_ops`); actions and log-probabilities are
+:func:`~haml.models.policies.sample_head`'s on the stacked head output. Results match the
+per-policy forward up to float rounding (a batched matmul sums in another order), which
+``python_tests/models/test_stacked.py`` bounds.
 
 The stack is a copy of the weights. It is rebuilt whenever a parameter changed in place since it
 was made (an optimiser step, ``load_state_dict``, a trust-region step's ``copy_``), which the
@@ -170,7 +171,8 @@ def _stacked_ops(policies: Sequence[MLPPolicy]) -> list[tuple[str, tuple[torch.T
             if isinstance(follows, nn.Linear):
                 ops.append(("norm", ()))
             else:
-                ops.append(("norm", (_stack([m.weight for m in column]), _stack([m.bias for m in column]))))
+                affine = (_stack([m.weight for m in column]), _stack([m.bias for m in column]))
+                ops.append(("norm", affine))
         elif isinstance(module, nn.Linear):
             weights = [m.weight for m in column]  # [out, in] each
             biases = [m.bias for m in column]
@@ -179,7 +181,8 @@ def _stacked_ops(policies: Sequence[MLPPolicy]) -> list[tuple[str, tuple[torch.T
                 norms = columns[k - 1]
                 biases = [b + w @ n.bias for w, b, n in zip(weights, biases, norms)]
                 weights = [w * n.weight for w, n in zip(weights, norms)]
-            ops.append(("linear", (torch.stack([w.t() for w in weights]).contiguous(), _stack(biases))))
+            weight_t = torch.stack([w.t() for w in weights]).contiguous()
+            ops.append(("linear", (weight_t, _stack(biases))))
         else:
             ops.append(("act", ()))
     return ops

@@ -86,7 +86,8 @@ class JointActor:
                     actions[i], logps[i] = a, lp
                 continue
             (i,) = agents
-            policy, mask, state = self.policies[i], None if masks is None else masks[i], self.states[i]
+            policy, state = self.policies[i], self.states[i]
+            mask = None if masks is None else masks[i]
             if state is None:
                 actions[i], logps[i] = policy.sample(step.obs[i], mask, deterministic=deterministic)
             else:
