@@ -84,8 +84,9 @@ def test_gaussian_draws_have_each_policys_mean_and_spread():
     actions, _ = StackedPolicies(policies).sample(obs)
     for i, policy in enumerate(policies):
         mean = policy.head(policy.body(obs_row[i]))[0].detach()
-        # 20000 draws: the standard error of the mean is σ/141, of the std about σ/200.
-        torch.testing.assert_close(actions[i].mean(0), mean, atol=0.03, rtol=0)
+        # 20000 draws: the standard error of the mean is σ/141 (at most 0.012 here), of the std
+        # about σ/200; the agents' means differ by 0.3 or more, so a mix-up still fails.
+        torch.testing.assert_close(actions[i].mean(0), mean, atol=0.05, rtol=0)
         torch.testing.assert_close(actions[i].std(0), policy.log_std.detach().exp(), atol=0.03, rtol=0.02)
 
 
