@@ -35,6 +35,8 @@ __all__ = [
     "joint_log_prob",
     "joint_entropy",
     "head_distribution",
+    "gaussian_log_density_offset",
+    "gaussian_sample",
     "sample_head",
     "masked_logits",
     "parse_action_space",
@@ -108,6 +110,33 @@ def head_distribution(
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
+def gaussian_log_density_offset(log_std: torch.Tensor) -> torch.Tensor:
+    """``-(log σ_j + ½ log 2π)`` per action dimension: the part of a diagonal Gaussian's
+    log-density that does not depend on the action (what :func:`gaussian_sample` adds)."""
+    return -(log_std + _HALF_LOG_2PI)
+
+
+def gaussian_sample(
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    log_density_offset: torch.Tensor,
+    deterministic: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(actions, joint log-probs)`` of ``N(mean, diag σ²)`` for ``mean [*B, d]``; ``std`` and
+    ``log_density_offset`` (:func:`gaussian_log_density_offset`) broadcast against ``mean``.
+
+    ``a = μ + σ·ε`` with ``ε ~ N(0, I)``, and the joint log-density in terms of ε,
+    ``log π(a) = Σ_j (-ε_j²/2 - log σ_j - ½ log 2π)``: the same action, drawn from the same
+    generator, as ``Normal(μ, σ).sample()`` (which computes ``μ + σ·ε`` the same way), and the
+    same density as ``Normal.log_prob`` up to rounding, without building the distribution.
+    ``deterministic``: the mean and its density.
+    """
+    if deterministic:
+        return mean, log_density_offset.sum(-1).expand(mean.shape[:-1])
+    noise = torch.randn_like(mean)
+    return mean + std * noise, torch.addcmul(log_density_offset, noise, noise, value=-0.5).sum(-1)
+
+
 def sample_head(
     out: torch.Tensor,
     log_std: torch.Tensor | None,
@@ -116,25 +145,16 @@ def sample_head(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(actions, joint log-probs)`` drawn from :func:`head_distribution` ``(out, log_std,
     action_mask)``; ``deterministic`` takes the mean / mode. No gradient is needed or kept.
-    ``log_std`` is ``[d]``, or anything that broadcasts against ``out [*B, d]`` (stacked agents).
 
-    Gaussian: ``a = μ + σ·ε`` with ``ε ~ N(0, I)``, and the joint log-density in terms of ε,
-    ``log π(a) = -Σ_j (ε_j²/2 + log σ_j + ½ log 2π)``: the same action, drawn from the same
-    generator, as ``Normal(μ, σ).sample()`` (which computes ``μ + σ·ε`` the same way), and the
-    same density as ``Normal.log_prob`` up to rounding, without building the distribution. This
-    runs once per agent per env step in collection, where a ``Normal`` and its ``log_prob`` cost
-    several times the op count of the two lines below.
+    Gaussian: :func:`gaussian_sample`, which skips building the ``Normal``. This runs once per
+    agent per env step in collection, where a ``Normal`` and its ``log_prob`` cost several times
+    the ops of the draw itself.
     """
     if log_std is None:
         dist = Categorical(logits=masked_logits(out, action_mask), validate_args=False)
         actions = dist.probs.argmax(-1) if deterministic else dist.sample()
         return actions, dist.log_prob(actions)
-    per_dim = log_std + _HALF_LOG_2PI
-    if deterministic:
-        return out, per_dim.sum(-1).neg().expand(out.shape[:-1])
-    noise = torch.randn_like(out)
-    actions = out + log_std.exp() * noise
-    return actions, torch.addcmul(per_dim, noise, noise, value=0.5).sum(-1).neg()
+    return gaussian_sample(out, log_std.exp(), gaussian_log_density_offset(log_std), deterministic)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ The math is each policy's own, agent by agent::
     x_i = LN(o_i) ;  x_i = LN(act(W_i^l x_i + b_i^l)) per hidden layer l ;  μ_i = W_i^h x_i + b_i^h
 
 where each LayerNorm's per-agent affine map is folded into the Linear after it (see
-:func:`_stacked_ops`); actions and log-probabilities are
-:func:`~haml.models.policies.sample_head`'s on the stacked head output. Results match the
+:func:`_stacked_ops`); actions and log-probabilities are drawn as by
+:func:`~haml.models.policies.sample_head` from the stacked head output. Results match the
 per-policy forward up to float rounding (a batched matmul sums in another order), which
 ``python_tests/models/test_stacked.py`` bounds.
 
@@ -31,7 +31,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from haml.models.policies import _HALF_LOG_2PI, MLPPolicy, sample_head
+from haml.models.policies import (
+    MLPPolicy,
+    gaussian_log_density_offset,
+    gaussian_sample,
+    sample_head,
+)
 
 __all__ = ["StackedPolicies", "stack_key"]
 
@@ -81,21 +86,21 @@ class StackedPolicies:
         self._params = [p for policy in policies for p in policy.parameters()]
         self._versions: tuple[int, ...] | None = None
         self._ops: list[tuple[str, tuple[torch.Tensor, ...]]] = []
-        self._log_std: torch.Tensor | None = None
+        # Gaussian heads: σ and the log-density offset, [n, 1, d] (they broadcast over the env
+        # rows of [n, E, d]); kept from the rebuild, as log σ does not change between updates.
         self._std: torch.Tensor | None = None
-        self._neg_per_dim: torch.Tensor | None = None
+        self._log_density_offset: torch.Tensor | None = None
 
     def rebuild(self) -> None:
         """Copy the policies' current weights into the stack."""
         with torch.no_grad():
             self._ops = _stacked_ops(self.policies)
             if self.policies[0].log_std is None:
-                self._log_std = self._std = self._neg_per_dim = None
+                self._std = self._log_density_offset = None
             else:
-                # [n, 1, d]: broadcasts over the env rows of [n, E, d].
-                self._log_std = _stack([p.log_std for p in self.policies])
-                self._std = self._log_std.exp()
-                self._neg_per_dim = -(self._log_std + _HALF_LOG_2PI)
+                log_std = _stack([p.log_std for p in self.policies])
+                self._std = log_std.exp()
+                self._log_density_offset = gaussian_log_density_offset(log_std)
         self._params = [p for policy in self.policies for p in policy.parameters()]
         self._versions = tuple(p._version for p in self._params)
 
@@ -112,9 +117,6 @@ class StackedPolicies:
         for kind, args in self._ops:
             if kind == "norm":
                 x = F.layer_norm(x, x.shape[-1:], eps=self.eps)
-                if args:
-                    weight, bias = args
-                    x = torch.addcmul(bias, x, weight)
             elif kind == "linear":
                 weight_t, bias = args
                 x = torch.baddbmm(bias, x, weight_t)
@@ -144,22 +146,18 @@ class StackedPolicies:
             for m, policy, o in zip(action_masks, self.policies, out):
                 policy._check_action_mask(m, o)
             mask = torch.stack(tuple(action_masks))
-        if self._std is None or deterministic:
-            return sample_head(out, self._log_std, mask, deterministic)
-        # sample_head's Gaussian draw with σ and -(log σ + ½ log 2π) kept from the rebuild: the
-        # policies' log σ does not change between two updates.
-        noise = torch.randn_like(out)
-        actions = torch.addcmul(out, self._std, noise)
-        return actions, torch.addcmul(self._neg_per_dim, noise, noise, value=-0.5).sum(-1)
+        if self._std is None:
+            return sample_head(out, None, mask, deterministic)
+        return gaussian_sample(out, self._std, self._log_density_offset, deterministic)
 
 
 def _stacked_ops(policies: Sequence[MLPPolicy]) -> list[tuple[str, tuple[torch.Tensor, ...]]]:
     """The forward pass of ``policies`` as ``(kind, stacked tensors)`` steps: ``norm`` (an
-    unweighted LayerNorm; its weight and bias ``[n, 1, w]`` when it keeps them), ``linear``
-    (``Wᵀ [n, in, out]``, bias ``[n, 1, out]``) and ``act``.
+    unweighted LayerNorm, no tensors), ``linear`` (``Wᵀ [n, in, out]``, bias ``[n, 1, out]``) and
+    ``act``.
 
-    A LayerNorm's affine map folds into the Linear right after it (every one in an
-    :class:`~haml.models.mlp.MLP` policy has one): ``W(γ⊙x̂ + β) + b = (W diag γ) x̂ + (Wβ + b)``,
+    Every LayerNorm of an :class:`MLPPolicy` is followed by a Linear (the next hidden layer or
+    the head), and its affine map folds into it: ``W(γ⊙x̂ + β) + b = (W diag γ) x̂ + (Wβ + b)``,
     which saves an op per LayerNorm per step.
     """
     ops: list[tuple[str, tuple[torch.Tensor, ...]]] = []
@@ -167,12 +165,7 @@ def _stacked_ops(policies: Sequence[MLPPolicy]) -> list[tuple[str, tuple[torch.T
     for k, column in enumerate(columns):
         module = column[0]
         if isinstance(module, nn.LayerNorm):
-            follows = columns[k + 1][0] if k + 1 < len(columns) else None
-            if isinstance(follows, nn.Linear):
-                ops.append(("norm", ()))
-            else:
-                affine = (_stack([m.weight for m in column]), _stack([m.bias for m in column]))
-                ops.append(("norm", affine))
+            ops.append(("norm", ()))
         elif isinstance(module, nn.Linear):
             weights = [m.weight for m in column]  # [out, in] each
             biases = [m.bias for m in column]
