@@ -1,7 +1,12 @@
-// The native Fisher operator on linear policies, where (F + λI)v has a closed form written here
-// independently of the tangent/transposed passes, and its conjugate-gradient loop.
+// The native Fisher operator on linear policies, where (F + λI)v and Jᵀg have closed forms written
+// here independently of the tangent/transposed passes; its conjugate-gradient loop; and, on deep
+// LayerNorm policies, the CPU's fused elementwise stages against the ATen ones.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <optional>
+#include <vector>
 
 #include "fvp/fisher_operator.h"
 
@@ -78,6 +83,81 @@ TEST(FisherOperator, LinearCategoricalWithMasksMatchesClosedForm) {
   const auto never = available.logical_not().all(0);
   for (int64_t a = 0; a < kActions; ++a) {
     if (never[a].item<bool>()) EXPECT_EQ(got.bias[a].item<double>(), 0.0);
+  }
+}
+
+TEST(FisherOperator, OutputVjpIsTheTransposedJacobianOfTheHead) {
+  const auto p = make_linear();
+  haml::FisherOperator op(p.obs, {p.log_std, p.weight, p.bias}, std::nullopt, std::nullopt,
+                          "gaussian", "tanh", false, false, 1e-5, 0.1);
+  EXPECT_TRUE(at::allclose(op.head_output(), p.obs.matmul(p.weight.t()) + p.bias, 1e-12, 1e-12));
+  const auto g = at::randn({kN, kActions}, at::kDouble);
+  const auto got = split(op.output_vjp(g), true);
+  // Σ_n g_n · (W o_n + b): gradient gᵀO on W, Σ_n g_n on b, nothing on the log-std.
+  EXPECT_TRUE(at::allclose(got.weight, g.t().matmul(p.obs), 1e-12, 1e-12));
+  EXPECT_TRUE(at::allclose(got.bias, g.sum(0), 1e-12, 1e-12));
+  EXPECT_TRUE(got.log_std.eq(0).all().item<bool>());
+  EXPECT_THROW(op.output_vjp(at::zeros({kN, kActions + 1}, at::kDouble)), c10::Error);
+}
+
+// The parameters of an MLP policy in the operator's layout: [log_std,] [input LN γ, β,]
+// per hidden layer W, b [, LN γ, β], head W, b; random rather than initial values, so that γ ≠ 1
+// and β ≠ 0 exercise every term of the LayerNorm passes and of the input-LayerNorm fold.
+std::vector<at::Tensor> deep_parameters(bool gaussian, int64_t obs_dim, std::vector<int64_t> hidden,
+                                        int64_t actions, bool input_norm, bool layer_norm) {
+  auto opts = at::TensorOptions().dtype(at::kDouble);
+  std::vector<at::Tensor> params;
+  if (gaussian) params.push_back(0.3 * at::randn({actions}, opts));
+  if (input_norm) {
+    params.push_back(1 + 0.3 * at::randn({obs_dim}, opts));
+    params.push_back(0.3 * at::randn({obs_dim}, opts));
+  }
+  int64_t width = obs_dim;
+  for (int64_t out : hidden) {
+    params.push_back(at::randn({out, width}, opts) / std::sqrt(static_cast<double>(width)));
+    params.push_back(0.1 * at::randn({out}, opts));
+    if (layer_norm) {
+      params.push_back(1 + 0.3 * at::randn({out}, opts));
+      params.push_back(0.3 * at::randn({out}, opts));
+    }
+    width = out;
+  }
+  params.push_back(at::randn({actions, width}, opts) / std::sqrt(static_cast<double>(width)));
+  params.push_back(0.1 * at::randn({actions}, opts));
+  return params;
+}
+
+TEST(FisherOperator, FusedCpuStagesMatchTheAtenStages) {
+  at::manual_seed(11);
+  const int64_t n = 301;  // not a multiple of the chunk or vector sizes
+  for (const bool gaussian : {true, false}) {
+    for (const bool layer_norm : {true, false}) {
+      for (const bool input_norm : {true, false}) {
+        const auto obs = at::randn({n, 7}, at::kDouble);
+        const auto params = deep_parameters(gaussian, 7, {19, 16}, 5, input_norm, layer_norm);
+        const auto weights = at::rand({n}, at::kDouble) * (at::rand({n}, at::kDouble) < 0.8);
+        std::optional<at::Tensor> available;
+        if (!gaussian) {
+          available = at::rand({n, 5}, at::kDouble) < 0.7;
+          available->select(1, 2).fill_(true);
+        }
+        haml::FisherOperator op(obs, params, weights, available,
+                                gaussian ? "gaussian" : "categorical", layer_norm ? "tanh" : "relu",
+                                input_norm, layer_norm, 1e-5, 0.1);
+        ASSERT_TRUE(op.fused_cpu_kernels());
+        const auto v = at::randn({op.num_params()}, at::kDouble);
+        const auto g = at::randn({n, 5}, at::kDouble);
+        const auto fused_product = op.apply(v);
+        const auto fused_vjp = op.output_vjp(g);
+        op.set_fused_cpu_kernels(false);
+        const auto aten_product = op.apply(v);
+        const auto aten_vjp = op.output_vjp(g);
+        EXPECT_TRUE(at::allclose(fused_product, aten_product, 1e-11, 1e-13))
+            << "gaussian=" << gaussian << " layer_norm=" << layer_norm
+            << " input_norm=" << input_norm;
+        EXPECT_TRUE(at::allclose(fused_vjp, aten_vjp, 1e-11, 1e-13));
+      }
+    }
   }
 }
 

@@ -31,7 +31,11 @@ TORCH_LIBRARY(haml, m) {
               at::Tensor out) { self->apply_out(v, out); })
       .def("conjugate_gradient", &haml::FisherOperator::conjugate_gradient)
       .def("last_solution_quadratic_form", &haml::FisherOperator::last_solution_quadratic_form)
-      .def("num_params", &haml::FisherOperator::num_params);
+      .def("num_params", &haml::FisherOperator::num_params)
+      .def("head_output", &haml::FisherOperator::head_output)
+      .def("output_vjp", &haml::FisherOperator::output_vjp)
+      .def("fused_cpu_kernels", &haml::FisherOperator::fused_cpu_kernels)
+      .def("set_fused_cpu_kernels", &haml::FisherOperator::set_fused_cpu_kernels);
 }
 
 namespace haml {

@@ -2,6 +2,8 @@
 // (an *_out function or an in-place method); a product allocates no tensor memory.
 #include "fisher_operator.h"
 
+#include "fisher_cpu.h"
+
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
@@ -146,6 +148,7 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   head_ = Linear{hw, hb, hw_off, hb_off, width, num_out};
   head_input_ = h;
   const auto out = at::addmm(hb, h, hw.t());
+  head_output_ = out;
   max_width = std::max(max_width, num_out);
 
   // Per-sample weights w_n / Σ w, without a host sync: where Σ w = 0 every w_n is 0 too.
@@ -166,7 +169,8 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
     TORCH_CHECK(!action_mask.has_value(), kOp, ": 'action_mask' applies only to a categorical head");
     TORCH_CHECK(log_std.size(0) == num_out, kOp, ": log_std has ", log_std.size(0),
                 " entries but the head ", num_out, " outputs");
-    scale_ = sample_scale * (-2 * log_std).exp();  // w_n / (Σ w σ²)
+    // w_n / (Σ w σ²), in the head's [A, N] layout
+    scale_ = (sample_scale * (-2 * log_std).exp()).t().contiguous();
   } else {
     at::Tensor logits = out;
     if (action_mask.has_value()) {
@@ -180,16 +184,16 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
                                               ? std::numeric_limits<float>::lowest()
                                               : std::numeric_limits<double>::lowest()));
     }
-    probs_ = logits.softmax(-1);
-    scale_ = sample_scale;
+    probs_ = logits.softmax(-1).t().contiguous();  // [A, N]
+    scale_ = sample_scale.view({1, n_});           // w_n / Σ w
   }
   TORCH_CHECK(next == params.size(), kOp, ": ", params.size() - next, " parameters left over");
   for (const auto& p : params) param_versions_.push_back(p._version());
   params_ = std::move(params);
   num_params_ = offset;
 
-  head_tangent_ = at::empty({n_, num_out}, options);
-  row_a_ = at::empty({n_, 1}, options);
+  head_tangent_ = at::empty({num_out, n_}, options);
+  row_a_ = at::empty({1, n_}, options);
   tmp_ = at::empty({n_ * max_width}, options);
   scratch_ = at::empty({2 * max_width}, options);
   ones_ = at::ones({max_width}, options);
@@ -199,6 +203,22 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   cg_r_ = at::empty({num_params_}, options);
   cg_p_ = at::empty({num_params_}, options);
   cg_ap_ = at::empty({num_params_}, options);
+  column_partials_ = at::empty({fvp_cpu::partial_size(n_, max_width)}, options);
+  fold_input_norm_ = input_norm_.has_value() && !hidden_.empty();
+  if (fold_input_norm_) {
+    const auto& first = hidden_.front().linear;
+    fold_weight_ = at::empty({first.out_dim, first.in_dim}, options);
+    fold_grad_ = at::empty({first.out_dim, first.in_dim}, options);
+    fold_bias_ = at::empty({first.out_dim}, options);
+  }
+  fused_cpu_ = obs_in.device().is_cpu();
+}
+
+void FisherOperator::set_fused_cpu_kernels(bool fused) {
+  TORCH_CHECK(!fused || head_.weight.device().is_cpu(), kOp,
+              ": the fused elementwise stages are CPU loops; this operator's tensors are on ",
+              head_.weight.device());
+  fused_cpu_ = fused;
 }
 
 // LayerNorm's Jacobian is diag(γ) · Ĵ with Ĵ = rstd (I − 11ᵀ/d − x̂x̂ᵀ/d) symmetric, so both passes
@@ -241,6 +261,72 @@ void FisherOperator::check_parameters_unchanged() const {
   }
 }
 
+// Transposed pass: Jᵀ u (reverse mode) for u at the head's output [N, A], written block by block
+// into out: every network block except the head bias (Σ_n u, which the callers fuse with their
+// computation of u) and the log-std block.
+void FisherOperator::transposed_pass(const at::Tensor& u, at::Tensor& out) {
+  auto out_head_weight = param_view(out, head_.weight_offset, {head_.out_dim, head_.in_dim});
+  at::mm_out(out_head_weight, u, head_input_);
+  const bool need_input_grad = !hidden_.empty() || input_norm_.has_value();
+  at::Tensor g;
+  if (need_input_grad) {
+    g = flat_buffer_view(grad_a_, n_, head_.in_dim);
+    at::mm_out(g, u.t(), head_.weight);
+  }
+  for (int64_t l = static_cast<int64_t>(hidden_.size()) - 1; l >= 0; --l) {
+    auto& layer = hidden_[l];
+    const auto& lin = layer.linear;
+    const bool g_in_a = g.data_ptr() == grad_a_.data_ptr();
+    at::Tensor gz = g;
+    if (layer.norm) gz = flat_buffer_view(g_in_a ? grad_b_ : grad_a_, n_, lin.out_dim);
+    auto out_weight = param_view(out, lin.weight_offset, {lin.out_dim, lin.in_dim});
+    auto out_bias = param_view(out, lin.bias_offset, {lin.out_dim});
+    if (fused_cpu_ && layer.norm) {
+      const Norm& norm = *layer.norm;
+      auto out_norm_weight = param_view(out, norm.weight_offset, {norm.dim});
+      auto out_norm_bias = param_view(out, norm.bias_offset, {norm.dim});
+      fvp_cpu::transposed_norm_act(g, norm.xhat, norm.rstd, norm.weight, layer.act_grad, gz,
+                                   out_norm_weight, out_norm_bias, out_bias, column_partials_);
+    } else if (fused_cpu_) {
+      fvp_cpu::transposed_act(g, layer.act_grad, gz, out_bias, column_partials_);
+    } else {
+      if (layer.norm) norm_vjp(*layer.norm, g, out, gz);
+      gz.mul_(layer.act_grad);
+      at::sum_out(out_bias, gz, {0});
+    }
+    if (l == 0 && fold_input_norm_) {
+      // The transpose of the fold in apply_out: with G = Σ_n gz x̂ᵀ, the first layer's weight
+      // block is G ⊙ γ + (Σ_n gz) βᵀ, and the input LayerNorm's blocks are Σ_k W ⊙ G (γ) and
+      // Wᵀ Σ_n gz (β): no [N, in] gradient at the input.
+      const Norm& norm = *input_norm_;
+      auto out_norm_weight = param_view(out, norm.weight_offset, {norm.dim});
+      auto out_norm_bias = param_view(out, norm.bias_offset, {norm.dim});
+      at::mm_out(fold_grad_, gz.t(), norm.xhat);
+      at::mul_out(out_weight, fold_grad_, norm.weight);
+      out_weight.addr_(out_bias, norm.bias);
+      at::mul_out(fold_weight_, lin.weight, fold_grad_);
+      at::sum_out(out_norm_weight, fold_weight_, {0});
+      at::mv_out(out_norm_bias, lin.weight.t(), out_bias);
+      return;
+    }
+    at::mm_out(out_weight, gz.t(), layer.input);
+    if (l > 0 || input_norm_) {
+      const bool gz_in_a = gz.data_ptr() == grad_a_.data_ptr();
+      g = flat_buffer_view(gz_in_a ? grad_b_ : grad_a_, n_, lin.in_dim);
+      at::mm_out(g, gz, lin.weight);
+    }
+  }
+  if (input_norm_ && fused_cpu_) {
+    const Norm& norm = *input_norm_;
+    auto out_norm_weight = param_view(out, norm.weight_offset, {norm.dim});
+    auto out_norm_bias = param_view(out, norm.bias_offset, {norm.dim});
+    fvp_cpu::transposed_affine(g, norm.xhat, out_norm_weight, out_norm_bias, column_partials_);
+  } else if (input_norm_) {
+    at::Tensor no_input_grad;
+    norm_vjp(*input_norm_, g, out, no_input_grad);
+  }
+}
+
 void FisherOperator::apply_out(const at::Tensor& v, at::Tensor& out) {
   check_parameters_unchanged();
   TORCH_CHECK(v.dim() == 1 && v.size(0) == num_params_, kOp, ": 'vector' must have shape (",
@@ -255,77 +341,81 @@ void FisherOperator::apply_out(const at::Tensor& v, at::Tensor& out) {
 
   // Tangent pass: dh = J_h v layer by layer (forward mode).
   at::Tensor dh;  // undefined while the features do not depend on θ (the raw observations)
-  if (input_norm_) {
+  if (input_norm_ && !fold_input_norm_) {
     const auto& norm = *input_norm_;
     // The observations have no tangent: only γ, β move the normalised input.
-    at::mul_out(input_tangent_, norm.xhat, param_view(vc, norm.weight_offset, {norm.dim}));
-    input_tangent_.add_(param_view(vc, norm.bias_offset, {norm.dim}));
+    const auto d_weight = param_view(vc, norm.weight_offset, {norm.dim});
+    const auto d_bias = param_view(vc, norm.bias_offset, {norm.dim});
+    if (fused_cpu_) {
+      fvp_cpu::tangent_affine(input_tangent_, norm.xhat, d_weight, d_bias);
+    } else {
+      at::mul_out(input_tangent_, norm.xhat, d_weight);
+      input_tangent_.add_(d_bias);
+    }
     dh = input_tangent_;
   }
   for (auto& layer : hidden_) {
     const auto& lin = layer.linear;
     const auto d_weight = param_view(vc, lin.weight_offset, {lin.out_dim, lin.in_dim});
-    at::mm_out(layer.tangent, layer.input, d_weight.t());
-    if (dh.defined()) layer.tangent.addmm_(dh, lin.weight.t());
-    layer.tangent.add_(param_view(vc, lin.bias_offset, {lin.out_dim})).mul_(layer.act_grad);
-    if (layer.norm) {
-      norm_jvp(*layer.norm, vc, layer.tangent, layer.tangent_norm);
-      dh = layer.tangent_norm;
+    at::Tensor d_bias = param_view(vc, lin.bias_offset, {lin.out_dim});
+    if (fold_input_norm_ && &layer == &hidden_.front()) {
+      // The first layer after the input LayerNorm h₀ = γ ⊙ x̂ + β, whose tangent is x̂ ⊙ dγ + dβ:
+      //   dW h₀ + W dh₀ = (dW ⊙ γ + W ⊙ dγ) x̂ + (dW β + W dβ),
+      // one GEMM with a folded [out, in] matrix instead of two.
+      const Norm& norm = *input_norm_;
+      const auto d_gamma = param_view(vc, norm.weight_offset, {norm.dim});
+      const auto d_beta = param_view(vc, norm.bias_offset, {norm.dim});
+      at::mul_out(fold_weight_, d_weight, norm.weight);
+      fold_weight_.addcmul_(lin.weight, d_gamma);
+      at::mv_out(fold_bias_, d_weight, norm.bias);
+      fold_bias_.addmv_(lin.weight, d_beta).add_(d_bias);
+      at::mm_out(layer.tangent, norm.xhat, fold_weight_.t());
+      d_bias = fold_bias_;
     } else {
-      dh = layer.tangent;
+      at::mm_out(layer.tangent, layer.input, d_weight.t());
+      if (dh.defined()) layer.tangent.addmm_(dh, lin.weight.t());
     }
+    if (fused_cpu_ && layer.norm) {
+      const Norm& norm = *layer.norm;
+      fvp_cpu::tangent_norm(layer.tangent, d_bias, layer.act_grad, norm.xhat, norm.rstd,
+                            norm.weight, param_view(vc, norm.weight_offset, {norm.dim}),
+                            param_view(vc, norm.bias_offset, {norm.dim}), layer.tangent_norm);
+    } else if (fused_cpu_) {
+      fvp_cpu::tangent_bias_act(layer.tangent, d_bias, layer.act_grad);
+    } else {
+      layer.tangent.add_(d_bias).mul_(layer.act_grad);
+      if (layer.norm) norm_jvp(*layer.norm, vc, layer.tangent, layer.tangent_norm);
+    }
+    dh = layer.norm ? layer.tangent_norm : layer.tangent;
   }
   const auto d_head_weight = param_view(vc, head_.weight_offset, {head_.out_dim, head_.in_dim});
-  at::mm_out(head_tangent_, head_input_, d_head_weight.t());
-  if (dh.defined()) head_tangent_.addmm_(dh, head_.weight.t());
-  head_tangent_.add_(param_view(vc, head_.bias_offset, {head_.out_dim}));
+  // [A, N] = [A, d] x [d, N]: with A small, twice as fast as the [N, A] product on the CPU.
+  at::mm_out(head_tangent_, d_head_weight, head_input_.t());
+  if (dh.defined()) head_tangent_.addmm_(head_.weight, dh.t());
+  const auto d_head_bias = param_view(vc, head_.bias_offset, {head_.out_dim});
 
-  // u = M J v, with the sample weights folded into M.
+  // u = M J v, with the sample weights folded into M; the head bias's block of Jᵀu is Σ_n u.
   at::Tensor& u = head_tangent_;
-  if (gaussian_) {
-    u.mul_(scale_);
+  auto out_head_bias = param_view(out, head_.bias_offset, {head_.out_dim});
+  if (fused_cpu_ && gaussian_) {
+    fvp_cpu::head_gaussian(u, d_head_bias, scale_, out_head_bias, column_partials_);
+  } else if (fused_cpu_) {
+    fvp_cpu::head_categorical(u, d_head_bias, probs_, scale_, out_head_bias, column_partials_,
+                              row_a_);
   } else {
-    auto t = flat_buffer_view(tmp_, n_, head_.out_dim);
-    at::mul_out(t, probs_, u);
-    at::sum_out(row_a_, t, {-1}, true);
-    u.sub_(row_a_).mul_(probs_).mul_(scale_);  // (diag(p) − ppᵀ) u
+    u.add_(d_head_bias.unsqueeze(1));
+    if (gaussian_) {
+      u.mul_(scale_);
+    } else {
+      auto t = flat_buffer_view(tmp_, head_.out_dim, n_);
+      at::mul_out(t, probs_, u);
+      at::sum_out(row_a_, t, {0}, true);
+      u.sub_(row_a_).mul_(probs_).mul_(scale_);  // (diag(p) − ppᵀ) u
+    }
+    at::sum_out(out_head_bias, u, {1});
   }
 
-  // Transposed pass: Jᵀ u (reverse mode), written block by block into out.
-  auto out_head_weight = param_view(out, head_.weight_offset, {head_.out_dim, head_.in_dim});
-  auto out_head_bias = param_view(out, head_.bias_offset, {head_.out_dim});
-  at::mm_out(out_head_weight, u.t(), head_input_);
-  at::sum_out(out_head_bias, u, {0});
-  const bool need_input_grad = !hidden_.empty() || input_norm_.has_value();
-  at::Tensor g;
-  if (need_input_grad) {
-    g = flat_buffer_view(grad_a_, n_, head_.in_dim);
-    at::mm_out(g, u, head_.weight);
-  }
-  for (int64_t l = static_cast<int64_t>(hidden_.size()) - 1; l >= 0; --l) {
-    auto& layer = hidden_[l];
-    const auto& lin = layer.linear;
-    const bool g_in_a = g.data_ptr() == grad_a_.data_ptr();
-    at::Tensor gz = g;
-    if (layer.norm) {
-      gz = flat_buffer_view(g_in_a ? grad_b_ : grad_a_, n_, lin.out_dim);
-      norm_vjp(*layer.norm, g, out, gz);
-    }
-    gz.mul_(layer.act_grad);
-    auto out_weight = param_view(out, lin.weight_offset, {lin.out_dim, lin.in_dim});
-    auto out_bias = param_view(out, lin.bias_offset, {lin.out_dim});
-    at::mm_out(out_weight, gz.t(), layer.input);
-    at::sum_out(out_bias, gz, {0});
-    if (l > 0 || input_norm_) {
-      const bool gz_in_a = gz.data_ptr() == grad_a_.data_ptr();
-      g = flat_buffer_view(gz_in_a ? grad_b_ : grad_a_, n_, lin.in_dim);
-      at::mm_out(g, gz, lin.weight);
-    }
-  }
-  if (input_norm_) {
-    at::Tensor no_input_grad;
-    norm_vjp(*input_norm_, g, out, no_input_grad);
-  }
+  transposed_pass(u, out);
   if (gaussian_) {
     // The log-std block: 2·I per sample, so 2·I for the weighted mean (0 with no active sample).
     auto out_log_std = param_view(out, log_std_offset_, {head_.out_dim});
@@ -334,6 +424,22 @@ void FisherOperator::apply_out(const at::Tensor& v, at::Tensor& out) {
     out_log_std.mul_(2);
   }
   if (damping_ != 0.0) out.add_(vc, damping_);
+}
+
+at::Tensor FisherOperator::output_vjp(const at::Tensor& grad_output) {
+  check_parameters_unchanged();
+  TORCH_CHECK(grad_output.sizes() == head_output_.sizes(), kOp, ": 'grad_output' must be ",
+              head_output_.sizes(), " (the head's output), got ", grad_output.sizes());
+  TORCH_CHECK(grad_output.scalar_type() == head_tangent_.scalar_type() &&
+                  grad_output.device() == head_tangent_.device(),
+              kOp, ": 'grad_output' must have the policy's dtype and device");
+  at::NoGradGuard no_grad;
+  at::Tensor out = at::zeros({num_params_}, head_.weight.options());  // the log-std block stays 0
+  head_tangent_.copy_(grad_output.t());
+  auto out_head_bias = param_view(out, head_.bias_offset, {head_.out_dim});
+  at::sum_out(out_head_bias, head_tangent_, {1});
+  transposed_pass(head_tangent_, out);
+  return out;
 }
 
 at::Tensor FisherOperator::apply(const at::Tensor& v) {

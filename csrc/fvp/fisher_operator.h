@@ -7,7 +7,9 @@
 // Hessian of KL(π_old ‖ π) with respect to them at π = π_old: diag(1/σ²) on the Gaussian means,
 // 2·I on the state-independent log-stds, diag(p) − ppᵀ on categorical logits. One product is a
 // tangent pass (J v, forward mode) and a transposed pass (Jᵀ u, reverse mode) through the cached
-// network. The code uses ATen operations only, so the same operator runs on CPU and CUDA tensors.
+// network. The GEMMs are ATen calls, so the same operator runs on CPU and CUDA tensors; between
+// them, on the CPU, each layer's elementwise stages are one fused loop (fisher_cpu.h), elsewhere
+// a few ATen operations.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -44,6 +46,17 @@ class FisherOperator : public torch::CustomClassHolder {
   // xᵀ(b − r) (r = b − A x): the step size of HATRPO without one more product.
   at::Tensor last_solution_quadratic_form() const;
   int64_t num_params() const { return num_params_; }
+  // The head's output at θ_old from the cached forward pass, [N, A]: the Gaussian mean, or the
+  // categorical logits before the action mask.
+  at::Tensor head_output() const { return head_output_; }
+  // Jᵀ g for g [N, A] at the head's output: the flat gradient over the parameters of
+  // Σ_n g_n · head_n(θ), with a zero log-std block (the log-std does not enter the head).
+  // One transposed pass: the surrogate's gradient at θ_old without a new forward.
+  at::Tensor output_vjp(const at::Tensor& grad_output);
+  // Whether the CPU's fused elementwise stages run (the default on CPU) or the ATen ones (the
+  // only choice elsewhere). The switch exists so that tests can compare the two.
+  bool fused_cpu_kernels() const { return fused_cpu_; }
+  void set_fused_cpu_kernels(bool fused);
 
  private:
   struct Linear {
@@ -64,6 +77,7 @@ class FisherOperator : public torch::CustomClassHolder {
     at::Tensor tangent, tangent_norm;   // workspace [N, d_out]
   };
 
+  void transposed_pass(const at::Tensor& u, at::Tensor& out);
   void norm_jvp(const Norm& norm, const at::Tensor& v, const at::Tensor& dx, at::Tensor& y);
   void norm_vjp(const Norm& norm, const at::Tensor& g, at::Tensor& out, at::Tensor& gx);
   at::Tensor param_view(const at::Tensor& flat, int64_t offset, at::IntArrayRef shape) const;
@@ -74,6 +88,7 @@ class FisherOperator : public torch::CustomClassHolder {
   std::vector<at::Tensor> params_;
   std::vector<int64_t> param_versions_;
   bool gaussian_;
+  bool fused_cpu_ = false;
   double damping_;
   int64_t num_params_ = 0;
   int64_t n_ = 0;
@@ -81,12 +96,19 @@ class FisherOperator : public torch::CustomClassHolder {
   std::vector<Hidden> hidden_;
   Linear head_;
   at::Tensor head_input_;               // h_L [N, d]
+  at::Tensor head_output_;              // the head's output [N, A]
   int64_t log_std_offset_ = -1;
   at::Tensor weight_sum_positive_;      // 1 if Σ w > 0 else 0 (0-d): the log-std block's factor
-  at::Tensor scale_;                    // Gaussian: w_n / (Σw σ²) [N, A]; categorical: w_n / Σw [N, 1]
-  at::Tensor probs_;                    // categorical π_old [N, A]
+  // The head's workspace and per-sample factors are [A, N] (outputs × samples):
+  at::Tensor scale_;                    // Gaussian: w_n / (Σw σ²) [A, N]; categorical: w_n / Σw [1, N]
+  at::Tensor probs_;                    // categorical π_old [A, N]
   // workspace
   at::Tensor input_tangent_, head_tangent_, row_a_, tmp_, grad_a_, grad_b_, scratch_, ones_;
+  at::Tensor column_partials_;          // the fused stages' per-chunk column sums
+  // An input LayerNorm followed by a hidden layer is folded into that layer's GEMMs (see
+  // apply_out); the folded [out, in] matrices, the bias term and the weight gradient G.
+  bool fold_input_norm_ = false;
+  at::Tensor fold_weight_, fold_bias_, fold_grad_;
   at::Tensor cg_x_, cg_r_, cg_p_, cg_ap_, cg_x_ax_;
 };
 

@@ -82,7 +82,7 @@ import math
 import secrets
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -509,8 +509,6 @@ class SmaxVectorEnv:
         ``jax.random.PRNGKey(seed + e)``; without one, every env draws its episode from its own
         key (the first reset of an env built without a seed takes a seed from the OS).
         """
-        import jax.numpy as jnp
-
         self._check_open("reset")
         _check_seed(seed)
         if seed is None and self._pending_seed is not None:

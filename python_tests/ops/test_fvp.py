@@ -545,3 +545,58 @@ def test_quadratic_form_of_the_cg_solution_matches_a_product(config):
     torch.testing.assert_close(operator.quadratic_form(y), by_product, rtol=1e-12, atol=1e-14)
     x.mul_(2.0)
     torch.testing.assert_close(operator.quadratic_form(x), 4 * by_product, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_native_fused_cpu_stages_match_the_aten_stages(config, dtype):
+    """On the CPU the native product runs fused elementwise loops between its GEMMs; the ATen
+    stages (what other devices run) give the same product and head vector-Jacobian product."""
+    _require_native_fvp()
+    policy, obs, action_mask, mask = make_problem(config, dtype=dtype, n=70, sample_mask="float")
+    operator = FisherOperator(policy, obs, mask, 0.1, action_mask)
+    impl = operator._impl
+    assert impl.fused_cpu_kernels()
+    v = torch.randn(num_params(policy), generator=torch.Generator().manual_seed(4), dtype=dtype)
+    g = torch.randn(impl.head_output().shape, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    fused = impl.apply(v), impl.output_vjp(g)
+    impl.set_fused_cpu_kernels(False)
+    aten = impl.apply(v), impl.output_vjp(g)
+    bound = 1e-12 if dtype == torch.float64 else 1e-5
+    for got, expected in zip(fused, aten):
+        assert rel_err(got, expected) <= bound
+
+
+def _surrogate_objective(actions, advantages, mask):
+    from haml.models.policies import joint_log_prob
+    from haml.ops.line_search.reference import surrogate
+
+    def objective(dist):
+        logp = joint_log_prob(dist, actions)
+        return surrogate(logp, logp.detach() - 0.1, advantages, None, mask)
+
+    return objective
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("sample_mask", MASKS)
+def test_native_objective_gradient_matches_autograd_through_the_policy(config, sample_mask):
+    """The native operator's value, gradient and π_θ of an objective of the distribution (from its
+    cached forward and one transposed pass) equal autograd through the whole policy."""
+    _require_native_fvp()
+    policy, obs, action_mask, mask = make_problem(config, n=40, sample_mask=sample_mask)
+    gen = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        actions, _ = policy.sample(obs, action_mask)
+    objective = _surrogate_objective(actions, torch.randn(40, generator=gen, dtype=obs.dtype), mask)
+    native = FisherOperator(policy, obs, mask, 0.1, action_mask)
+    assert native.backend == "native"
+    value, gradient, old = native.objective_gradient(objective)
+    ref_value, ref_gradient, ref_old = reference.objective_gradient(policy, obs, action_mask, objective)
+    torch.testing.assert_close(value, ref_value, rtol=1e-12, atol=1e-14)
+    assert rel_err(gradient, ref_gradient) <= 1e-10
+    assert not gradient.requires_grad and not value.requires_grad
+    assert type(old) is type(ref_old)
+    for name in ("loc", "scale") if isinstance(old, torch.distributions.Normal) else ("logits",):
+        torch.testing.assert_close(getattr(old, name), getattr(ref_old, name), rtol=1e-12, atol=0)
+        assert not getattr(old, name).requires_grad

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from haml.utils import checkpoint as ckpt
 from haml.utils import rng_state, seed_everything, set_rng_state
 from haml.utils.checkpoint import (
     CheckpointError,

@@ -25,12 +25,14 @@ product; ``torch.func`` Gauss–Newton) are documented in :mod:`haml.ops.fvp.ref
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.distributions import Distribution
 
-import warnings
+from haml.models.policies import head_distribution
 
 from haml.ops import _backend, _validate
 from haml.ops.fvp import reference
@@ -212,6 +214,7 @@ class FisherOperator:
         self.num_params = sum(p.numel() for p in self._params)
         self.dtype = self._params[0].dtype
         self.device = self._params[0].device
+        self._policy, self._action_mask = policy, action_mask
         reason = _native_unsupported(policy, obs, self.kl)
         if reason is None:
             spec = policy.spec()
@@ -248,6 +251,36 @@ class FisherOperator:
         ):
             return self._impl.last_solution_quadratic_form()
         return torch.dot(vector, self(vector))
+
+
+    def objective_gradient(
+        self, objective: Callable[[Distribution], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, Distribution]:
+        """``(J(π_θ), ∇_θ J(π_θ), π_θ)`` at the operator's parameters θ = θ_old, for a scalar
+        ``objective`` of the policy's action distribution on ``obs`` (HATRPO: the surrogate).
+
+        The gradient is flat over the trainable parameters; value and distribution are detached.
+        Native operators take π_θ from their cached forward pass and the gradient from one
+        transposed pass (autograd runs through the head's distribution only), saving the forward
+        and backward of the whole network; the reference runs autograd through the policy.
+        """
+        if self.backend == "native":
+            out = self._impl.head_output().detach().requires_grad_()
+            log_std = getattr(self._policy, "log_std", None)
+            leaves = [out]
+            if log_std is not None:
+                log_std = log_std.detach().requires_grad_()
+                leaves.append(log_std)
+            with torch.enable_grad():
+                value = objective(head_distribution(out, log_std, self._action_mask))
+                grads = torch.autograd.grad(value, leaves, allow_unused=True, materialize_grads=True)
+            gradient = self._impl.output_vjp(grads[0])
+            if log_std is not None:  # the log-std comes first in MLPPolicy's parameters
+                gradient[: log_std.numel()] = grads[1]
+            old = head_distribution(out.detach(), None if log_std is None else log_std.detach(),
+                                    self._action_mask)
+            return value.detach(), gradient, old
+        return self._impl.objective_gradient(objective)
 
 
 def fisher_vector_product(

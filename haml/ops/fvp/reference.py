@@ -139,6 +139,36 @@ def per_sample_kl(old: Distribution, new: Distribution, kl: str = "exact") -> to
 # -- double backward, graph built once ----------------------------------------------------------
 
 
+def detached_distribution(dist: Distribution) -> Distribution | None:
+    """The same Normal or Categorical without its graph; None for other distributions."""
+    if isinstance(dist, Normal):
+        return Normal(dist.loc.detach(), dist.scale.detach(), validate_args=False)
+    if isinstance(dist, Categorical):
+        return Categorical(logits=dist.logits.detach(), validate_args=False)
+    return None
+
+
+def objective_gradient(
+    policy: nn.Module,
+    obs: torch.Tensor,
+    action_mask: torch.Tensor | None,
+    objective: Callable[[Distribution], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, Distribution]:
+    """``(J(π_θ), ∇_θ J(π_θ), π_θ)`` for a scalar ``objective`` of ``policy.distribution(obs)``,
+    by autograd through the policy: the value and π_θ detached, the gradient flat over the
+    trainable parameters (HATRPO: the surrogate L(θk) and ĝ, paper 000, Algorithm 2, line 11)."""
+    params = trainable_parameters(policy)
+    with torch.enable_grad():
+        dist = policy.distribution(obs, action_mask)
+        value = objective(dist)
+        grads = torch.autograd.grad(value, params, allow_unused=True, materialize_grads=True)
+    old = detached_distribution(dist)
+    if old is None:
+        with torch.no_grad():
+            old = policy.distribution(obs, action_mask)
+    return value.detach(), _flatten(grads), old
+
+
 class FisherOperator:
     """v ↦ (H + damping·I) v with H the Hessian of the mean KL at the current parameters θk.
 
@@ -164,6 +194,7 @@ class FisherOperator:
         self.params = trainable_parameters(policy)
         self.damping = float(damping)
         self.num_params = sum(p.numel() for p in self.params)
+        self._policy, self._obs, self._action_mask = policy, obs, action_mask
         with torch.enable_grad():
             with torch.no_grad():
                 old = policy.distribution(obs, action_mask)  # π_θk, a constant
@@ -187,6 +218,12 @@ class FisherOperator:
     def quadratic_form(self, vector: torch.Tensor) -> torch.Tensor:
         """vᵀ(H + damping·I)v, by one product."""
         return torch.dot(vector, self(vector))
+
+    def objective_gradient(
+        self, objective: Callable[[Distribution], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, Distribution]:
+        """:func:`objective_gradient` of the operator's policy and observations."""
+        return objective_gradient(self._policy, self._obs, self._action_mask, objective)
 
 
 def fisher_vector_product(
@@ -222,8 +259,16 @@ def recomputed_fisher_operator(
 class _RecomputedFisherOperator:
     """A :class:`FisherOperator` built anew for every product (see :func:`recomputed_fisher_operator`)."""
 
-    def __init__(self, *operator_args: object) -> None:
-        self._operator_args = operator_args
+    def __init__(
+        self,
+        policy: nn.Module,
+        obs: torch.Tensor,
+        mask: torch.Tensor | None,
+        damping: float,
+        action_mask: torch.Tensor | None,
+        kl: str,
+    ) -> None:
+        self._operator_args = (policy, obs, mask, damping, action_mask, kl)
 
     def __call__(self, vector: torch.Tensor) -> torch.Tensor:
         return FisherOperator(*self._operator_args)(vector)
@@ -231,6 +276,13 @@ class _RecomputedFisherOperator:
     def quadratic_form(self, vector: torch.Tensor) -> torch.Tensor:
         """vᵀ(H + damping·I)v, by one product."""
         return torch.dot(vector, self(vector))
+
+    def objective_gradient(
+        self, objective: Callable[[Distribution], torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, Distribution]:
+        """:func:`objective_gradient` of the operator's policy and observations."""
+        policy, obs, _, _, action_mask, _ = self._operator_args
+        return objective_gradient(policy, obs, action_mask, objective)
 
 
 # -- Gauss–Newton form with torch.func ------------------------------------------------------------

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.distributions import Categorical, Distribution, Normal
+from torch.distributions import Distribution
 
 from haml.models.policies import joint_log_prob
 from haml.ops.fvp.cg import conjugate_gradient
@@ -80,15 +80,6 @@ def surrogate(
     ratio = torch.exp(logp_new - logp_old)
     weighted_adv = advantages if factor is None else factor * advantages  # M Â
     return masked_mean(ratio * weighted_adv, mask)
-
-
-def _detached(dist: Distribution) -> Distribution | None:
-    """The same distribution without its graph, for the policies' two kinds; None for others."""
-    if isinstance(dist, Normal):
-        return Normal(dist.loc.detach(), dist.scale.detach(), validate_args=False)
-    if isinstance(dist, Categorical):
-        return Categorical(logits=dist.logits.detach(), validate_args=False)
-    return None
 
 
 def backtracking_line_search(
@@ -160,7 +151,7 @@ def trust_region_step(
     kl: str = "exact",
     residual_tol: float = 1e-10,
     mask_kl: bool = True,
-    operator: Callable[..., Callable[[torch.Tensor], torch.Tensor]] = FisherOperator,
+    operator: Callable[..., FisherOperator] = FisherOperator,
     solver: Callable[..., torch.Tensor] = conjugate_gradient,
 ) -> TrustRegionInfo:
     """One HATRPO update of ``policy`` in place (see the module doc for the four stages).
@@ -169,31 +160,25 @@ def trust_region_step(
     collection), ``advantages``, ``factor`` (M; None = 1) and ``mask`` (None = all) are per-sample
     ``[N]``; ``max_kl`` is δ. ``kl`` picks the divergence of H and of the KL test
     (:mod:`haml.ops.fvp.reference`); ``mask_kl=False`` averages them over all samples as HARL does.
+
+    ``operator(policy, obs, mask, damping, action_mask, kl)`` builds the Fisher operator at θk: a
+    matvec with ``quadratic_form(x)`` and ``objective_gradient(objective)`` (the surrogate's value,
+    gradient and π_θk, stage 1); ``solver(operator, g, cg_iters, residual_tol)`` returns x.
     """
     params = trainable_parameters(policy)
     kl_mask = mask if mask_kl else None
+    fisher = operator(policy, obs, kl_mask, damping, action_mask, kl)
 
-    # 1. L(θk) and g = ∇_θ L(θk)
-    with torch.enable_grad():
-        dist = policy.distribution(obs, action_mask)
-        surrogate_before = surrogate(
-            joint_log_prob(dist, actions), logp_old, advantages, factor, mask
-        )
-        grads = torch.autograd.grad(
-            surrogate_before, params, allow_unused=True, materialize_grads=True
-        )
-    g = torch.cat([grad.reshape(-1) for grad in grads])
-    surrogate_before = surrogate_before.detach()
-    dist_before = _detached(dist)  # π_θk for the KL test, from the forward pass above
-    if dist_before is None:
-        with torch.no_grad():
-            dist_before = policy.distribution(obs, action_mask)
+    # 1. L(θk), g = ∇_θ L(θk), and π_θk for the KL test
+    def objective(dist: Distribution) -> torch.Tensor:
+        return surrogate(joint_log_prob(dist, actions), logp_old, advantages, factor, mask)
+
+    surrogate_before, g, dist_before = fisher.objective_gradient(objective)
 
     # 2. x ≈ (H + damping I)⁻¹ g;  3. β = sqrt(2δ / xᵀ(H + damping I)x), s = β x
-    fisher = operator(policy, obs, kl_mask, damping, action_mask, kl)
     x = solver(fisher, g, cg_iters, residual_tol)
     x_h_x = fisher.quadratic_form(x)
-    del fisher  # its graph refers to θk, which the line search overwrites
+    del fisher  # it caches θk's activations or graph, which the line search overwrites
     positive = x_h_x > 0
     beta = torch.where(
         positive, torch.sqrt(2.0 * max_kl / torch.where(positive, x_h_x, 1.0)), 0.0
