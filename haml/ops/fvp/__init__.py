@@ -12,8 +12,11 @@ Two implementations serve the operator:
 - **native** (``torch.classes.haml.FisherOperator``, ``csrc/fvp/``): for a
   :class:`haml.models.MLPPolicy` with ``kl="exact"``, float32/float64 and every parameter
   trainable. The exact Gauss–Newton form JᵀMJ, activations cached once per operator, one tangent
-  and one transposed pass per product into buffers allocated once; :func:`conjugate_gradient` on
-  such an operator runs the whole loop natively in one call.
+  and one transposed pass per product into buffers allocated once (GEMMs through ATen; on the CPU
+  each layer's elementwise work between them is one fused loop); :func:`conjugate_gradient` on
+  such an operator runs the whole loop natively in one call, and
+  :meth:`FisherOperator.objective_gradient` (HATRPO's surrogate gradient) takes π_θ from the
+  cached forward and the gradient from one transposed pass.
 - **reference** (:class:`haml.ops.fvp.reference.FisherOperator`): double backward through the mean
   KL, the first-order graph built once per operator. It works for any ``nn.Module`` whose
   ``distribution(obs, action_mask)`` returns a torch ``Normal`` or ``Categorical`` (RNN policies
