@@ -107,7 +107,6 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
     auto [norm, out] = make_norm(h, width);
     input_norm_ = norm;
     h = out;
-    input_tangent_ = at::empty({n_, width}, options);
   }
   for (int64_t l = 0; l < num_hidden; ++l) {
     const at::Tensor weight = params[next];
@@ -205,6 +204,7 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   cg_ap_ = at::empty({num_params_}, options);
   column_partials_ = at::empty({fvp_cpu::partial_size(n_, max_width)}, options);
   fold_input_norm_ = input_norm_.has_value() && !hidden_.empty();
+  if (input_norm_ && !fold_input_norm_) input_tangent_ = at::empty({n_, input_norm_->dim}, options);
   if (fold_input_norm_) {
     const auto& first = hidden_.front().linear;
     fold_weight_ = at::empty({first.out_dim, first.in_dim}, options);
