@@ -277,13 +277,24 @@ class FisherOperator:
             with torch.enable_grad():
                 value = objective(head_distribution(out, log_std, self._action_mask))
                 grads = torch.autograd.grad(value, leaves, allow_unused=True, materialize_grads=True)
-            gradient = self._impl.output_vjp(grads[0])
-            if log_std is not None:  # the log-std comes first in MLPPolicy's parameters
-                gradient[: log_std.numel()] = grads[1]
+            gradient = self._impl.output_vjp(grads[0])  # its log-std block is 0
+            if log_std is not None:
+                offset = self._flat_offset(self._policy.log_std)
+                gradient[offset : offset + log_std.numel()] = grads[1]
             old = head_distribution(out.detach(), None if log_std is None else log_std.detach(),
                                     self._action_mask)
             return value.detach(), gradient, old
         return self._impl.objective_gradient(objective)
+
+
+    def _flat_offset(self, param: torch.Tensor) -> int:
+        """Where ``param`` starts in the flat layout of vectors."""
+        offset = 0
+        for p in self._params:
+            if p is param:
+                return offset
+            offset += p.numel()
+        raise ValueError("FisherOperator: the parameter is not one of the policy's trainable ones")
 
 
 def fisher_vector_product(
