@@ -600,3 +600,20 @@ def test_native_objective_gradient_matches_autograd_through_the_policy(config, s
     for name in ("loc", "scale") if isinstance(old, torch.distributions.Normal) else ("logits",):
         torch.testing.assert_close(getattr(old, name), getattr(ref_old, name), rtol=1e-12, atol=0)
         assert not getattr(old, name).requires_grad
+
+
+@pytest.mark.parametrize("backend_policy", ["native", "reference"])
+def test_objective_gradient_rejects_bad_objectives_by_name(backend_policy):
+    policy, obs, action_mask, _ = make_problem(CONFIGS[0], n=8)
+    if backend_policy == "reference":
+        operator = FisherOperator(policy, obs, kl="harl")
+        assert operator.backend == "reference"
+    else:
+        _require_native_fvp()
+        operator = FisherOperator(policy, obs)
+    with pytest.raises(TypeError, match="'objective' must be callable"):
+        operator.objective_gradient(3.0)
+    with pytest.raises(TypeError, match="0-d floating tensor"):
+        operator.objective_gradient(lambda dist: dist.mean)
+    with pytest.raises(ValueError, match="does not depend"):
+        operator.objective_gradient(lambda dist: torch.zeros((), dtype=obs.dtype))

@@ -174,6 +174,29 @@ def _say_fallback_once(reason: str) -> None:
         warnings.warn(f"haml.ops.FisherOperator: {reason}", RuntimeWarning, stacklevel=3)
 
 
+def _scalar_valued(
+    objective: Callable[[Distribution], torch.Tensor],
+) -> Callable[[Distribution], torch.Tensor]:
+    """``objective``, checked to return a 0-d floating tensor that depends on the distribution."""
+
+    def checked(dist: Distribution) -> torch.Tensor:
+        value = objective(dist)
+        if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
+            raise TypeError(
+                f"{_NAME}.objective_gradient: 'objective' must return a 0-d floating tensor, got "
+                + (f"shape {tuple(value.shape)}, {value.dtype}" if isinstance(value, torch.Tensor)
+                   else type(value).__name__)
+            )
+        if not value.requires_grad:
+            raise ValueError(
+                f"{_NAME}.objective_gradient: the objective's value does not depend on the "
+                "distribution's parameters (it has no gradient)"
+            )
+        return value
+
+    return checked
+
+
 # -- public API ---------------------------------------------------------------------------------
 
 
@@ -267,6 +290,12 @@ class FisherOperator:
         transposed pass (autograd runs through the head's distribution only), saving the forward
         and backward of the whole network; the reference runs autograd through the policy.
         """
+        if not callable(objective):
+            raise TypeError(
+                f"{_NAME}.objective_gradient: 'objective' must be callable (distribution -> "
+                f"scalar tensor), got {type(objective).__name__}"
+            )
+        objective = _scalar_valued(objective)
         if self.backend == "native":
             out = self._impl.head_output().detach().requires_grad_()
             log_std = getattr(self._policy, "log_std", None)
