@@ -52,7 +52,7 @@ void transposed_norm_act(const at::Tensor& g, const at::Tensor& xhat, const at::
 void transposed_affine(const at::Tensor& g, const at::Tensor& xhat, at::Tensor& out_gamma,
                        at::Tensor& out_beta, at::Tensor& partial);
 
-// The head, in [A, N] layout (one row per output, so that its thin GEMMs run fast): Gaussian,
+// The head, in [A, N] layout (one row per output, the layout of its GEMMs): Gaussian,
 // u ← (u + db) ⊙ scale (scale [A, N] = w_n / (Σw σ²)), out_bias = Σ_n u.
 void head_gaussian(at::Tensor& u, const at::Tensor& db, const at::Tensor& scale,
                    at::Tensor& out_bias, at::Tensor& partial);
