@@ -117,15 +117,6 @@ HAML_VECTOR_CLONES void rows_tangent_norm(T* t, const T* __restrict db, const T*
   }
 }
 
-template <typename T>
-HAML_VECTOR_CLONES void rows_affine(T* __restrict y, const T* __restrict xhat,
-                                    const T* __restrict d_gamma, const T* __restrict d_beta,
-                                    int64_t rows, int64_t d) {
-  for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t j = 0; j < d; ++j) y[i * d + j] = xhat[i * d + j] * d_gamma[j] + d_beta[j];
-  }
-}
-
 // gz may be g: each element is read before it is written.
 template <typename T>
 HAML_VECTOR_CLONES void rows_transposed_act(const T* g, const T* __restrict ag, T* gz,
@@ -163,18 +154,6 @@ HAML_VECTOR_CLONES void rows_transposed_norm_act(
       const T v = ai[j] * r * (zi[j] - m_g - xi[j] * m_gx);
       zi[j] = v;
       acc_bias[j] += v;
-    }
-  }
-}
-
-template <typename T>
-HAML_VECTOR_CLONES void rows_transposed_affine(const T* __restrict g, const T* __restrict xhat,
-                                               T* __restrict acc_gamma, T* __restrict acc_beta,
-                                               int64_t rows, int64_t d) {
-  for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t j = 0; j < d; ++j) {
-      acc_gamma[j] += g[i * d + j] * xhat[i * d + j];
-      acc_beta[j] += g[i * d + j];
     }
   }
 }
@@ -297,20 +276,6 @@ void tangent_norm(at::Tensor& t, const at::Tensor& db, const at::Tensor& act_gra
   });
 }
 
-void tangent_affine(at::Tensor& y, const at::Tensor& xhat, const at::Tensor& d_gamma,
-                    const at::Tensor& d_beta) {
-  const int64_t n = y.size(0), d = y.size(1);
-  check_rows("xhat", xhat, n, d);
-  AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "fvp_tangent_affine", [&] {
-    scalar_t* p_y = y.data_ptr<scalar_t>();
-    const scalar_t* p_x = xhat.const_data_ptr<scalar_t>();
-    at::parallel_for(0, n, row_grain(d), [&](int64_t b, int64_t e) {
-      rows_affine<scalar_t>(p_y + b * d, p_x + b * d, d_gamma.const_data_ptr<scalar_t>(),
-                            d_beta.const_data_ptr<scalar_t>(), e - b, d);
-    });
-  });
-}
-
 void transposed_act(const at::Tensor& g, const at::Tensor& act_grad, at::Tensor& gz,
                     at::Tensor& out_bias, at::Tensor& partial) {
   const int64_t n = g.size(0), d = g.size(1);
@@ -348,20 +313,6 @@ void transposed_norm_act(const at::Tensor& g, const at::Tensor& xhat, const at::
     with_column_sums<scalar_t, 3>(n, d, partial, outs, [&](int64_t b, int64_t e, scalar_t* acc) {
       rows_transposed_norm_act<scalar_t>(p_g + b * d, p_x + b * d, p_r + b, p_gamma, p_ag + b * d,
                                          p_gz + b * d, acc, acc + d, acc + 2 * d, e - b, d);
-    });
-  });
-}
-
-void transposed_affine(const at::Tensor& g, const at::Tensor& xhat, at::Tensor& out_gamma,
-                       at::Tensor& out_beta, at::Tensor& partial) {
-  const int64_t n = g.size(0), d = g.size(1);
-  check_rows("xhat", xhat, n, d);
-  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "fvp_transposed_affine", [&] {
-    const scalar_t* p_g = g.const_data_ptr<scalar_t>();
-    const scalar_t* p_x = xhat.const_data_ptr<scalar_t>();
-    at::Tensor* const outs[2] = {&out_gamma, &out_beta};
-    with_column_sums<scalar_t, 2>(n, d, partial, outs, [&](int64_t b, int64_t e, scalar_t* acc) {
-      rows_transposed_affine<scalar_t>(p_g + b * d, p_x + b * d, acc, acc + d, e - b, d);
     });
   });
 }

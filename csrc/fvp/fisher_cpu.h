@@ -31,10 +31,6 @@ void tangent_norm(at::Tensor& t, const at::Tensor& db, const at::Tensor& act_gra
                   const at::Tensor& xhat, const at::Tensor& rstd, const at::Tensor& gamma,
                   const at::Tensor& d_gamma, const at::Tensor& d_beta, at::Tensor& y);
 
-// Tangent pass, the input LayerNorm (the observations have no tangent): y = x̂ ⊙ dγ + dβ.
-void tangent_affine(at::Tensor& y, const at::Tensor& xhat, const at::Tensor& d_gamma,
-                    const at::Tensor& d_beta);
-
 // Transposed pass, a hidden layer without LayerNorm: gz = g ⊙ φ'(z) (gz may be g),
 // out_bias = Σ_n gz.
 void transposed_act(const at::Tensor& g, const at::Tensor& act_grad, at::Tensor& gz,
@@ -47,10 +43,6 @@ void transposed_norm_act(const at::Tensor& g, const at::Tensor& xhat, const at::
                          const at::Tensor& gamma, const at::Tensor& act_grad, at::Tensor& gz,
                          at::Tensor& out_gamma, at::Tensor& out_beta, at::Tensor& out_bias,
                          at::Tensor& partial);
-
-// Transposed pass, the input LayerNorm: out_gamma = Σ_n g ⊙ x̂, out_beta = Σ_n g.
-void transposed_affine(const at::Tensor& g, const at::Tensor& xhat, at::Tensor& out_gamma,
-                       at::Tensor& out_beta, at::Tensor& partial);
 
 // The head, in [A, N] layout (one row per output, the layout of its GEMMs): Gaussian,
 // u ← (u + db) ⊙ scale (scale [A, N] = w_n / (Σw σ²)), out_bias = Σ_n u.

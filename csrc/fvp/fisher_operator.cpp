@@ -203,10 +203,8 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   cg_p_ = at::empty({num_params_}, options);
   cg_ap_ = at::empty({num_params_}, options);
   column_partials_ = at::empty({fvp_cpu::partial_size(n_, max_width)}, options);
-  fold_input_norm_ = input_norm_.has_value() && !hidden_.empty();
-  if (input_norm_ && !fold_input_norm_) input_tangent_ = at::empty({n_, input_norm_->dim}, options);
-  if (fold_input_norm_) {
-    const auto& first = hidden_.front().linear;
+  if (input_norm_) {
+    const Linear& first = after_input_norm();
     fold_weight_ = at::empty({first.out_dim, first.in_dim}, options);
     fold_grad_ = at::empty({first.out_dim, first.in_dim}, options);
     fold_bias_ = at::empty({first.out_dim}, options);
@@ -239,16 +237,13 @@ void FisherOperator::norm_jvp(const Norm& norm, const at::Tensor& v, const at::T
   y.mul_(norm.weight).addcmul_(norm.xhat, d_weight).add_(d_bias);
 }
 
-// Transposed: writes Σ_n g ⊙ x̂ and Σ_n g (the γ, β blocks) into out and, when gx is defined,
-// gx = Ĵ (γ ⊙ g): exactly LayerNorm's backward.
+// Transposed: writes Σ_n g ⊙ x̂ and Σ_n g (the γ, β blocks) into out and gx = Ĵ (γ ⊙ g):
+// exactly LayerNorm's backward.
 void FisherOperator::norm_vjp(const Norm& norm, const at::Tensor& g, at::Tensor& out,
                               at::Tensor& gx) {
   auto out_weight = param_view(out, norm.weight_offset, {norm.dim});
   auto out_bias = param_view(out, norm.bias_offset, {norm.dim});
-  // Without gx (the input LayerNorm) the input gradient lands in scratch space.
-  auto scratch_input = flat_buffer_view(tmp_, n_, norm.dim);
-  at::Tensor& grad_input = gx.defined() ? gx : scratch_input;
-  at::native_layer_norm_backward_out(grad_input, out_weight, out_bias, g, norm.input, {norm.dim},
+  at::native_layer_norm_backward_out(gx, out_weight, out_bias, g, norm.input, {norm.dim},
                                      norm.mean, norm.rstd, norm.weight, norm.bias,
                                      {true, true, true});
 }
@@ -261,15 +256,55 @@ void FisherOperator::check_parameters_unchanged() const {
   }
 }
 
+// The input LayerNorm h₀ = γ ⊙ x̂ + β (the observations have no tangent, so dh₀ = x̂ ⊙ dγ + dβ)
+// is folded into the Linear after it, in both passes:
+//   tangent:     dW h₀ + W dh₀ = (dW ⊙ γ + W ⊙ dγ) x̂ + (dW β + W dβ),
+//   transposed:  with G = Σ_n g x̂ᵀ, the Linear's weight block is G ⊙ γ + (Σ_n g) βᵀ, and the
+//                LayerNorm's blocks are Σ_k W ⊙ G (γ) and Wᵀ Σ_n g (β),
+// so that each pass has one N-sized GEMM there instead of two, and no [N, obs] gradient.
+const FisherOperator::Linear& FisherOperator::after_input_norm() const {
+  return hidden_.empty() ? head_ : hidden_.front().linear;
+}
+
+at::Tensor FisherOperator::fold_input_norm_tangent(const at::Tensor& vc) {
+  const Norm& norm = *input_norm_;
+  const Linear& lin = after_input_norm();
+  const auto d_weight = param_view(vc, lin.weight_offset, {lin.out_dim, lin.in_dim});
+  at::mul_out(fold_weight_, d_weight, norm.weight);
+  fold_weight_.addcmul_(lin.weight, param_view(vc, norm.weight_offset, {norm.dim}));
+  at::mv_out(fold_bias_, d_weight, norm.bias);
+  fold_bias_.addmv_(lin.weight, param_view(vc, norm.bias_offset, {norm.dim}))
+      .add_(param_view(vc, lin.bias_offset, {lin.out_dim}));
+  return fold_bias_;
+}
+
+void FisherOperator::fold_input_norm_transposed(at::Tensor& out) {
+  const Norm& norm = *input_norm_;
+  const Linear& lin = after_input_norm();
+  auto out_weight = param_view(out, lin.weight_offset, {lin.out_dim, lin.in_dim});
+  auto out_bias = param_view(out, lin.bias_offset, {lin.out_dim});
+  at::mul_out(out_weight, fold_grad_, norm.weight);
+  out_weight.addr_(out_bias, norm.bias);
+  at::mul_out(fold_weight_, lin.weight, fold_grad_);  // as scratch: only a tangent pass reads it
+  auto out_norm_weight = param_view(out, norm.weight_offset, {norm.dim});
+  at::sum_out(out_norm_weight, fold_weight_, {0});
+  auto out_norm_bias = param_view(out, norm.bias_offset, {norm.dim});
+  at::mv_out(out_norm_bias, lin.weight.t(), out_bias);
+}
+
 // Transposed pass: Jᵀ u (reverse mode) for u at the head's output [N, A], written block by block
-// into out: every network block except the head bias (Σ_n u, which the callers fuse with their
-// computation of u) and the log-std block.
+// into out: every network block except the head bias (Σ_n u, which the callers write first,
+// fused with their computation of u) and the log-std block.
 void FisherOperator::transposed_pass(const at::Tensor& u, at::Tensor& out) {
+  if (hidden_.empty() && input_norm_) {
+    at::mm_out(fold_grad_, u, input_norm_->xhat);
+    fold_input_norm_transposed(out);
+    return;
+  }
   auto out_head_weight = param_view(out, head_.weight_offset, {head_.out_dim, head_.in_dim});
   at::mm_out(out_head_weight, u, head_input_);
-  const bool need_input_grad = !hidden_.empty() || input_norm_.has_value();
   at::Tensor g;
-  if (need_input_grad) {
+  if (!hidden_.empty()) {
     g = flat_buffer_view(grad_a_, n_, head_.in_dim);
     at::mm_out(g, u.t(), head_.weight);
   }
@@ -294,36 +329,17 @@ void FisherOperator::transposed_pass(const at::Tensor& u, at::Tensor& out) {
       gz.mul_(layer.act_grad);
       at::sum_out(out_bias, gz, {0});
     }
-    if (l == 0 && fold_input_norm_) {
-      // The transpose of the fold in apply_out: with G = Σ_n gz x̂ᵀ, the first layer's weight
-      // block is G ⊙ γ + (Σ_n gz) βᵀ, and the input LayerNorm's blocks are Σ_k W ⊙ G (γ) and
-      // Wᵀ Σ_n gz (β): no [N, in] gradient at the input.
-      const Norm& norm = *input_norm_;
-      auto out_norm_weight = param_view(out, norm.weight_offset, {norm.dim});
-      auto out_norm_bias = param_view(out, norm.bias_offset, {norm.dim});
-      at::mm_out(fold_grad_, gz.t(), norm.xhat);
-      at::mul_out(out_weight, fold_grad_, norm.weight);
-      out_weight.addr_(out_bias, norm.bias);
-      at::mul_out(fold_weight_, lin.weight, fold_grad_);
-      at::sum_out(out_norm_weight, fold_weight_, {0});
-      at::mv_out(out_norm_bias, lin.weight.t(), out_bias);
-      return;
+    if (l == 0 && input_norm_) {
+      at::mm_out(fold_grad_, gz.t(), input_norm_->xhat);
+      fold_input_norm_transposed(out);
+    } else {
+      at::mm_out(out_weight, gz.t(), layer.input);
     }
-    at::mm_out(out_weight, gz.t(), layer.input);
-    if (l > 0 || input_norm_) {
+    if (l > 0) {
       const bool gz_in_a = gz.data_ptr() == grad_a_.data_ptr();
       g = flat_buffer_view(gz_in_a ? grad_b_ : grad_a_, n_, lin.in_dim);
       at::mm_out(g, gz, lin.weight);
     }
-  }
-  if (input_norm_ && fused_cpu_) {
-    const Norm& norm = *input_norm_;
-    auto out_norm_weight = param_view(out, norm.weight_offset, {norm.dim});
-    auto out_norm_bias = param_view(out, norm.bias_offset, {norm.dim});
-    fvp_cpu::transposed_affine(g, norm.xhat, out_norm_weight, out_norm_bias, column_partials_);
-  } else if (input_norm_) {
-    at::Tensor no_input_grad;
-    norm_vjp(*input_norm_, g, out, no_input_grad);
   }
 }
 
@@ -340,39 +356,19 @@ void FisherOperator::apply_out(const at::Tensor& v, at::Tensor& out) {
   const at::Tensor vc = v.contiguous();
 
   // Tangent pass: dh = J_h v layer by layer (forward mode).
-  at::Tensor dh;  // undefined while the features do not depend on θ (the raw observations)
-  if (input_norm_ && !fold_input_norm_) {
-    const auto& norm = *input_norm_;
-    // The observations have no tangent: only γ, β move the normalised input.
-    const auto d_weight = param_view(vc, norm.weight_offset, {norm.dim});
-    const auto d_bias = param_view(vc, norm.bias_offset, {norm.dim});
-    if (fused_cpu_) {
-      fvp_cpu::tangent_affine(input_tangent_, norm.xhat, d_weight, d_bias);
-    } else {
-      at::mul_out(input_tangent_, norm.xhat, d_weight);
-      input_tangent_.add_(d_bias);
-    }
-    dh = input_tangent_;
-  }
+  // dh: undefined while the features do not depend on θ (the raw observations; the input
+  // LayerNorm is folded into the Linear after it).
+  at::Tensor dh;
   for (auto& layer : hidden_) {
     const auto& lin = layer.linear;
-    const auto d_weight = param_view(vc, lin.weight_offset, {lin.out_dim, lin.in_dim});
-    at::Tensor d_bias = param_view(vc, lin.bias_offset, {lin.out_dim});
-    if (fold_input_norm_ && &layer == &hidden_.front()) {
-      // The first layer after the input LayerNorm h₀ = γ ⊙ x̂ + β, whose tangent is x̂ ⊙ dγ + dβ:
-      //   dW h₀ + W dh₀ = (dW ⊙ γ + W ⊙ dγ) x̂ + (dW β + W dβ),
-      // one GEMM with a folded [out, in] matrix instead of two.
-      const Norm& norm = *input_norm_;
-      const auto d_gamma = param_view(vc, norm.weight_offset, {norm.dim});
-      const auto d_beta = param_view(vc, norm.bias_offset, {norm.dim});
-      at::mul_out(fold_weight_, d_weight, norm.weight);
-      fold_weight_.addcmul_(lin.weight, d_gamma);
-      at::mv_out(fold_bias_, d_weight, norm.bias);
-      fold_bias_.addmv_(lin.weight, d_beta).add_(d_bias);
-      at::mm_out(layer.tangent, norm.xhat, fold_weight_.t());
-      d_bias = fold_bias_;
+    at::Tensor d_bias;
+    if (input_norm_ && &layer == &hidden_.front()) {
+      d_bias = fold_input_norm_tangent(vc);
+      at::mm_out(layer.tangent, input_norm_->xhat, fold_weight_.t());
     } else {
-      at::mm_out(layer.tangent, layer.input, d_weight.t());
+      d_bias = param_view(vc, lin.bias_offset, {lin.out_dim});
+      at::mm_out(layer.tangent, layer.input,
+                 param_view(vc, lin.weight_offset, {lin.out_dim, lin.in_dim}).t());
       if (dh.defined()) layer.tangent.addmm_(dh, lin.weight.t());
     }
     if (fused_cpu_ && layer.norm) {
@@ -388,12 +384,18 @@ void FisherOperator::apply_out(const at::Tensor& v, at::Tensor& out) {
     }
     dh = layer.norm ? layer.tangent_norm : layer.tangent;
   }
-  const auto d_head_weight = param_view(vc, head_.weight_offset, {head_.out_dim, head_.in_dim});
   // [A, N] = [A, d] x [d, N]: with A small, about twice as fast in isolation as the [N, A]
   // product on the CPU (within noise in a whole product), and the fused head loop runs along rows.
-  at::mm_out(head_tangent_, d_head_weight, head_input_.t());
-  if (dh.defined()) head_tangent_.addmm_(head_.weight, dh.t());
-  const auto d_head_bias = param_view(vc, head_.bias_offset, {head_.out_dim});
+  at::Tensor d_head_bias;
+  if (hidden_.empty() && input_norm_) {
+    d_head_bias = fold_input_norm_tangent(vc);
+    at::mm_out(head_tangent_, fold_weight_, input_norm_->xhat.t());
+  } else {
+    d_head_bias = param_view(vc, head_.bias_offset, {head_.out_dim});
+    at::mm_out(head_tangent_,
+               param_view(vc, head_.weight_offset, {head_.out_dim, head_.in_dim}), head_input_.t());
+    if (dh.defined()) head_tangent_.addmm_(head_.weight, dh.t());
+  }
 
   // u = M J v, with the sample weights folded into M; the head bias's block of Jᵀu is Σ_n u.
   at::Tensor& u = head_tangent_;

@@ -78,6 +78,9 @@ class FisherOperator : public torch::CustomClassHolder {
   };
 
   void transposed_pass(const at::Tensor& u, at::Tensor& out);
+  const Linear& after_input_norm() const;
+  at::Tensor fold_input_norm_tangent(const at::Tensor& vc);
+  void fold_input_norm_transposed(at::Tensor& out);
   void norm_jvp(const Norm& norm, const at::Tensor& v, const at::Tensor& dx, at::Tensor& y);
   void norm_vjp(const Norm& norm, const at::Tensor& g, at::Tensor& out, at::Tensor& gx);
   at::Tensor param_view(const at::Tensor& flat, int64_t offset, at::IntArrayRef shape) const;
@@ -103,11 +106,10 @@ class FisherOperator : public torch::CustomClassHolder {
   at::Tensor scale_;                    // Gaussian: w_n / (Σw σ²) [A, N]; categorical: w_n / Σw [1, N]
   at::Tensor probs_;                    // categorical π_old [A, N]
   // workspace
-  at::Tensor input_tangent_, head_tangent_, row_a_, tmp_, grad_a_, grad_b_, scratch_, ones_;
+  at::Tensor head_tangent_, row_a_, tmp_, grad_a_, grad_b_, scratch_, ones_;
   at::Tensor column_partials_;          // the fused stages' per-chunk column sums
-  // An input LayerNorm followed by a hidden layer is folded into that layer's GEMMs (see
-  // apply_out); the folded [out, in] matrices, the bias term and the weight gradient G.
-  bool fold_input_norm_ = false;
+  // The input LayerNorm is folded into the Linear after it (fold_input_norm_tangent): the
+  // folded [out, in] weight tangent, its bias term and the weight gradient G.
   at::Tensor fold_weight_, fold_bias_, fold_grad_;
   at::Tensor cg_x_, cg_r_, cg_p_, cg_ap_, cg_x_ax_;
 };
