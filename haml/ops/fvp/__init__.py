@@ -36,7 +36,6 @@ from torch import nn
 from torch.distributions import Distribution
 
 from haml.models.policies import head_distribution
-
 from haml.ops import _backend, _validate
 from haml.ops.fvp import reference
 from haml.ops.fvp.cg import conjugate_gradient as _conjugate_gradient
@@ -278,7 +277,6 @@ class FisherOperator:
             return self._impl.last_solution_quadratic_form()
         return torch.dot(vector, self(vector))
 
-
     def objective_gradient(
         self, objective: Callable[[Distribution], torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, Distribution]:
@@ -298,23 +296,20 @@ class FisherOperator:
         objective = _scalar_valued(objective)
         if self.backend == "native":
             out = self._impl.head_output().detach().requires_grad_()
-            log_std = getattr(self._policy, "log_std", None)
-            leaves = [out]
-            if log_std is not None:
-                log_std = log_std.detach().requires_grad_()
-                leaves.append(log_std)
+            log_std_param = getattr(self._policy, "log_std", None)
+            log_std = None if log_std_param is None else log_std_param.detach().requires_grad_()
+            leaves = [out] if log_std is None else [out, log_std]
             with torch.enable_grad():
                 value = objective(head_distribution(out, log_std, self._action_mask))
                 grads = torch.autograd.grad(value, leaves, allow_unused=True, materialize_grads=True)
             gradient = self._impl.output_vjp(grads[0])  # its log-std block is 0
             if log_std is not None:
-                offset = self._flat_offset(self._policy.log_std)
+                offset = self._flat_offset(log_std_param)
                 gradient[offset : offset + log_std.numel()] = grads[1]
             old = head_distribution(out.detach(), None if log_std is None else log_std.detach(),
                                     self._action_mask)
             return value.detach(), gradient, old
         return self._impl.objective_gradient(objective)
-
 
     def _flat_offset(self, param: torch.Tensor) -> int:
         """Where ``param`` starts in the flat layout of vectors."""
