@@ -1,6 +1,6 @@
 // The native Fisher operator on linear policies, where (F + λI)v and Jᵀg have closed forms written
 // here independently of the tangent/transposed passes; its conjugate-gradient loop; and, on deep
-// LayerNorm policies, the CPU's fused elementwise stages against the ATen ones.
+// LayerNorm policies, the CPU's blocked product against the ATen sequence.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -8,6 +8,7 @@
 #include <optional>
 #include <vector>
 
+#include "fvp/fisher_cpu.h"
 #include "fvp/fisher_operator.h"
 
 namespace {
@@ -127,38 +128,57 @@ std::vector<at::Tensor> deep_parameters(bool gaussian, int64_t obs_dim, std::vec
   return params;
 }
 
-TEST(FisherOperator, FusedCpuStagesMatchTheAtenStages) {
+TEST(FisherOperator, BlockedCpuProductMatchesTheAtenProduct) {
   at::manual_seed(11);
-  const int64_t n = 301;  // not a multiple of the chunk or vector sizes
-  for (const bool gaussian : {true, false}) {
-    for (const bool layer_norm : {true, false}) {
-      for (const bool input_norm : {true, false}) {
-        const auto obs = at::randn({n, 7}, at::kDouble);
-        const auto params = deep_parameters(gaussian, 7, {19, 16}, 5, input_norm, layer_norm);
-        const auto weights = at::rand({n}, at::kDouble) * (at::rand({n}, at::kDouble) < 0.8);
-        std::optional<at::Tensor> available;
-        if (!gaussian) {
-          available = at::rand({n, 5}, at::kDouble) < 0.7;
-          available->select(1, 2).fill_(true);
+  using haml::fvp_cpu::kBlockRows;
+  using haml::fvp_cpu::kGroups;
+  // One partial block; a block and a half; more blocks than groups, with a partial last one
+  // (groups of unequal block counts).
+  const std::vector<int64_t> sizes = {5, kBlockRows + kBlockRows / 2,
+                                      (kGroups + 3) * kBlockRows + 37};
+  for (const int64_t n : sizes) {
+    for (const bool gaussian : {true, false}) {
+      for (const bool layer_norm : {true, false}) {
+        for (const bool input_norm : {true, false}) {
+          const auto obs = at::randn({n, 7}, at::kDouble);
+          const auto params = deep_parameters(gaussian, 7, {19, 16}, 5, input_norm, layer_norm);
+          const auto weights = at::rand({n}, at::kDouble) * (at::rand({n}, at::kDouble) < 0.8);
+          std::optional<at::Tensor> available;
+          if (!gaussian) {
+            available = at::rand({n, 5}, at::kDouble) < 0.7;
+            available->select(1, 2).fill_(true);
+          }
+          haml::FisherOperator op(obs, params, weights, available,
+                                  gaussian ? "gaussian" : "categorical",
+                                  layer_norm ? "tanh" : "relu", input_norm, layer_norm, 1e-5, 0.1);
+          ASSERT_TRUE(op.fused_cpu_kernels());
+          const auto v = at::randn({op.num_params()}, at::kDouble);
+          const auto g = at::randn({n, 5}, at::kDouble);
+          const auto blocked_product = op.apply(v);
+          const auto blocked_vjp = op.output_vjp(g);
+          op.set_fused_cpu_kernels(false);
+          const auto aten_product = op.apply(v);
+          const auto aten_vjp = op.output_vjp(g);
+          EXPECT_TRUE(at::allclose(blocked_product, aten_product, 1e-11, 1e-13))
+              << "n=" << n << " gaussian=" << gaussian << " layer_norm=" << layer_norm
+              << " input_norm=" << input_norm;
+          EXPECT_TRUE(at::allclose(blocked_vjp, aten_vjp, 1e-11, 1e-13));
+          // The blocked product with its GEMMs through ATen (where torch exports no BLAS).
+          op.set_fused_cpu_kernels(true);
+          haml::fvp_cpu::BlockedProduct::force_aten_gemm(true);
+          const auto through_aten = op.apply(v);
+          haml::fvp_cpu::BlockedProduct::force_aten_gemm(false);
+          EXPECT_TRUE(at::allclose(through_aten, aten_product, 1e-11, 1e-13));
         }
-        haml::FisherOperator op(obs, params, weights, available,
-                                gaussian ? "gaussian" : "categorical", layer_norm ? "tanh" : "relu",
-                                input_norm, layer_norm, 1e-5, 0.1);
-        ASSERT_TRUE(op.fused_cpu_kernels());
-        const auto v = at::randn({op.num_params()}, at::kDouble);
-        const auto g = at::randn({n, 5}, at::kDouble);
-        const auto fused_product = op.apply(v);
-        const auto fused_vjp = op.output_vjp(g);
-        op.set_fused_cpu_kernels(false);
-        const auto aten_product = op.apply(v);
-        const auto aten_vjp = op.output_vjp(g);
-        EXPECT_TRUE(at::allclose(fused_product, aten_product, 1e-11, 1e-13))
-            << "gaussian=" << gaussian << " layer_norm=" << layer_norm
-            << " input_norm=" << input_norm;
-        EXPECT_TRUE(at::allclose(fused_vjp, aten_vjp, 1e-11, 1e-13));
       }
     }
   }
+}
+
+TEST(FisherOperator, BlockedCpuProductCallsTorchsBlas) {
+  // Linux torch wheels export their BLAS (MKL on x86-64, OpenBLAS on aarch64); if this fails,
+  // the product silently runs its GEMMs through ATen, several times slower in small blocks.
+  EXPECT_TRUE(haml::fvp_cpu::BlockedProduct::direct_blas());
 }
 
 TEST(FisherOperator, ConjugateGradientSolvesTheDampedSystem) {

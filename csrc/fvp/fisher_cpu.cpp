@@ -1,88 +1,95 @@
-// See fisher_cpu.h. Each stage is a loop over rows that GCC vectorises (compiled for AVX2 and the
-// baseline ISA, picked at run time); the row sums use kLanes independent partial sums so that
-// they vectorise without -ffast-math.
+// See fisher_cpu.h. Each stage is a loop over the rows of a block that GCC vectorises (compiled
+// for AVX2 and the baseline ISA, picked at run time); the row sums use kLanes independent partial
+// sums so that they vectorise without -ffast-math.
 #include "fisher_cpu.h"
 
+#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <atomic>
+#include <limits>
+#include <type_traits>
 
 #include "haml/vectorize.h"
+
+#if defined(__GNUC__)
+// The Fortran BLAS that torch links (MKL, OpenBLAS) and exports. Weak: where torch exports none
+// they are null and the GEMMs go through ATen.
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+            const float* beta, float* c, const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+            const double* beta, double* c, const int* ldc) __attribute__((weak));
+}
+#define HAML_HAS_WEAK_BLAS 1
+#endif
 
 namespace haml::fvp_cpu {
 
 namespace {
 
 constexpr int kLanes = 16;
-// Column sums are accumulated per chunk of rows, then over the chunks in order: at most
-// kMaxChunks chunks (bounding the workspace), at least kMinChunkRows rows each.
-constexpr int64_t kMaxChunks = 256;
-constexpr int64_t kMinChunkRows = 32;
-// Rows of the stages without column sums: about this many elements per task.
-constexpr int64_t kRowGrainElements = 16384;
+// Each workspace buffer starts on a multiple of this many elements (64 bytes or more).
+constexpr int64_t kAlign = 16;
 
-int64_t rows_per_chunk(int64_t n) {
-  return std::max(kMinChunkRows, (n + kMaxChunks - 1) / kMaxChunks);
+std::atomic<bool> force_aten{false};
+
+int64_t aligned(int64_t elements) { return (elements + kAlign - 1) / kAlign * kAlign; }
+
+// Row-major C[m, n] = op(A) op(B) + beta C with op(X) = X or Xᵀ; beta is 0 or 1.
+template <typename T>
+void gemm_rows(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const T* a,
+               int64_t lda, const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+#ifdef HAML_HAS_WEAK_BLAS
+  auto* blas = [] {
+    if constexpr (std::is_same_v<T, float>) return sgemm_;
+    else return dgemm_;
+  }();
+  if (blas != nullptr && !force_aten.load(std::memory_order_relaxed)) {
+    // A row-major X is the column-major Xᵀ, so BLAS computes Cᵀ = op(B)ᵀ op(A)ᵀ.
+    const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+    const int im = static_cast<int>(n), in = static_cast<int>(m), ik = static_cast<int>(k);
+    const int ilda = static_cast<int>(ldb), ildb = static_cast<int>(lda),
+              ildc = static_cast<int>(ldc);
+    const T one = T(1);
+    blas(&ta, &tb, &im, &in, &ik, &one, b, &ilda, a, &ildb, &beta, c, &ildc);
+    return;
+  }
+#endif
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  auto view = [&](const T* p, int64_t rows, int64_t cols, int64_t ld, bool trans) {
+    // op(X) [rows, cols]: X itself, or the transpose of a stored [cols, rows].
+    return trans ? at::from_blob(const_cast<T*>(p), {rows, cols}, {1, ld}, options)
+                 : at::from_blob(const_cast<T*>(p), {rows, cols}, {ld, 1}, options);
+  };
+  at::Tensor out = at::from_blob(c, {m, n}, {ldc, 1}, options);
+  if (beta == T(0)) {
+    at::mm_out(out, view(a, m, k, lda, trans_a), view(b, k, n, ldb, trans_b));
+  } else {
+    out.addmm_(view(a, m, k, lda, trans_a), view(b, k, n, ldb, trans_b));
+  }
 }
 
-int64_t row_grain(int64_t d) { return std::max<int64_t>(1, kRowGrainElements / std::max<int64_t>(d, 1)); }
-
-// Σ_j a_j and Σ_j a_j b_j over one row.
+// Σ_j a_j and Σ_j a_j b_j over one row. The simd reduction lets the compiler reorder the sums
+// into vector lanes (fixed for a given ISA, so still deterministic) without -ffast-math.
 template <typename T>
 __attribute__((always_inline)) inline void sum_and_dot(const T* __restrict a,
                                                        const T* __restrict b, int64_t d,
                                                        T& sum_a, T& sum_ab) {
-  T lanes_a[kLanes] = {};
-  T lanes_ab[kLanes] = {};
-  int64_t j = 0;
-  for (; j + kLanes <= d; j += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      lanes_a[l] += a[j + l];
-      lanes_ab[l] += a[j + l] * b[j + l];
-    }
-  }
   T s_a = T(0), s_ab = T(0);
-  for (; j < d; ++j) {
+#pragma omp simd reduction(+ : s_a, s_ab)
+  for (int64_t j = 0; j < d; ++j) {
     s_a += a[j];
     s_ab += a[j] * b[j];
   }
-  for (int l = 0; l < kLanes; ++l) {
-    s_a += lanes_a[l];
-    s_ab += lanes_ab[l];
-  }
   sum_a = s_a;
   sum_ab = s_ab;
-}
-
-// Runs chunk(begin, end, acc) over fixed chunks of rows in parallel, acc being the chunk's
-// zeroed [k, d] accumulators, then writes the k column sums, added chunk by chunk in order, to
-// outs[0..k).
-template <typename T, int K, typename Chunk>
-void with_column_sums(int64_t n, int64_t d, at::Tensor& partial, at::Tensor* const (&outs)[K],
-                      const Chunk& chunk) {
-  const int64_t rows = rows_per_chunk(n);
-  const int64_t chunks = (n + rows - 1) / rows;
-  TORCH_CHECK(partial.numel() >= chunks * K * d, "FisherOperator: column-sum workspace too small");
-  T* acc_all = partial.data_ptr<T>();
-  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      T* acc = acc_all + c * K * d;
-      std::fill(acc, acc + K * d, T(0));
-      chunk(c * rows, std::min(n, (c + 1) * rows), acc);
-    }
-  });
-  for (int s = 0; s < K; ++s) {
-    TORCH_CHECK(outs[s]->is_contiguous() && outs[s]->numel() == d,
-                "FisherOperator: a column-sum output must be contiguous [", d, "]");
-    T* out = outs[s]->template data_ptr<T>();
-    std::fill(out, out + d, T(0));
-    for (int64_t c = 0; c < chunks; ++c) {
-      const T* acc = acc_all + c * K * d + s * d;
-      for (int64_t j = 0; j < d; ++j) out[j] += acc[j];
-    }
-  }
 }
 
 template <typename T>
@@ -158,19 +165,20 @@ HAML_VECTOR_CLONES void rows_transposed_norm_act(
   }
 }
 
-// Columns [begin, end) of the head in [A, N] layout; acc[a] = Σ_n of the new u[a][n].
+
+// The Gaussian head on a block, [A, nb] with row stride ld_u: u ← (u + db) ⊙ scale (scale: the
+// block's columns of [A, N], row stride ld_s); acc[a] += Σ_i of the new u[a][i].
 template <typename T>
-HAML_VECTOR_CLONES void columns_head_gaussian(T* __restrict u, const T* __restrict db,
-                                              const T* __restrict scale, T* __restrict acc,
-                                              int64_t a_dim, int64_t n, int64_t begin,
-                                              int64_t end) {
+HAML_VECTOR_CLONES void head_gaussian_block(T* __restrict u, int64_t ld_u, const T* __restrict db,
+                                            const T* __restrict scale, int64_t ld_s,
+                                            T* __restrict acc, int64_t a_dim, int64_t nb) {
   for (int64_t a = 0; a < a_dim; ++a) {
-    T* __restrict ua = u + a * n;
-    const T* __restrict sa = scale + a * n;
+    T* __restrict ua = u + a * ld_u;
+    const T* __restrict sa = scale + a * ld_s;
     const T b = db[a];
     T lanes[kLanes] = {};
-    int64_t i = begin;
-    for (; i + kLanes <= end; i += kLanes) {
+    int64_t i = 0;
+    for (; i + kLanes <= nb; i += kLanes) {
       for (int l = 0; l < kLanes; ++l) {
         const T v = (ua[i + l] + b) * sa[i + l];
         ua[i + l] = v;
@@ -178,39 +186,41 @@ HAML_VECTOR_CLONES void columns_head_gaussian(T* __restrict u, const T* __restri
       }
     }
     T sum = T(0);
-    for (; i < end; ++i) {
+    for (; i < nb; ++i) {
       const T v = (ua[i] + b) * sa[i];
       ua[i] = v;
       sum += v;
     }
     for (int l = 0; l < kLanes; ++l) sum += lanes[l];
-    acc[a] = sum;
+    acc[a] += sum;
   }
 }
 
+// The categorical head on a block: t = u + db, u ← w_i (diag(p) − ppᵀ) t per sample (probs: the
+// block's columns of [A, N], row stride ld_p; weights: the block's [nb]); acc[a] += Σ_i u[a][i].
+// p_dot_t is an [nb] workspace.
 template <typename T>
-HAML_VECTOR_CLONES void columns_head_categorical(T* __restrict u, const T* __restrict db,
-                                                 const T* __restrict probs,
-                                                 const T* __restrict weights,
-                                                 T* __restrict p_dot_t, T* __restrict acc,
-                                                 int64_t a_dim, int64_t n, int64_t begin,
-                                                 int64_t end) {
-  for (int64_t i = begin; i < end; ++i) p_dot_t[i] = T(0);
+HAML_VECTOR_CLONES void head_categorical_block(T* __restrict u, int64_t ld_u,
+                                               const T* __restrict db, const T* __restrict probs,
+                                               int64_t ld_p, const T* __restrict weights,
+                                               T* __restrict p_dot_t, T* __restrict acc,
+                                               int64_t a_dim, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) p_dot_t[i] = T(0);
   for (int64_t a = 0; a < a_dim; ++a) {
-    T* __restrict ua = u + a * n;
-    const T* __restrict pa = probs + a * n;
+    T* __restrict ua = u + a * ld_u;
+    const T* __restrict pa = probs + a * ld_p;
     const T b = db[a];
-    for (int64_t i = begin; i < end; ++i) {
+    for (int64_t i = 0; i < nb; ++i) {
       ua[i] += b;
       p_dot_t[i] += pa[i] * ua[i];
     }
   }
   for (int64_t a = 0; a < a_dim; ++a) {
-    T* __restrict ua = u + a * n;
-    const T* __restrict pa = probs + a * n;
+    T* __restrict ua = u + a * ld_u;
+    const T* __restrict pa = probs + a * ld_p;
     T lanes[kLanes] = {};
-    int64_t i = begin;
-    for (; i + kLanes <= end; i += kLanes) {
+    int64_t i = 0;
+    for (; i + kLanes <= nb; i += kLanes) {
       for (int l = 0; l < kLanes; ++l) {
         const T v = weights[i + l] * pa[i + l] * (ua[i + l] - p_dot_t[i + l]);
         ua[i + l] = v;
@@ -218,14 +228,48 @@ HAML_VECTOR_CLONES void columns_head_categorical(T* __restrict u, const T* __res
       }
     }
     T sum = T(0);
-    for (; i < end; ++i) {
+    for (; i < nb; ++i) {
       const T v = weights[i] * pa[i] * (ua[i] - p_dot_t[i]);
       ua[i] = v;
       sum += v;
     }
     for (int l = 0; l < kLanes; ++l) sum += lanes[l];
-    acc[a] = sum;
+    acc[a] += sum;
   }
+}
+
+// acc[a] += Σ_i u[a][i] over a block of [A, nb] with row stride ld_u.
+template <typename T>
+HAML_VECTOR_CLONES void add_row_sums(const T* __restrict u, int64_t ld_u, T* __restrict acc,
+                                     int64_t a_dim, int64_t nb) {
+  for (int64_t a = 0; a < a_dim; ++a) {
+    const T* __restrict ua = u + a * ld_u;
+    T lanes[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= nb; i += kLanes) {
+      for (int l = 0; l < kLanes; ++l) lanes[l] += ua[i + l];
+    }
+    T sum = T(0);
+    for (; i < nb; ++i) sum += ua[i];
+    for (int l = 0; l < kLanes; ++l) sum += lanes[l];
+    acc[a] += sum;
+  }
+}
+
+// dst[j] = Σ_g partials[g][j] for j in [begin, end), adding the groups in order.
+template <typename T>
+HAML_VECTOR_CLONES void sum_groups(const T* __restrict partials, int64_t stride, int64_t groups,
+                                   T* __restrict dst, int64_t begin, int64_t end) {
+  for (int64_t j = begin; j < end; ++j) dst[j - begin] = partials[j];
+  for (int64_t g = 1; g < groups; ++g) {
+    const T* __restrict p = partials + g * stride;
+    for (int64_t j = begin; j < end; ++j) dst[j - begin] += p[j];
+  }
+}
+
+template <typename T>
+const T* ptr(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
 void check_rows(const char* what, const at::Tensor& t, int64_t n, int64_t d) {
@@ -233,124 +277,200 @@ void check_rows(const char* what, const at::Tensor& t, int64_t n, int64_t d) {
               " must be contiguous with ", n, "x", d, " elements, got ", t.sizes());
 }
 
+void check_layer(const Layer& layer, int64_t n, bool hidden) {
+  const int64_t out = layer.weight.size(0), in = layer.weight.size(1);
+  TORCH_CHECK(layer.weight.is_contiguous(), "FisherOperator: a weight must be contiguous");
+  check_rows("a layer's input", layer.input, n, in);
+  if (hidden) check_rows("act_grad", layer.act_grad, n, out);
+  if (layer.xhat.defined()) {
+    check_rows("xhat", layer.xhat, n, out);
+    check_rows("rstd", layer.rstd, n, 1);
+  }
+}
+
 }  // namespace
 
-int64_t partial_size(int64_t n, int64_t d) {
-  const int64_t rows = rows_per_chunk(n);
-  return ((n + rows - 1) / rows) * 3 * d;
+BlockedProduct::BlockedProduct(int64_t n, int64_t max_width, int64_t num_out, int64_t grad_size,
+                               const at::TensorOptions& options)
+    : n_(n), max_width_(max_width), num_out_(num_out), grad_size_(grad_size) {
+  TORCH_CHECK(n * std::max(max_width, num_out) <= std::numeric_limits<int>::max(),
+              "FisherOperator: too many samples for the CPU product's BLAS calls");
+  partials_ = at::empty({kGroups, grad_size}, options);
+  // Two [B, width] buffers (the tangent's, then the transposed pass's ping-pong), the head's
+  // [A, B] block and an [B] column.
+  per_thread_ = 2 * aligned(kBlockRows * max_width) + aligned(num_out * kBlockRows) +
+                aligned(kBlockRows);
+  workspace_ = at::empty({at::get_num_threads(), per_thread_}, options);
 }
 
-void tangent_bias_act(at::Tensor& t, const at::Tensor& db, const at::Tensor& act_grad) {
-  const int64_t n = t.size(0), d = t.size(1);
-  check_rows("act_grad", act_grad, n, d);
-  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "fvp_tangent_bias_act", [&] {
-    scalar_t* p_t = t.data_ptr<scalar_t>();
-    const scalar_t* p_db = db.const_data_ptr<scalar_t>();
-    const scalar_t* p_ag = act_grad.const_data_ptr<scalar_t>();
-    at::parallel_for(0, n, row_grain(d), [&](int64_t b, int64_t e) {
-      rows_bias_act<scalar_t>(p_t + b * d, p_db, p_ag + b * d, e - b, d);
-    });
+void BlockedProduct::ensure_thread_workspace() {
+  const int64_t threads = at::get_num_threads();
+  if (workspace_.size(0) < threads) {
+    workspace_ = at::empty({threads, per_thread_}, workspace_.options());
+  }
+}
+
+bool BlockedProduct::direct_blas() {
+#ifdef HAML_HAS_WEAK_BLAS
+  return sgemm_ != nullptr && dgemm_ != nullptr && !force_aten.load();
+#else
+  return false;
+#endif
+}
+
+void BlockedProduct::force_aten_gemm(bool force) { force_aten.store(force); }
+
+void BlockedProduct::product(const std::vector<Layer>& hidden, const Layer& head,
+                             const HeadMetric& metric, const std::vector<LayerTangent>& d_hidden,
+                             const LayerTangent& d_head, at::Tensor& out, at::Tensor* extra) {
+  TORCH_CHECK(d_hidden.size() == hidden.size(), "FisherOperator: one tangent per hidden layer");
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "fvp_blocked_product", [&] {
+    run<scalar_t>(hidden, head, &metric, &d_hidden, &d_head, nullptr, out, extra);
   });
 }
 
-void tangent_norm(at::Tensor& t, const at::Tensor& db, const at::Tensor& act_grad,
-                  const at::Tensor& xhat, const at::Tensor& rstd, const at::Tensor& gamma,
-                  const at::Tensor& d_gamma, const at::Tensor& d_beta, at::Tensor& y) {
-  const int64_t n = t.size(0), d = t.size(1);
-  check_rows("act_grad", act_grad, n, d);
-  check_rows("xhat", xhat, n, d);
-  check_rows("rstd", rstd, n, 1);
-  check_rows("y", y, n, d);
-  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "fvp_tangent_norm", [&] {
-    scalar_t* p_t = t.data_ptr<scalar_t>();
-    scalar_t* p_y = y.data_ptr<scalar_t>();
-    const scalar_t* p_ag = act_grad.const_data_ptr<scalar_t>();
-    const scalar_t* p_x = xhat.const_data_ptr<scalar_t>();
-    const scalar_t* p_r = rstd.const_data_ptr<scalar_t>();
-    at::parallel_for(0, n, row_grain(d), [&](int64_t b, int64_t e) {
-      rows_tangent_norm<scalar_t>(p_t + b * d, db.const_data_ptr<scalar_t>(), p_ag + b * d,
-                                  p_x + b * d, p_r + b, gamma.const_data_ptr<scalar_t>(),
-                                  d_gamma.const_data_ptr<scalar_t>(),
-                                  d_beta.const_data_ptr<scalar_t>(), p_y + b * d, e - b, d);
-    });
+void BlockedProduct::transposed(const std::vector<Layer>& hidden, const Layer& head,
+                                const at::Tensor& u, at::Tensor& out, at::Tensor* extra) {
+  check_rows("u", u, num_out_, n_);
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "fvp_blocked_transposed", [&] {
+    run<scalar_t>(hidden, head, nullptr, nullptr, nullptr, &u, out, extra);
   });
 }
 
-void transposed_act(const at::Tensor& g, const at::Tensor& act_grad, at::Tensor& gz,
-                    at::Tensor& out_bias, at::Tensor& partial) {
-  const int64_t n = g.size(0), d = g.size(1);
-  check_rows("act_grad", act_grad, n, d);
-  check_rows("gz", gz, n, d);
-  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "fvp_transposed_act", [&] {
-    const scalar_t* p_g = g.const_data_ptr<scalar_t>();
-    const scalar_t* p_ag = act_grad.const_data_ptr<scalar_t>();
-    scalar_t* p_gz = gz.data_ptr<scalar_t>();
-    at::Tensor* const outs[1] = {&out_bias};
-    with_column_sums<scalar_t, 1>(n, d, partial, outs, [&](int64_t b, int64_t e, scalar_t* acc) {
-      rows_transposed_act<scalar_t>(p_g + b * d, p_ag + b * d, p_gz + b * d, acc, e - b, d);
-    });
-  });
-}
+template <typename T>
+void BlockedProduct::run(const std::vector<Layer>& hidden, const Layer& head,
+                         const HeadMetric* metric, const std::vector<LayerTangent>* d_hidden,
+                         const LayerTangent* d_head, const at::Tensor* u_given, at::Tensor& out,
+                         at::Tensor* extra) {
+  const int64_t n = n_, num_out = num_out_, stride = grad_size_;
+  const int64_t out_size = out.numel(), extra_size = extra ? extra->numel() : 0;
+  TORCH_CHECK(out.is_contiguous() && (!extra || extra->is_contiguous()) &&
+                  out_size + extra_size == stride,
+              "FisherOperator: the gradient space has ", stride, " elements, got ", out_size,
+              " + ", extra_size);
+  TORCH_CHECK(head.weight.size(0) == num_out, "FisherOperator: the head has ", num_out,
+              " outputs");
+  for (const auto& layer : hidden) check_layer(layer, n, true);
+  check_layer(head, n, false);
+  ensure_thread_workspace();
 
-void transposed_norm_act(const at::Tensor& g, const at::Tensor& xhat, const at::Tensor& rstd,
-                         const at::Tensor& gamma, const at::Tensor& act_grad, at::Tensor& gz,
-                         at::Tensor& out_gamma, at::Tensor& out_beta, at::Tensor& out_bias,
-                         at::Tensor& partial) {
-  const int64_t n = g.size(0), d = g.size(1);
-  check_rows("xhat", xhat, n, d);
-  check_rows("rstd", rstd, n, 1);
-  check_rows("act_grad", act_grad, n, d);
-  check_rows("gz", gz, n, d);
-  TORCH_CHECK(gz.data_ptr() != g.data_ptr(), "FisherOperator: gz must not be g");
-  AT_DISPATCH_FLOATING_TYPES(g.scalar_type(), "fvp_transposed_norm_act", [&] {
-    const scalar_t* p_g = g.const_data_ptr<scalar_t>();
-    const scalar_t* p_x = xhat.const_data_ptr<scalar_t>();
-    const scalar_t* p_r = rstd.const_data_ptr<scalar_t>();
-    const scalar_t* p_ag = act_grad.const_data_ptr<scalar_t>();
-    const scalar_t* p_gamma = gamma.const_data_ptr<scalar_t>();
-    scalar_t* p_gz = gz.data_ptr<scalar_t>();
-    at::Tensor* const outs[3] = {&out_gamma, &out_beta, &out_bias};
-    with_column_sums<scalar_t, 3>(n, d, partial, outs, [&](int64_t b, int64_t e, scalar_t* acc) {
-      rows_transposed_norm_act<scalar_t>(p_g + b * d, p_x + b * d, p_r + b, p_gamma, p_ag + b * d,
-                                         p_gz + b * d, acc, acc + d, acc + 2 * d, e - b, d);
-    });
-  });
-}
+  const bool tangent = u_given == nullptr;
+  const int64_t blocks = (n + kBlockRows - 1) / kBlockRows;
+  const int64_t groups = std::min(kGroups, blocks);
+  const int64_t buffer = aligned(kBlockRows * max_width_);
+  T* partials = partials_.data_ptr<T>();
+  T* workspace = workspace_.data_ptr<T>();
+  const int64_t head_in = head.weight.size(1);
 
-void head_gaussian(at::Tensor& u, const at::Tensor& db, const at::Tensor& scale,
-                   at::Tensor& out_bias, at::Tensor& partial) {
-  const int64_t a_dim = u.size(0), n = u.size(1);
-  check_rows("scale", scale, a_dim, n);
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "fvp_head_gaussian", [&] {
-    scalar_t* p_u = u.data_ptr<scalar_t>();
-    const scalar_t* p_db = db.const_data_ptr<scalar_t>();
-    const scalar_t* p_s = scale.const_data_ptr<scalar_t>();
-    at::Tensor* const outs[1] = {&out_bias};
-    // Chunks of samples (columns here), each summing its share of every output row.
-    with_column_sums<scalar_t, 1>(n, a_dim, partial, outs, [&](int64_t b, int64_t e, scalar_t* acc) {
-      columns_head_gaussian<scalar_t>(p_u, p_db, p_s, acc, a_dim, n, b, e);
-    });
-  });
-}
+  // One block of rows [r0, r0 + nb): its whole product, its gradient blocks added into grad.
+  auto block = [&](int64_t r0, int64_t nb, T* grad, T* ws) {
+    T* bufs[2] = {ws, ws + buffer};
+    T* u_block = ws + 2 * buffer;
+    T* column = u_block + aligned(num_out * kBlockRows);
+    const T* u = u_block;  // M J v, or the given u
+    int64_t ld_u = nb;
+    const T* dh = nullptr;  // the tangent of the current layer's input; null for raw features
+    int dh_index = -1;
+    if (tangent) {
+      for (size_t l = 0; l < hidden.size(); ++l) {
+        const Layer& layer = hidden[l];
+        const LayerTangent& d = (*d_hidden)[l];
+        const int64_t out_dim = layer.weight.size(0), in_dim = layer.weight.size(1);
+        const int t_index = dh_index == 0 ? 1 : 0;
+        T* t = bufs[t_index];
+        // t = h dWᵀ + dh Wᵀ, then the bias, φ' and the LayerNorm's Jacobian
+        gemm_rows<T>(false, true, nb, out_dim, in_dim, ptr<T>(layer.input) + r0 * in_dim, in_dim,
+                     ptr<T>(d.d_weight), in_dim, T(0), t, out_dim);
+        if (dh) {
+          gemm_rows<T>(false, true, nb, out_dim, in_dim, dh, in_dim, ptr<T>(layer.weight), in_dim,
+                       T(1), t, out_dim);
+        }
+        const T* ag = ptr<T>(layer.act_grad) + r0 * out_dim;
+        if (layer.xhat.defined()) {
+          T* y = bufs[1 - t_index];
+          rows_tangent_norm<T>(t, ptr<T>(d.d_bias), ag, ptr<T>(layer.xhat) + r0 * out_dim,
+                               ptr<T>(layer.rstd) + r0, ptr<T>(layer.gamma), ptr<T>(d.d_gamma),
+                               ptr<T>(d.d_beta), y, nb, out_dim);
+          dh = y;
+          dh_index = 1 - t_index;
+        } else {
+          rows_bias_act<T>(t, ptr<T>(d.d_bias), ag, nb, out_dim);
+          dh = t;
+          dh_index = t_index;
+        }
+      }
+      // The head in [A, nb] layout: u = dW hᵀ + W dhᵀ, then u ← M (u + db).
+      gemm_rows<T>(false, true, num_out, nb, head_in, ptr<T>(d_head->d_weight), head_in,
+                   ptr<T>(head.input) + r0 * head_in, head_in, T(0), u_block, nb);
+      if (dh) {
+        gemm_rows<T>(false, true, num_out, nb, head_in, ptr<T>(head.weight), head_in, dh, head_in,
+                     T(1), u_block, nb);
+      }
+      T* acc_bias = grad + head.grad_bias;
+      if (metric->gaussian) {
+        head_gaussian_block<T>(u_block, nb, ptr<T>(d_head->d_bias), ptr<T>(metric->scale) + r0, n,
+                               acc_bias, num_out, nb);
+      } else {
+        head_categorical_block<T>(u_block, nb, ptr<T>(d_head->d_bias), ptr<T>(metric->probs) + r0, n,
+                                  ptr<T>(metric->scale) + r0, column, acc_bias, num_out, nb);
+      }
+    } else {
+      u = ptr<T>(*u_given) + r0;
+      ld_u = n;
+      add_row_sums<T>(u, ld_u, grad + head.grad_bias, num_out, nb);
+    }
 
-void head_categorical(at::Tensor& u, const at::Tensor& db, const at::Tensor& probs,
-                      const at::Tensor& weights, at::Tensor& out_bias, at::Tensor& partial,
-                      at::Tensor& column) {
-  const int64_t a_dim = u.size(0), n = u.size(1);
-  check_rows("probs", probs, a_dim, n);
-  check_rows("weights", weights, n, 1);
-  TORCH_CHECK(column.is_contiguous() && column.numel() >= n,
-              "FisherOperator: the head's column workspace is too small");
-  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "fvp_head_categorical", [&] {
-    scalar_t* p_u = u.data_ptr<scalar_t>();
-    const scalar_t* p_db = db.const_data_ptr<scalar_t>();
-    const scalar_t* p_p = probs.const_data_ptr<scalar_t>();
-    const scalar_t* p_w = weights.const_data_ptr<scalar_t>();
-    scalar_t* p_col = column.data_ptr<scalar_t>();
-    at::Tensor* const outs[1] = {&out_bias};
-    with_column_sums<scalar_t, 1>(n, a_dim, partial, outs, [&](int64_t b, int64_t e, scalar_t* acc) {
-      columns_head_categorical<scalar_t>(p_u, p_db, p_p, p_w, p_col, acc, a_dim, n, b, e);
-    });
+    // Transposed pass: Σ u hᵀ for the head's weight, then g = uᵀ W down through the layers.
+    gemm_rows<T>(false, false, num_out, head_in, nb, u, ld_u, ptr<T>(head.input) + r0 * head_in,
+                 head_in, T(1), grad + head.grad_weight, head_in);
+    if (hidden.empty()) return;
+    int g_index = 0;
+    gemm_rows<T>(true, false, nb, head_in, num_out, u, ld_u, ptr<T>(head.weight), head_in, T(0),
+                 bufs[g_index], head_in);
+    for (int64_t l = static_cast<int64_t>(hidden.size()) - 1; l >= 0; --l) {
+      const Layer& layer = hidden[l];
+      const int64_t out_dim = layer.weight.size(0), in_dim = layer.weight.size(1);
+      const T* ag = ptr<T>(layer.act_grad) + r0 * out_dim;
+      T* g = bufs[g_index];
+      T* gz = g;
+      if (layer.xhat.defined()) {
+        gz = bufs[1 - g_index];
+        rows_transposed_norm_act<T>(g, ptr<T>(layer.xhat) + r0 * out_dim, ptr<T>(layer.rstd) + r0,
+                                    ptr<T>(layer.gamma), ag, gz, grad + layer.grad_gamma,
+                                    grad + layer.grad_beta, grad + layer.grad_bias, nb, out_dim);
+        g_index = 1 - g_index;
+      } else {
+        rows_transposed_act<T>(g, ag, gz, grad + layer.grad_bias, nb, out_dim);
+      }
+      gemm_rows<T>(true, false, out_dim, in_dim, nb, gz, out_dim,
+                   ptr<T>(layer.input) + r0 * in_dim, in_dim, T(1), grad + layer.grad_weight,
+                   in_dim);
+      if (l > 0) {
+        g_index = 1 - g_index;
+        gemm_rows<T>(false, false, nb, in_dim, out_dim, gz, out_dim, ptr<T>(layer.weight), in_dim,
+                     T(0), bufs[g_index], in_dim);
+      }
+    }
+  };
+
+  at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+    T* ws = workspace + at::get_thread_num() * per_thread_;
+    for (int64_t g = g0; g < g1; ++g) {
+      T* grad = partials + g * stride;
+      std::fill(grad, grad + stride, T(0));
+      for (int64_t b = blocks * g / groups; b < blocks * (g + 1) / groups; ++b) {
+        const int64_t r0 = b * kBlockRows;
+        block(r0, std::min(kBlockRows, n - r0), grad, ws);
+      }
+    }
+  });
+
+  T* dst_out = out.data_ptr<T>();
+  T* dst_extra = extra ? extra->data_ptr<T>() : nullptr;
+  at::parallel_for(0, stride, 2048, [&](int64_t j0, int64_t j1) {
+    const int64_t split = std::clamp(out_size, j0, j1);
+    if (split > j0) sum_groups<T>(partials, stride, groups, dst_out + j0, j0, split);
+    if (j1 > split) sum_groups<T>(partials, stride, groups, dst_extra + (split - out_size), split, j1);
   });
 }
 

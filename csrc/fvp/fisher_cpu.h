@@ -1,58 +1,97 @@
-// Fused CPU loops for the elementwise stages of the Fisher-vector product (fisher_operator.cpp).
+// The Fisher-vector product on the CPU, one block of samples at a time (fisher_operator.cpp).
 //
-// Between its GEMMs, one product runs, per layer, a bias add, the activation's derivative and,
-// with LayerNorm, the LayerNorm Jacobian and its transpose; the transposed pass also sums the
-// bias, γ and β gradients over the samples. As separate ATen calls these are 5–8 passes over
-// [N, d] per layer (ATen's LayerNorm backward alone writes temporaries and copies them out); here
-// each stage is one pass over its rows, parallel over fixed chunks of rows.
+// A product's tangent pass (J v) and transposed pass (Jᵀ u) are independent per sample, except
+// for the parameter gradients, which sum over samples. So instead of running each stage over all
+// N samples (every [N, d] intermediate leaving the cache between stages: with the GEMMs at MKL's
+// peak, those memory-bound stages were a fifth of a product), each thread takes blocks of
+// kBlockRows samples through the whole product: the tangent pass layer by layer, the head, then
+// the transposed pass back down, with every intermediate in a per-thread workspace that stays in
+// the L2 cache. Only the cached activations stream from memory, once per product.
 //
-// Every tensor is contiguous, [N, d] row-major unless said otherwise, of one floating dtype.
-// Column sums go to `out_*` (contiguous [d], typically a view into the product's output) and are
-// summed chunk by chunk in a fixed order, so results do not depend on the number of threads.
-// `partial` is a workspace of at least partial_size(N, d) elements.
+// The gradient blocks a block contributes (Σ over its rows of gzᵀ h, of gz, of g ⊙ x̂, ...) are
+// added into the partial gradient of its group: the blocks are split into at most kGroups
+// contiguous groups, each summed in order into its own partial, and the partials are then added
+// in group order. The result does not depend on the number of threads.
+//
+// The GEMMs call the BLAS that torch was built with directly (sgemm_/dgemm_, typically MKL),
+// single-threaded inside the parallel region; where torch exports no BLAS they run through ATen.
+//
+// Every cached tensor is contiguous and [N, d] row-major unless said otherwise, of one dtype.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace haml::fvp_cpu {
 
-// Elements of the `partial` workspace the column-summing stages need for N rows of width d.
-int64_t partial_size(int64_t n, int64_t d);
+constexpr int64_t kBlockRows = 256;
+constexpr int64_t kGroups = 8;
 
-// Tangent pass, a hidden layer without LayerNorm: t ← (t + db) ⊙ φ'(z).
-void tangent_bias_act(at::Tensor& t, const at::Tensor& db, const at::Tensor& act_grad);
+// One Linear layer of the network as the product sees it: constant for an operator.
+//   hidden:  z = h_{l-1} Wᵀ + b, a = φ(z), and h_l = LayerNorm(a) or a;
+//   head:    out = h_L Wᵀ + b.
+// The gradient offsets index the product's gradient space: [0, P) is the product's output (P
+// parameters), [P, ...) extra blocks (the folded input LayerNorm's G, fisher_operator.cpp).
+struct Layer {
+  at::Tensor input;     // [N, in]: h_{l-1} (or x̂ of the input LayerNorm folded into this layer)
+  at::Tensor weight;    // W [out, in]
+  at::Tensor act_grad;  // φ'(z) [N, out]; undefined for the head
+  // The LayerNorm after the activation, if any: a = x̂ / rstd + mean, h = γ ⊙ x̂ + β.
+  at::Tensor xhat, rstd, gamma;  // [N, out], [N, 1], [out]
+  int64_t grad_weight = -1, grad_bias = -1, grad_gamma = -1, grad_beta = -1;
+};
 
-// Tangent pass, a hidden layer with LayerNorm: t ← (t + db) ⊙ φ'(z), then
-//   y = γ ⊙ rstd ⊙ (t − mean(t) − x̂ ⊙ mean(t ⊙ x̂)) + x̂ ⊙ dγ + dβ
-// (the Jacobian of LayerNorm applied to t, plus its parameters' tangents). rstd is [N].
-void tangent_norm(at::Tensor& t, const at::Tensor& db, const at::Tensor& act_grad,
-                  const at::Tensor& xhat, const at::Tensor& rstd, const at::Tensor& gamma,
-                  const at::Tensor& d_gamma, const at::Tensor& d_beta, at::Tensor& y);
+// One layer's share of the product's vector v: the tangents of its parameters (views of v, or
+// for the folded layer the folded tangent). d_gamma/d_beta only with a LayerNorm.
+struct LayerTangent {
+  at::Tensor d_weight, d_bias, d_gamma, d_beta;
+};
 
-// Transposed pass, a hidden layer without LayerNorm: gz = g ⊙ φ'(z) (gz may be g),
-// out_bias = Σ_n gz.
-void transposed_act(const at::Tensor& g, const at::Tensor& act_grad, at::Tensor& gz,
-                    at::Tensor& out_bias, at::Tensor& partial);
+// The head's Hessian of the KL at the old policy (M in F = JᵀMJ), per sample, with the sample
+// weights w_n / Σw folded in; both in [A, N] layout.
+struct HeadMetric {
+  bool gaussian = true;
+  at::Tensor scale;  // Gaussian: w_n / (Σw σ²) [A, N]; categorical: w_n / Σw [1, N]
+  at::Tensor probs;  // categorical: π_old [A, N]
+};
 
-// Transposed pass, a hidden layer with LayerNorm (g: the gradient at the LayerNorm's output):
-//   gz = φ'(z) ⊙ rstd ⊙ (γg − mean(γg) − x̂ ⊙ mean(γg ⊙ x̂)),
-//   out_gamma = Σ_n g ⊙ x̂,  out_beta = Σ_n g,  out_bias = Σ_n gz.
-void transposed_norm_act(const at::Tensor& g, const at::Tensor& xhat, const at::Tensor& rstd,
-                         const at::Tensor& gamma, const at::Tensor& act_grad, at::Tensor& gz,
-                         at::Tensor& out_gamma, at::Tensor& out_beta, at::Tensor& out_bias,
-                         at::Tensor& partial);
+class BlockedProduct {
+ public:
+  BlockedProduct() = default;
+  // Workspace for N samples, layers at most max_width wide, a head of num_out outputs and a
+  // gradient space of grad_size elements; allocated here once (and again only if the number of
+  // threads grows).
+  BlockedProduct(int64_t n, int64_t max_width, int64_t num_out, int64_t grad_size,
+                 const at::TensorOptions& options);
 
-// The head, in [A, N] layout (one row per output, the layout of its GEMMs): Gaussian,
-// u ← (u + db) ⊙ scale (scale [A, N] = w_n / (Σw σ²)), out_bias = Σ_n u.
-void head_gaussian(at::Tensor& u, const at::Tensor& db, const at::Tensor& scale,
-                   at::Tensor& out_bias, at::Tensor& partial);
+  // Jᵀ M J v for the network `hidden` + `head`: the gradient space goes to out (its first
+  // out.numel() elements) and extra (the rest, if any). Blocks no layer writes are 0.
+  void product(const std::vector<Layer>& hidden, const Layer& head, const HeadMetric& metric,
+               const std::vector<LayerTangent>& d_hidden, const LayerTangent& d_head,
+               at::Tensor& out, at::Tensor* extra);
 
-// The head, [A, N] layout, categorical: t = u + db, u ← w_n (diag(p) − ppᵀ) t per sample
-// (probs [A, N], weights [N]), out_bias = Σ_n u; `column` is an [N] workspace.
-void head_categorical(at::Tensor& u, const at::Tensor& db, const at::Tensor& probs,
-                      const at::Tensor& weights, at::Tensor& out_bias, at::Tensor& partial,
-                      at::Tensor& column);
+  // Jᵀ u for u [A, N] at the head's output (the transposed pass alone), into out and extra.
+  void transposed(const std::vector<Layer>& hidden, const Layer& head, const at::Tensor& u,
+                  at::Tensor& out, at::Tensor* extra);
+
+  // Whether the GEMMs go to torch's BLAS directly (false: through ATen).
+  static bool direct_blas();
+  // Tests only: run the GEMMs through ATen even where the BLAS is exported.
+  static void force_aten_gemm(bool force);
+
+ private:
+  template <typename T>
+  void run(const std::vector<Layer>& hidden, const Layer& head, const HeadMetric* metric,
+           const std::vector<LayerTangent>* d_hidden, const LayerTangent* d_head,
+           const at::Tensor* u, at::Tensor& out, at::Tensor* extra);
+  void ensure_thread_workspace();
+
+  int64_t n_ = 0, max_width_ = 0, num_out_ = 0, grad_size_ = 0;
+  at::Tensor partials_;   // [kGroups, grad_size]
+  at::Tensor workspace_;  // [threads, per-thread workspace]
+  int64_t per_thread_ = 0;
+};
 
 }  // namespace haml::fvp_cpu

@@ -2,8 +2,6 @@
 // (an *_out function or an in-place method); a product allocates no tensor memory.
 #include "fisher_operator.h"
 
-#include "fisher_cpu.h"
-
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
@@ -202,21 +200,80 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   cg_r_ = at::empty({num_params_}, options);
   cg_p_ = at::empty({num_params_}, options);
   cg_ap_ = at::empty({num_params_}, options);
-  column_partials_ = at::empty({fvp_cpu::partial_size(n_, max_width)}, options);
   if (input_norm_) {
     const Linear& first = after_input_norm();
     fold_weight_ = at::empty({first.out_dim, first.in_dim}, options);
     fold_grad_ = at::empty({first.out_dim, first.in_dim}, options);
     fold_bias_ = at::empty({first.out_dim}, options);
+    fold_grad_flat_ = fold_grad_.view({-1});
   }
   fused_cpu_ = obs_in.device().is_cpu();
+  if (fused_cpu_) build_cpu_network(max_width);
 }
 
 void FisherOperator::set_fused_cpu_kernels(bool fused) {
   TORCH_CHECK(!fused || head_.weight.device().is_cpu(), kOp,
-              ": the fused elementwise stages are CPU loops; this operator's tensors are on ",
+              ": the blocked product is a CPU kernel; this operator's tensors are on ",
               head_.weight.device());
-  fused_cpu_ = fused;
+  fused_cpu_ = fused;  // a CPU operator built its blocked product in the constructor
+}
+
+// The network as the blocked CPU product sees it. The Linear after the input LayerNorm reads x̂
+// and writes its weight block to G (fold_grad_, the gradient space after the output), from which
+// fold_input_norm_transposed derives the blocks of both.
+void FisherOperator::build_cpu_network(int64_t max_width) {
+  auto as_layer = [&](const Linear& lin, const at::Tensor& input, bool folded) {
+    fvp_cpu::Layer layer;
+    layer.input = folded ? input_norm_->xhat : input;
+    layer.weight = lin.weight;
+    layer.grad_weight = folded ? num_params_ : lin.weight_offset;
+    layer.grad_bias = lin.bias_offset;
+    return layer;
+  };
+  for (const auto& hidden : hidden_) {
+    const bool folded = input_norm_ && &hidden == &hidden_.front();
+    fvp_cpu::Layer layer = as_layer(hidden.linear, hidden.input, folded);
+    layer.act_grad = hidden.act_grad;
+    if (hidden.norm) {
+      layer.xhat = hidden.norm->xhat;
+      layer.rstd = hidden.norm->rstd;
+      layer.gamma = hidden.norm->weight;
+      layer.grad_gamma = hidden.norm->weight_offset;
+      layer.grad_beta = hidden.norm->bias_offset;
+    }
+    cpu_hidden_.push_back(std::move(layer));
+  }
+  cpu_head_ = as_layer(head_, head_input_, input_norm_ && hidden_.empty());
+  cpu_metric_ = fvp_cpu::HeadMetric{gaussian_, scale_, probs_};
+  cpu_d_hidden_.resize(hidden_.size());
+  const int64_t grad_size = num_params_ + (input_norm_ ? fold_grad_.numel() : 0);
+  blocked_ = fvp_cpu::BlockedProduct(n_, max_width, head_.out_dim, grad_size,
+                                     head_.weight.options());
+}
+
+// The tangents of the current product for the blocked CPU product: views of v, except for the
+// Linear after the input LayerNorm, whose folded tangent fold_input_norm_tangent computes.
+void FisherOperator::cpu_tangents(const at::Tensor& vc) {
+  auto linear_tangent = [&](const Linear& lin, bool folded) {
+    fvp_cpu::LayerTangent d;
+    if (folded) {
+      d.d_bias = fold_input_norm_tangent(vc);
+      d.d_weight = fold_weight_;
+    } else {
+      d.d_weight = param_view(vc, lin.weight_offset, {lin.out_dim, lin.in_dim});
+      d.d_bias = param_view(vc, lin.bias_offset, {lin.out_dim});
+    }
+    return d;
+  };
+  for (size_t l = 0; l < hidden_.size(); ++l) {
+    const Hidden& hidden = hidden_[l];
+    cpu_d_hidden_[l] = linear_tangent(hidden.linear, input_norm_ && l == 0);
+    if (hidden.norm) {
+      cpu_d_hidden_[l].d_gamma = param_view(vc, hidden.norm->weight_offset, {hidden.norm->dim});
+      cpu_d_hidden_[l].d_beta = param_view(vc, hidden.norm->bias_offset, {hidden.norm->dim});
+    }
+  }
+  cpu_d_head_ = linear_tangent(head_, input_norm_ && hidden_.empty());
 }
 
 // LayerNorm's Jacobian is diag(γ) · Ĵ with Ĵ = rstd (I − 11ᵀ/d − x̂x̂ᵀ/d) symmetric, so both passes
@@ -316,19 +373,9 @@ void FisherOperator::transposed_pass(const at::Tensor& u, at::Tensor& out) {
     if (layer.norm) gz = flat_buffer_view(g_in_a ? grad_b_ : grad_a_, n_, lin.out_dim);
     auto out_weight = param_view(out, lin.weight_offset, {lin.out_dim, lin.in_dim});
     auto out_bias = param_view(out, lin.bias_offset, {lin.out_dim});
-    if (fused_cpu_ && layer.norm) {
-      const Norm& norm = *layer.norm;
-      auto out_norm_weight = param_view(out, norm.weight_offset, {norm.dim});
-      auto out_norm_bias = param_view(out, norm.bias_offset, {norm.dim});
-      fvp_cpu::transposed_norm_act(g, norm.xhat, norm.rstd, norm.weight, layer.act_grad, gz,
-                                   out_norm_weight, out_norm_bias, out_bias, column_partials_);
-    } else if (fused_cpu_) {
-      fvp_cpu::transposed_act(g, layer.act_grad, gz, out_bias, column_partials_);
-    } else {
-      if (layer.norm) norm_vjp(*layer.norm, g, out, gz);
-      gz.mul_(layer.act_grad);
-      at::sum_out(out_bias, gz, {0});
-    }
+    if (layer.norm) norm_vjp(*layer.norm, g, out, gz);
+    gz.mul_(layer.act_grad);
+    at::sum_out(out_bias, gz, {0});
     if (l == 0 && input_norm_) {
       at::mm_out(fold_grad_, gz.t(), input_norm_->xhat);
       fold_input_norm_transposed(out);
@@ -343,18 +390,8 @@ void FisherOperator::transposed_pass(const at::Tensor& u, at::Tensor& out) {
   }
 }
 
-void FisherOperator::apply_out(const at::Tensor& v, at::Tensor& out) {
-  check_parameters_unchanged();
-  TORCH_CHECK(v.dim() == 1 && v.size(0) == num_params_, kOp, ": 'vector' must have shape (",
-              num_params_, ",), got ", v.sizes());
-  TORCH_CHECK(v.scalar_type() == head_.weight.scalar_type() && v.device() == head_.weight.device(),
-              kOp, ": 'vector' must have the policy's dtype and device");
-  TORCH_CHECK(out.sizes() == v.sizes() && out.is_contiguous() &&
-                  out.scalar_type() == v.scalar_type() && out.device() == v.device(),
-              kOp, ": 'out' must be a contiguous tensor like 'vector'");
-  at::NoGradGuard no_grad;
-  const at::Tensor vc = v.contiguous();
-
+// The product as a sequence of ATen operations over all samples (any device).
+void FisherOperator::aten_product(const at::Tensor& vc, at::Tensor& out) {
   // Tangent pass: dh = J_h v layer by layer (forward mode).
   // dh: undefined while the features do not depend on θ (the raw observations; the input
   // LayerNorm is folded into the Linear after it).
@@ -371,21 +408,11 @@ void FisherOperator::apply_out(const at::Tensor& v, at::Tensor& out) {
                  param_view(vc, lin.weight_offset, {lin.out_dim, lin.in_dim}).t());
       if (dh.defined()) layer.tangent.addmm_(dh, lin.weight.t());
     }
-    if (fused_cpu_ && layer.norm) {
-      const Norm& norm = *layer.norm;
-      fvp_cpu::tangent_norm(layer.tangent, d_bias, layer.act_grad, norm.xhat, norm.rstd,
-                            norm.weight, param_view(vc, norm.weight_offset, {norm.dim}),
-                            param_view(vc, norm.bias_offset, {norm.dim}), layer.tangent_norm);
-    } else if (fused_cpu_) {
-      fvp_cpu::tangent_bias_act(layer.tangent, d_bias, layer.act_grad);
-    } else {
-      layer.tangent.add_(d_bias).mul_(layer.act_grad);
-      if (layer.norm) norm_jvp(*layer.norm, vc, layer.tangent, layer.tangent_norm);
-    }
+    layer.tangent.add_(d_bias).mul_(layer.act_grad);
+    if (layer.norm) norm_jvp(*layer.norm, vc, layer.tangent, layer.tangent_norm);
     dh = layer.norm ? layer.tangent_norm : layer.tangent;
   }
-  // [A, N] = [A, d] x [d, N]: with A small, about twice as fast in isolation as the [N, A]
-  // product on the CPU (within noise in a whole product), and the fused head loop runs along rows.
+  // The head in [A, N] layout, as the blocked CPU product has it.
   at::Tensor d_head_bias;
   if (hidden_.empty() && input_norm_) {
     d_head_bias = fold_input_norm_tangent(vc);
@@ -400,25 +427,39 @@ void FisherOperator::apply_out(const at::Tensor& v, at::Tensor& out) {
   // u = M J v, with the sample weights folded into M; the head bias's block of Jᵀu is Σ_n u.
   at::Tensor& u = head_tangent_;
   auto out_head_bias = param_view(out, head_.bias_offset, {head_.out_dim});
-  if (fused_cpu_ && gaussian_) {
-    fvp_cpu::head_gaussian(u, d_head_bias, scale_, out_head_bias, column_partials_);
-  } else if (fused_cpu_) {
-    fvp_cpu::head_categorical(u, d_head_bias, probs_, scale_, out_head_bias, column_partials_,
-                              row_a_);
+  u.add_(d_head_bias.unsqueeze(1));
+  if (gaussian_) {
+    u.mul_(scale_);
   } else {
-    u.add_(d_head_bias.unsqueeze(1));
-    if (gaussian_) {
-      u.mul_(scale_);
-    } else {
-      auto t = flat_buffer_view(tmp_, head_.out_dim, n_);
-      at::mul_out(t, probs_, u);
-      at::sum_out(row_a_, t, {0}, true);
-      u.sub_(row_a_).mul_(probs_).mul_(scale_);  // (diag(p) − ppᵀ) u
-    }
-    at::sum_out(out_head_bias, u, {1});
+    auto t = flat_buffer_view(tmp_, head_.out_dim, n_);
+    at::mul_out(t, probs_, u);
+    at::sum_out(row_a_, t, {0}, true);
+    u.sub_(row_a_).mul_(probs_).mul_(scale_);  // (diag(p) − ppᵀ) u
   }
+  at::sum_out(out_head_bias, u, {1});
 
   transposed_pass(u, out);
+}
+
+void FisherOperator::apply_out(const at::Tensor& v, at::Tensor& out) {
+  check_parameters_unchanged();
+  TORCH_CHECK(v.dim() == 1 && v.size(0) == num_params_, kOp, ": 'vector' must have shape (",
+              num_params_, ",), got ", v.sizes());
+  TORCH_CHECK(v.scalar_type() == head_.weight.scalar_type() && v.device() == head_.weight.device(),
+              kOp, ": 'vector' must have the policy's dtype and device");
+  TORCH_CHECK(out.sizes() == v.sizes() && out.is_contiguous() &&
+                  out.scalar_type() == v.scalar_type() && out.device() == v.device(),
+              kOp, ": 'out' must be a contiguous tensor like 'vector'");
+  at::NoGradGuard no_grad;
+  const at::Tensor vc = v.contiguous();
+  if (fused_cpu_) {
+    cpu_tangents(vc);
+    blocked_.product(cpu_hidden_, cpu_head_, cpu_metric_, cpu_d_hidden_, cpu_d_head_, out,
+                     input_norm_ ? &fold_grad_flat_ : nullptr);
+    if (input_norm_) fold_input_norm_transposed(out);
+  } else {
+    aten_product(vc, out);
+  }
   if (gaussian_) {
     // The log-std block: 2·I per sample, so 2·I for the weighted mean (0 with no active sample).
     auto out_log_std = param_view(out, log_std_offset_, {head_.out_dim});
@@ -439,6 +480,12 @@ at::Tensor FisherOperator::output_vjp(const at::Tensor& grad_output) {
   at::NoGradGuard no_grad;
   at::Tensor out = at::zeros({num_params_}, head_.weight.options());  // the log-std block stays 0
   head_tangent_.copy_(grad_output.t());
+  if (fused_cpu_) {
+    blocked_.transposed(cpu_hidden_, cpu_head_, head_tangent_, out,
+                        input_norm_ ? &fold_grad_flat_ : nullptr);
+    if (input_norm_) fold_input_norm_transposed(out);
+    return out;
+  }
   auto out_head_bias = param_view(out, head_.bias_offset, {head_.out_dim});
   at::sum_out(out_head_bias, head_tangent_, {1});
   transposed_pass(head_tangent_, out);

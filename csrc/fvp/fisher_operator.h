@@ -7,13 +7,15 @@
 // Hessian of KL(π_old ‖ π) with respect to them at π = π_old: diag(1/σ²) on the Gaussian means,
 // 2·I on the state-independent log-stds, diag(p) − ppᵀ on categorical logits. One product is a
 // tangent pass (J v, forward mode) and a transposed pass (Jᵀ u, reverse mode) through the cached
-// network. The GEMMs are ATen calls, so the same operator runs on CPU and CUDA tensors; between
-// them, on the CPU, each layer's elementwise stages are one fused loop (fisher_cpu.h), elsewhere
-// a few ATen operations.
+// network. On the CPU a product runs block by block of samples, each block through both passes
+// while it stays in cache (fisher_cpu.h); elsewhere it is a sequence of ATen GEMMs and
+// elementwise operations over all samples, so the same operator runs on CUDA tensors.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <torch/custom_class.h>
+
+#include "fisher_cpu.h"
 
 #include <optional>
 #include <string>
@@ -53,8 +55,8 @@ class FisherOperator : public torch::CustomClassHolder {
   // Σ_n g_n · head_n(θ), with a zero log-std block (the log-std does not enter the head).
   // One transposed pass: the surrogate's gradient at θ_old without a new forward.
   at::Tensor output_vjp(const at::Tensor& grad_output);
-  // Whether the CPU's fused elementwise stages run (the default on CPU) or the ATen ones (the
-  // only choice elsewhere). The switch exists so that tests can compare the two.
+  // Whether the CPU's blocked product runs (the default on CPU) or the ATen sequence (the only
+  // choice elsewhere). The switch exists so that tests can compare the two.
   bool fused_cpu_kernels() const { return fused_cpu_; }
   void set_fused_cpu_kernels(bool fused);
 
@@ -77,7 +79,10 @@ class FisherOperator : public torch::CustomClassHolder {
     at::Tensor tangent, tangent_norm;   // workspace [N, d_out]
   };
 
+  void aten_product(const at::Tensor& vc, at::Tensor& out);
   void transposed_pass(const at::Tensor& u, at::Tensor& out);
+  void build_cpu_network(int64_t max_width);
+  void cpu_tangents(const at::Tensor& vc);
   const Linear& after_input_norm() const;
   at::Tensor fold_input_norm_tangent(const at::Tensor& vc);
   void fold_input_norm_transposed(at::Tensor& out);
@@ -107,10 +112,18 @@ class FisherOperator : public torch::CustomClassHolder {
   at::Tensor probs_;                    // categorical π_old [A, N]
   // workspace
   at::Tensor head_tangent_, row_a_, tmp_, grad_a_, grad_b_, scratch_, ones_;
-  at::Tensor column_partials_;          // the fused stages' per-chunk column sums
   // The input LayerNorm is folded into the Linear after it (fold_input_norm_tangent): the
   // folded [out, in] weight tangent, its bias term and the weight gradient G.
   at::Tensor fold_weight_, fold_bias_, fold_grad_;
+  // The CPU's blocked product: the network as it sees it, the tangents of the current product
+  // (views of v), and its workspace. Its gradient space is the output, then fold_grad_.
+  std::vector<fvp_cpu::Layer> cpu_hidden_;
+  fvp_cpu::Layer cpu_head_;
+  fvp_cpu::HeadMetric cpu_metric_;
+  std::vector<fvp_cpu::LayerTangent> cpu_d_hidden_;
+  fvp_cpu::LayerTangent cpu_d_head_;
+  fvp_cpu::BlockedProduct blocked_;
+  at::Tensor fold_grad_flat_;
   at::Tensor cg_x_, cg_r_, cg_p_, cg_ap_, cg_x_ax_;
 };
 

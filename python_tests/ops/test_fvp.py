@@ -549,22 +549,46 @@ def test_quadratic_form_of_the_cg_solution_matches_a_product(config):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_native_fused_cpu_stages_match_the_aten_stages(config, dtype):
-    """On the CPU the native product runs fused elementwise loops between its GEMMs; the ATen
-    stages (what other devices run) give the same product and head vector-Jacobian product."""
+@pytest.mark.parametrize("n", [70, 1100], ids=["one-block", "five-blocks"])
+def test_native_blocked_cpu_product_matches_the_aten_product(config, dtype, n):
+    """On the CPU the native product runs block by block of samples (fisher_cpu.h); the ATen
+    sequence over all samples (what other devices run) gives the same product and head
+    vector-Jacobian product."""
     _require_native_fvp()
-    policy, obs, action_mask, mask = make_problem(config, dtype=dtype, n=70, sample_mask="float")
+    policy, obs, action_mask, mask = make_problem(config, dtype=dtype, n=n, sample_mask="float")
     operator = FisherOperator(policy, obs, mask, 0.1, action_mask)
     impl = operator._impl
     assert impl.fused_cpu_kernels()
     v = torch.randn(num_params(policy), generator=torch.Generator().manual_seed(4), dtype=dtype)
     g = torch.randn(impl.head_output().shape, generator=torch.Generator().manual_seed(5), dtype=dtype)
-    fused = impl.apply(v), impl.output_vjp(g)
+    blocked = impl.apply(v), impl.output_vjp(g)
     impl.set_fused_cpu_kernels(False)
     aten = impl.apply(v), impl.output_vjp(g)
     bound = 1e-12 if dtype == torch.float64 else 1e-5
-    for got, expected in zip(fused, aten):
+    for got, expected in zip(blocked, aten):
         assert rel_err(got, expected) <= bound
+
+
+@pytest.mark.parametrize("config", CONFIGS[1::3], ids=CONFIG_IDS[1::3])
+def test_native_cpu_product_does_not_depend_on_the_thread_count(config):
+    """The blocked product sums its blocks in fixed groups, in a fixed order: one thread and two
+    give the same bits."""
+    _require_native_fvp()
+    policy, obs, action_mask, mask = make_problem(config, dtype=torch.float32, n=2100)
+    operator = FisherOperator(policy, obs, mask, 0.1, action_mask)
+    v = torch.randn(num_params(policy), generator=torch.Generator().manual_seed(6))
+    g = torch.randn(operator._impl.head_output().shape, generator=torch.Generator().manual_seed(7))
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            results.append((operator(v), operator._impl.output_vjp(g)))
+    finally:
+        torch.set_num_threads(threads)
+    (one_product, one_vjp), (two_product, two_vjp) = results
+    assert torch.equal(one_product, two_product)
+    assert torch.equal(one_vjp, two_vjp)
 
 
 def _surrogate_objective(actions, advantages, mask):
