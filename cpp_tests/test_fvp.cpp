@@ -151,12 +151,12 @@ TEST(FisherOperator, BlockedCpuProductMatchesTheAtenProduct) {
           haml::FisherOperator op(obs, params, weights, available,
                                   gaussian ? "gaussian" : "categorical",
                                   layer_norm ? "tanh" : "relu", input_norm, layer_norm, 1e-5, 0.1);
-          ASSERT_TRUE(op.fused_cpu_kernels());
+          ASSERT_TRUE(op.blocked_cpu_product());
           const auto v = at::randn({op.num_params()}, at::kDouble);
           const auto g = at::randn({n, 5}, at::kDouble);
           const auto blocked_product = op.apply(v);
           const auto blocked_vjp = op.output_vjp(g);
-          op.set_fused_cpu_kernels(false);
+          op.set_blocked_cpu_product(false);
           const auto aten_product = op.apply(v);
           const auto aten_vjp = op.output_vjp(g);
           EXPECT_TRUE(at::allclose(blocked_product, aten_product, 1e-11, 1e-13))
@@ -164,7 +164,7 @@ TEST(FisherOperator, BlockedCpuProductMatchesTheAtenProduct) {
               << " input_norm=" << input_norm;
           EXPECT_TRUE(at::allclose(blocked_vjp, aten_vjp, 1e-11, 1e-13));
           // The blocked product with its GEMMs through ATen (where torch exports no BLAS).
-          op.set_fused_cpu_kernels(true);
+          op.set_blocked_cpu_product(true);
           haml::fvp_cpu::BlockedProduct::force_aten_gemm(true);
           const auto through_aten = op.apply(v);
           haml::fvp_cpu::BlockedProduct::force_aten_gemm(false);

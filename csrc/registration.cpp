@@ -34,8 +34,8 @@ TORCH_LIBRARY(haml, m) {
       .def("num_params", &haml::FisherOperator::num_params)
       .def("head_output", &haml::FisherOperator::head_output)
       .def("output_vjp", &haml::FisherOperator::output_vjp)
-      .def("fused_cpu_kernels", &haml::FisherOperator::fused_cpu_kernels)
-      .def("set_fused_cpu_kernels", &haml::FisherOperator::set_fused_cpu_kernels);
+      .def("blocked_cpu_product", &haml::FisherOperator::blocked_cpu_product)
+      .def("set_blocked_cpu_product", &haml::FisherOperator::set_blocked_cpu_product);
 }
 
 namespace haml {

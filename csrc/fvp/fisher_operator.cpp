@@ -207,15 +207,15 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
     fold_bias_ = at::empty({first.out_dim}, options);
     fold_grad_flat_ = fold_grad_.view({-1});
   }
-  fused_cpu_ = obs_in.device().is_cpu();
-  if (fused_cpu_) build_cpu_network(max_width);
+  blocked_cpu_ = obs_in.device().is_cpu();
+  if (blocked_cpu_) build_cpu_network(max_width);
 }
 
-void FisherOperator::set_fused_cpu_kernels(bool fused) {
+void FisherOperator::set_blocked_cpu_product(bool fused) {
   TORCH_CHECK(!fused || head_.weight.device().is_cpu(), kOp,
               ": the blocked product is a CPU kernel; this operator's tensors are on ",
               head_.weight.device());
-  fused_cpu_ = fused;  // a CPU operator built its blocked product in the constructor
+  blocked_cpu_ = fused;  // a CPU operator built its blocked product in the constructor
 }
 
 // The network as the blocked CPU product sees it. The Linear after the input LayerNorm reads x̂
@@ -452,7 +452,7 @@ void FisherOperator::apply_out(const at::Tensor& v, at::Tensor& out) {
               kOp, ": 'out' must be a contiguous tensor like 'vector'");
   at::NoGradGuard no_grad;
   const at::Tensor vc = v.contiguous();
-  if (fused_cpu_) {
+  if (blocked_cpu_) {
     cpu_tangents(vc);
     blocked_.product(cpu_hidden_, cpu_head_, cpu_metric_, cpu_d_hidden_, cpu_d_head_, out,
                      input_norm_ ? &fold_grad_flat_ : nullptr);
@@ -480,7 +480,7 @@ at::Tensor FisherOperator::output_vjp(const at::Tensor& grad_output) {
   at::NoGradGuard no_grad;
   at::Tensor out = at::zeros({num_params_}, head_.weight.options());  // the log-std block stays 0
   head_tangent_.copy_(grad_output.t());
-  if (fused_cpu_) {
+  if (blocked_cpu_) {
     blocked_.transposed(cpu_hidden_, cpu_head_, head_tangent_, out,
                         input_norm_ ? &fold_grad_flat_ : nullptr);
     if (input_norm_) fold_input_norm_transposed(out);

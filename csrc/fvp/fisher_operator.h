@@ -57,8 +57,8 @@ class FisherOperator : public torch::CustomClassHolder {
   at::Tensor output_vjp(const at::Tensor& grad_output);
   // Whether the CPU's blocked product runs (the default on CPU) or the ATen sequence (the only
   // choice elsewhere). The switch exists so that tests can compare the two.
-  bool fused_cpu_kernels() const { return fused_cpu_; }
-  void set_fused_cpu_kernels(bool fused);
+  bool blocked_cpu_product() const { return blocked_cpu_; }
+  void set_blocked_cpu_product(bool fused);
 
  private:
   struct Linear {
@@ -96,7 +96,7 @@ class FisherOperator : public torch::CustomClassHolder {
   std::vector<at::Tensor> params_;
   std::vector<int64_t> param_versions_;
   bool gaussian_;
-  bool fused_cpu_ = false;
+  bool blocked_cpu_ = false;
   double damping_;
   int64_t num_params_ = 0;
   int64_t n_ = 0;

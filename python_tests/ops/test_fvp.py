@@ -558,11 +558,11 @@ def test_native_blocked_cpu_product_matches_the_aten_product(config, dtype, n):
     policy, obs, action_mask, mask = make_problem(config, dtype=dtype, n=n, sample_mask="float")
     operator = FisherOperator(policy, obs, mask, 0.1, action_mask)
     impl = operator._impl
-    assert impl.fused_cpu_kernels()
+    assert impl.blocked_cpu_product()
     v = torch.randn(num_params(policy), generator=torch.Generator().manual_seed(4), dtype=dtype)
     g = torch.randn(impl.head_output().shape, generator=torch.Generator().manual_seed(5), dtype=dtype)
     blocked = impl.apply(v), impl.output_vjp(g)
-    impl.set_fused_cpu_kernels(False)
+    impl.set_blocked_cpu_product(False)
     aten = impl.apply(v), impl.output_vjp(g)
     bound = 1e-12 if dtype == torch.float64 else 1e-5
     for got, expected in zip(blocked, aten):

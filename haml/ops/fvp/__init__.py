@@ -12,8 +12,10 @@ Two implementations serve the operator:
 - **native** (``torch.classes.haml.FisherOperator``, ``csrc/fvp/``): for a
   :class:`haml.models.MLPPolicy` with ``kl="exact"``, float32/float64 and every parameter
   trainable. The exact Gauss–Newton form JᵀMJ, activations cached once per operator, one tangent
-  and one transposed pass per product into buffers allocated once (GEMMs through ATen; on the CPU
-  each layer's elementwise work between them is one fused loop); :func:`conjugate_gradient` on
+  and one transposed pass per product into buffers allocated once. On the CPU each thread takes
+  blocks of 256 samples through both passes while they stay in cache, with the GEMMs calling
+  torch's BLAS directly; on other devices a product is a sequence of ATen operations over all
+  samples. :func:`conjugate_gradient` on
   such an operator runs the whole loop natively in one call, and
   :meth:`FisherOperator.objective_gradient` (HATRPO's surrogate gradient) takes π_θ from the
   cached forward and the gradient from one transposed pass.
