@@ -1,6 +1,8 @@
 // See fisher_cpu.h. Each stage is a loop over the rows of a block that GCC vectorises (compiled
-// for AVX2 and the baseline ISA, picked at run time); the row sums use kLanes independent partial
-// sums so that they vectorise without -ffast-math.
+// for AVX2 and the baseline ISA, picked at run time). Sums along a row are `omp simd`
+// reductions: the compiler may reorder them into vector lanes (in an order fixed for a given ISA,
+// so still deterministic) without -ffast-math. Explicit lanes (16 partial sums) compiled to
+// shuffles, scalar adds and spills here.
 #include "fisher_cpu.h"
 
 #include <ATen/ATen.h>
@@ -33,7 +35,6 @@ namespace haml::fvp_cpu {
 
 namespace {
 
-constexpr int kLanes = 16;
 // Each workspace buffer starts on a multiple of this many elements (64 bytes or more).
 constexpr int64_t kAlign = 16;
 
@@ -76,8 +77,7 @@ void gemm_rows(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, cons
   }
 }
 
-// Σ_j a_j and Σ_j a_j b_j over one row. The simd reduction lets the compiler reorder the sums
-// into vector lanes (fixed for a given ISA, so still deterministic) without -ffast-math.
+// Σ_j a_j and Σ_j a_j b_j over one row.
 template <typename T>
 __attribute__((always_inline)) inline void sum_and_dot(const T* __restrict a,
                                                        const T* __restrict b, int64_t d,
@@ -176,22 +176,13 @@ HAML_VECTOR_CLONES void head_gaussian_block(T* __restrict u, int64_t ld_u, const
     T* __restrict ua = u + a * ld_u;
     const T* __restrict sa = scale + a * ld_s;
     const T b = db[a];
-    T lanes[kLanes] = {};
-    int64_t i = 0;
-    for (; i + kLanes <= nb; i += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
-        const T v = (ua[i + l] + b) * sa[i + l];
-        ua[i + l] = v;
-        lanes[l] += v;
-      }
-    }
     T sum = T(0);
-    for (; i < nb; ++i) {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < nb; ++i) {
       const T v = (ua[i] + b) * sa[i];
       ua[i] = v;
       sum += v;
     }
-    for (int l = 0; l < kLanes; ++l) sum += lanes[l];
     acc[a] += sum;
   }
 }
@@ -218,22 +209,13 @@ HAML_VECTOR_CLONES void head_categorical_block(T* __restrict u, int64_t ld_u,
   for (int64_t a = 0; a < a_dim; ++a) {
     T* __restrict ua = u + a * ld_u;
     const T* __restrict pa = probs + a * ld_p;
-    T lanes[kLanes] = {};
-    int64_t i = 0;
-    for (; i + kLanes <= nb; i += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
-        const T v = weights[i + l] * pa[i + l] * (ua[i + l] - p_dot_t[i + l]);
-        ua[i + l] = v;
-        lanes[l] += v;
-      }
-    }
     T sum = T(0);
-    for (; i < nb; ++i) {
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < nb; ++i) {
       const T v = weights[i] * pa[i] * (ua[i] - p_dot_t[i]);
       ua[i] = v;
       sum += v;
     }
-    for (int l = 0; l < kLanes; ++l) sum += lanes[l];
     acc[a] += sum;
   }
 }
@@ -244,14 +226,9 @@ HAML_VECTOR_CLONES void add_row_sums(const T* __restrict u, int64_t ld_u, T* __r
                                      int64_t a_dim, int64_t nb) {
   for (int64_t a = 0; a < a_dim; ++a) {
     const T* __restrict ua = u + a * ld_u;
-    T lanes[kLanes] = {};
-    int64_t i = 0;
-    for (; i + kLanes <= nb; i += kLanes) {
-      for (int l = 0; l < kLanes; ++l) lanes[l] += ua[i + l];
-    }
     T sum = T(0);
-    for (; i < nb; ++i) sum += ua[i];
-    for (int l = 0; l < kLanes; ++l) sum += lanes[l];
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < nb; ++i) sum += ua[i];
     acc[a] += sum;
   }
 }

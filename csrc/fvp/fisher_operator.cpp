@@ -211,11 +211,11 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   if (blocked_cpu_) build_cpu_network(max_width);
 }
 
-void FisherOperator::set_blocked_cpu_product(bool fused) {
-  TORCH_CHECK(!fused || head_.weight.device().is_cpu(), kOp,
+void FisherOperator::set_blocked_cpu_product(bool blocked) {
+  TORCH_CHECK(!blocked || head_.weight.device().is_cpu(), kOp,
               ": the blocked product is a CPU kernel; this operator's tensors are on ",
               head_.weight.device());
-  blocked_cpu_ = fused;  // a CPU operator built its blocked product in the constructor
+  blocked_cpu_ = blocked;  // a CPU operator built its blocked product in the constructor
 }
 
 // The network as the blocked CPU product sees it. The Linear after the input LayerNorm reads x̂

@@ -58,7 +58,7 @@ class FisherOperator : public torch::CustomClassHolder {
   // Whether the CPU's blocked product runs (the default on CPU) or the ATen sequence (the only
   // choice elsewhere). The switch exists so that tests can compare the two.
   bool blocked_cpu_product() const { return blocked_cpu_; }
-  void set_blocked_cpu_product(bool fused);
+  void set_blocked_cpu_product(bool blocked);
 
  private:
   struct Linear {
