@@ -6,6 +6,7 @@ import copy
 import io
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -13,7 +14,13 @@ import torch
 from haml.bench import BenchUsageError, bench_ops, report
 from haml.bench import ops as bench_cases
 from haml.bench.ops import REGISTRY, Callables, Case, Options, Target, cases_for, run_case
-from haml.bench.timing import TimerSettings, format_seconds, measure, others_busy
+from haml.bench.timing import (
+    TimerSettings,
+    format_seconds,
+    measure,
+    measure_interleaved,
+    others_busy,
+)
 from haml.ops import has_native
 from haml.ops._backend import has_native_class
 
@@ -203,6 +210,47 @@ def test_measure_and_format():
     assert format_seconds(0.9997e-3) == "1000 µs"
     assert format_seconds(4.2e-8) == "42 ns"
     assert format_seconds(None) == "-"
+
+
+def _spin(seconds):
+    # Busy-waits on the wall clock: the same wall time however loaded the machine is.
+    def run():
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    return run
+
+
+def test_interleaved_blocks_alternate_and_each_callable_gets_its_own_timing():
+    calls = []
+
+    def logged(name, seconds):
+        spin = _spin(seconds)
+
+        def run():
+            calls.append(name)
+            spin()
+
+        return run
+
+    settings = TimerSettings(min_time=0.05, min_blocks=5, max_time=2.0, warmup_time=0.0,
+                             warmup_calls=2)
+    timings = measure_interleaved({"fast": logged("fast", 2e-4), "slow": logged("slow", 1e-3)},
+                                  CPU, settings)
+    assert set(timings) == {"fast", "slow"}
+    for timing in timings.values():
+        assert timing.blocks >= 5 and timing.other_load == timings["fast"].other_load
+    assert 3.0 < timings["slow"].median / timings["fast"].median < 7.0
+    # After the warm-ups the blocks take turns: the first measured call of each callable comes
+    # before the last of the other.
+    timed = sum(t.blocks * t.calls_per_block for t in timings.values())
+    measured = calls[len(calls) - timed:]
+    first = {name: measured.index(name) for name in ("fast", "slow")}
+    last = {name: len(measured) - 1 - measured[::-1].index(name) for name in ("fast", "slow")}
+    assert first["fast"] < last["slow"] and first["slow"] < last["fast"]
+    with pytest.raises(ValueError, match="no callable"):
+        measure_interleaved({}, CPU, settings)
 
 
 def test_timings_disturbed_by_other_processes_are_marked(quick_run):

@@ -9,8 +9,11 @@ Every case times up to four callables on the same inputs:
   compile time is reported apart and only steady-state calls are timed);
 - **floor** (where it applies): a bandwidth floor, e.g. one copy of the op's inputs.
 
-A timing taken while other processes load the CPUs is measured again (:data:`QUIET`) and, if the
-load persists, marked in the table (:data:`BUSY`).
+The native, reference and floor columns of a case are timed together, their blocks interleaved
+(:func:`haml.bench.timing.measure_interleaved`), so that the machine's drift does not enter their
+ratios; the compiled column is timed after compiling. A timing taken while other processes load
+the CPUs is measured again (:data:`QUIET`) and, if the load persists, marked in the table
+(:data:`BUSY`).
 
 A kernel joins the benchmark with one more entry in :data:`REGISTRY`: a function from
 ``(device, options)`` to its list of :class:`Case`.
@@ -32,7 +35,7 @@ from haml.bench.timing import (
     TimerSettings,
     Timing,
     format_seconds,
-    measure,
+    measure_interleaved,
     synchronizer,
 )
 from haml.ops import _backend
@@ -408,23 +411,29 @@ def _compile_and_time(
     misses = counters["inductor"]["fxgraph_cache_miss"] - misses_before
     cache = "miss" if misses else ("hit" if hits else "unknown")
     info = {"seconds": seconds, "inductor_cache": cache}
-    return _measure(compiled, case.device, options), info, None
+    return _measure({"compiled": compiled}, case.device, options)["compiled"], info, None
 
 
-def _measure(fn: Callable[[], object], device: torch.device, options: Options) -> Timing:
-    """:func:`measure`, repeated while other processes load the CPUs; keeps the least disturbed.
+def _measure(
+    fns: dict[str, Callable[[], object]], device: torch.device, options: Options
+) -> dict[str, Timing]:
+    """:func:`measure_interleaved`, repeated while other processes load the CPUs; keeps the least
+    disturbed run.
 
     The choice is made by the other processes' load, never by the time, so it picks no favourable
     outliers: it only avoids reporting a neighbour's compile job as this kernel's speed.
     """
-    best = measure(fn, device, options.timer)
+    def load(timings: dict[str, Timing]) -> float | None:
+        return next(iter(timings.values())).other_load  # one run: the same for every callable
+
+    best = measure_interleaved(fns, device, options.timer)
     for _ in range(options.retries):
-        if best.other_load is None or best.other_load < QUIET:
+        if load(best) is None or load(best) < QUIET:
             break
         time.sleep(1.0)  # let a short burst of other work pass
-        timing = measure(fn, device, options.timer)
-        if timing.other_load is not None and timing.other_load < best.other_load:
-            best = timing
+        timings = measure_interleaved(fns, device, options.timer)
+        if load(timings) is not None and load(timings) < load(best):
+            best = timings
     return best
 
 
@@ -462,13 +471,15 @@ def run_case(
     if options.allocator_warmup:
         warm_up_allocator()
     skipped: dict[str, str] = {}
-    native = None
+    callables = {"reference": fns.reference}
     if fns.native is None:
         skipped["native"] = _native_skip(case.native_op, case.device) or "no native callable"
     else:
-        native = _measure(fns.native, case.device, options)
-    reference = _measure(fns.reference, case.device, options)
-    floor = _measure(fns.floor, case.device, options) if fns.floor is not None else None
+        callables["native"] = fns.native
+    if fns.floor is not None:
+        callables["floor"] = fns.floor
+    timings = _measure(callables, case.device, options)
+    native, reference, floor = (timings.get(name) for name in ("native", "reference", "floor"))
     compiled, compile_info, compile_skip = _compile_and_time(case, fns, options, log)
     if compile_skip is not None:
         skipped["compiled"] = compile_skip

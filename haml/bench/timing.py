@@ -5,6 +5,9 @@ default and has no minimum number of blocks, so a 100 ms reference call would ge
 samples and a meaningless spread. This timer runs on the threads torch is set to use (recorded in the
 results), and synchronises CUDA at the edges of each block so that asynchronous kernels are counted.
 
+:func:`measure_interleaved` times several callables (a kernel, its reference, a floor) with their
+blocks interleaved, so that a machine whose speed drifts slows them alike and their ratio holds.
+
 Each timing also records how much of the machine other processes used meanwhile (``other_load``):
 on a shared machine a busy neighbour stalls multi-threaded kernels at every parallel region, so a
 number measured beside one is marked rather than silently trusted.
@@ -16,7 +19,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,6 +31,7 @@ __all__ = [
     "OtherLoad",
     "others_busy",
     "measure",
+    "measure_interleaved",
     "synchronizer",
     "format_seconds",
 ]
@@ -122,21 +126,13 @@ def _quantile(sorted_values: list[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
-def measure(
-    fn: Callable[[], object],
-    device: torch.device,
-    settings: TimerSettings = TimerSettings(),
-) -> Timing:
-    """Time steady-state calls of ``fn()`` on ``device``.
-
-    Warm-up calls also estimate the cost of one call, which fixes how many calls make up a block
-    (each block lasts about ``min_time / 50``, so the timer and the synchronisation are negligible
-    even for calls of a few microseconds). Blocks then run until ``min_time`` and ``min_blocks``
-    are both reached, or ``max_time`` is spent. Returns the median and IQR of seconds per call.
-    """
-    sync = synchronizer(device)
+def _calls_per_block(
+    fn: Callable[[], object], sync: Callable[[], None], settings: TimerSettings
+) -> int:
+    """Warm ``fn`` up; from the warm-up calls, the number of calls that lasts about
+    ``min_time / 50`` (so that the timer and the synchronisation are negligible even for calls of
+    a few microseconds)."""
     clock = time.perf_counter
-
     sync()
     calls = 0
     start = clock()
@@ -149,32 +145,80 @@ def measure(
             break
     per_call = max(elapsed / calls, 1e-9)
     block_target = max(1e-3, settings.min_time / 50)
-    number = max(1, round(block_target / per_call))
+    return max(1, round(block_target / per_call))
 
-    samples: list[float] = []
-    total = 0.0
+
+def measure_interleaved(
+    fns: Mapping[str, Callable[[], object]],
+    device: torch.device,
+    settings: TimerSettings = TimerSettings(),
+) -> dict[str, Timing]:
+    """Time steady-state calls of several callables with their blocks interleaved.
+
+    On a machine whose speed drifts (the shared VM of docs/BENCHMARKS.md: ±30 % between minutes),
+    timing one callable after the other lets the drift into their ratio. Here each round runs one
+    block of every callable, in an order rotated by one each round, so that slow and fast
+    moments hit them all alike. Each callable is warmed up first and gets its own block size (about
+    ``min_time / 50``). Rounds go on until every callable has ``min_time`` of blocks and
+    ``min_blocks`` blocks, or one of them has spent ``max_time``. Returns each callable's median
+    and IQR of seconds per call; ``other_load`` covers the whole interleaved run.
+    """
+    if not fns:
+        raise ValueError("measure_interleaved: no callable to time")
+    sync = synchronizer(device)
+    clock = time.perf_counter
+    names = list(fns)
+    number = {name: _calls_per_block(fns[name], sync, settings) for name in names}
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    total = dict.fromkeys(names, 0.0)
+
+    def enough(name: str) -> bool:
+        return total[name] >= settings.min_time and len(samples[name]) >= settings.min_blocks
+
     load = OtherLoad()
+    rounds = 0
     while True:
-        sync()
-        start = clock()
-        for _ in range(number):
-            fn()
-        sync()
-        block = clock() - start
-        samples.append(block / number)
-        total += block
-        enough = total >= settings.min_time and len(samples) >= settings.min_blocks
-        if enough or total >= settings.max_time:
+        shift = rounds % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn, calls = fns[name], number[name]
+            sync()
+            start = clock()
+            for _ in range(calls):
+                fn()
+            sync()
+            block = clock() - start
+            samples[name].append(block / calls)
+            total[name] += block
+        rounds += 1
+        if all(enough(name) for name in names) or max(total.values()) >= settings.max_time:
             break
+    other_load = load.share()
 
-    ordered = sorted(samples)
-    return Timing(
-        median=statistics.median(ordered),
-        iqr=_quantile(ordered, 0.75) - _quantile(ordered, 0.25),
-        blocks=len(samples),
-        calls_per_block=number,
-        other_load=load.share(),
-    )
+    timings = {}
+    for name in names:
+        ordered = sorted(samples[name])
+        timings[name] = Timing(
+            median=statistics.median(ordered),
+            iqr=_quantile(ordered, 0.75) - _quantile(ordered, 0.25),
+            blocks=len(ordered),
+            calls_per_block=number[name],
+            other_load=other_load,
+        )
+    return timings
+
+
+def measure(
+    fn: Callable[[], object],
+    device: torch.device,
+    settings: TimerSettings = TimerSettings(),
+) -> Timing:
+    """Time steady-state calls of ``fn()`` on ``device``: :func:`measure_interleaved` of one.
+
+    Warm-up calls also estimate the cost of one call, which fixes how many calls make up a block.
+    Blocks then run until ``min_time`` and ``min_blocks`` are both reached, or ``max_time`` is
+    spent. Returns the median and IQR of seconds per call.
+    """
+    return measure_interleaved({"fn": fn}, device, settings)["fn"]
 
 
 def format_seconds(seconds: float | None) -> str:
