@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <limits>
 #include <type_traits>
 
@@ -35,6 +36,8 @@ namespace haml::fvp_cpu {
 
 namespace {
 
+// The row-wise forward stages: about this many elements per task.
+constexpr int64_t kRowGrainElements = 16384;
 // Each workspace buffer starts on a multiple of this many elements (64 bytes or more).
 constexpr int64_t kAlign = 16;
 
@@ -166,6 +169,48 @@ HAML_VECTOR_CLONES void rows_transposed_norm_act(
 }
 
 
+template <typename T>
+HAML_VECTOR_CLONES void rows_relu(T* __restrict z, T* __restrict act_grad, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    const T v = z[i];
+    z[i] = v < T(0) ? T(0) : v;
+    act_grad[i] = v > T(0) ? T(1) : T(0);
+  }
+}
+
+template <typename T>
+HAML_VECTOR_CLONES void rows_tanh_grad(const T* __restrict a, T* __restrict act_grad,
+                                       int64_t count) {
+  for (int64_t i = 0; i < count; ++i) act_grad[i] = T(1) - a[i] * a[i];
+}
+
+template <typename T>
+HAML_VECTOR_CLONES void rows_layer_norm(const T* __restrict x, const T* __restrict gamma,
+                                        const T* __restrict beta, T eps, T* __restrict mean,
+                                        T* __restrict rstd, T* __restrict xhat,
+                                        T* __restrict out, int64_t rows, int64_t d) {
+  const T inv_d = T(1) / static_cast<T>(d);
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* __restrict xi = x + i * d;
+    T sum = T(0);
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < d; ++j) sum += xi[j];
+    const T m = sum * inv_d;
+    T squares = T(0);  // two passes: the variance without cancellation
+#pragma omp simd reduction(+ : squares)
+    for (int64_t j = 0; j < d; ++j) squares += (xi[j] - m) * (xi[j] - m);
+    const T r = T(1) / std::sqrt(squares * inv_d + eps);
+    mean[i] = m;
+    rstd[i] = r;
+    T* __restrict hi = xhat + i * d;
+    T* __restrict oi = out + i * d;
+    for (int64_t j = 0; j < d; ++j) {
+      hi[j] = (xi[j] - m) * r;
+      oi[j] = gamma[j] * hi[j] + beta[j];
+    }
+  }
+}
+
 // The Gaussian head on a block, [A, nb] with row stride ld_u: u ← (u + db) ⊙ scale (scale: the
 // block's columns of [A, N], row stride ld_s); acc[a] += Σ_i of the new u[a][i].
 template <typename T>
@@ -266,6 +311,56 @@ void check_layer(const Layer& layer, int64_t n, bool hidden) {
 }
 
 }  // namespace
+
+void relu_forward(at::Tensor& z, at::Tensor& act_grad) {
+  TORCH_CHECK(z.is_contiguous() && act_grad.is_contiguous() && z.sizes() == act_grad.sizes(),
+              "FisherOperator: relu_forward needs contiguous z and act_grad of one shape");
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "fvp_relu_forward", [&] {
+    scalar_t* p_z = z.data_ptr<scalar_t>();
+    scalar_t* p_ag = act_grad.data_ptr<scalar_t>();
+    at::parallel_for(0, z.numel(), kRowGrainElements, [&](int64_t b, int64_t e) {
+      rows_relu<scalar_t>(p_z + b, p_ag + b, e - b);
+    });
+  });
+}
+
+void tanh_grad(const at::Tensor& a, at::Tensor& act_grad) {
+  TORCH_CHECK(a.is_contiguous() && act_grad.is_contiguous() && a.sizes() == act_grad.sizes(),
+              "FisherOperator: tanh_grad needs contiguous a and act_grad of one shape");
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "fvp_tanh_grad", [&] {
+    const scalar_t* p_a = a.const_data_ptr<scalar_t>();
+    scalar_t* p_ag = act_grad.data_ptr<scalar_t>();
+    at::parallel_for(0, a.numel(), kRowGrainElements, [&](int64_t b, int64_t e) {
+      rows_tanh_grad<scalar_t>(p_a + b, p_ag + b, e - b);
+    });
+  });
+}
+
+void layer_norm_forward(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
+                        double eps, at::Tensor& mean, at::Tensor& rstd, at::Tensor& xhat,
+                        at::Tensor& out) {
+  const int64_t n = x.size(0), d = x.size(1);
+  check_rows("x", x, n, d);
+  check_rows("mean", mean, n, 1);
+  check_rows("rstd", rstd, n, 1);
+  check_rows("xhat", xhat, n, d);
+  check_rows("out", out, n, d);
+  TORCH_CHECK(gamma.is_contiguous() && beta.is_contiguous() && gamma.numel() == d &&
+                  beta.numel() == d,
+              "FisherOperator: LayerNorm weight and bias must be contiguous [", d, "]");
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fvp_layer_norm_forward", [&] {
+    const scalar_t* p_x = x.const_data_ptr<scalar_t>();
+    scalar_t* p_mean = mean.data_ptr<scalar_t>();
+    scalar_t* p_rstd = rstd.data_ptr<scalar_t>();
+    scalar_t* p_xhat = xhat.data_ptr<scalar_t>();
+    scalar_t* p_out = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, std::max<int64_t>(1, kRowGrainElements / d), [&](int64_t b, int64_t e) {
+      rows_layer_norm<scalar_t>(p_x + b * d, gamma.const_data_ptr<scalar_t>(),
+                                beta.const_data_ptr<scalar_t>(), static_cast<scalar_t>(eps),
+                                p_mean + b, p_rstd + b, p_xhat + b * d, p_out + b * d, e - b, d);
+    });
+  });
+}
 
 BlockedProduct::BlockedProduct(int64_t n, int64_t max_width, int64_t num_out, int64_t grad_size,
                                const at::TensorOptions& options)

@@ -57,6 +57,18 @@ struct HeadMetric {
   at::Tensor probs;  // categorical: π_old [A, N]
 };
 
+// The operator's forward pass at θ_old, the stages between its GEMMs, each one pass over rows
+// (in place of 3–6 ATen passes and their temporaries).
+// ReLU: z ← max(z, 0) (NaN stays NaN) and act_grad = 1 where z > 0, else 0 (autograd's ReLU).
+void relu_forward(at::Tensor& z, at::Tensor& act_grad);
+// tanh, given a = tanh(z): act_grad = 1 − a².
+void tanh_grad(const at::Tensor& a, at::Tensor& act_grad);
+// LayerNorm over the last dimension of x [N, d] (biased variance, as nn.LayerNorm):
+// mean, rstd [N, 1]; xhat = (x − mean) · rstd; out = γ ⊙ xhat + β.
+void layer_norm_forward(const at::Tensor& x, const at::Tensor& gamma, const at::Tensor& beta,
+                        double eps, at::Tensor& mean, at::Tensor& rstd, at::Tensor& xhat,
+                        at::Tensor& out);
+
 class BlockedProduct {
  public:
   BlockedProduct() = default;

@@ -46,6 +46,7 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   gaussian_ = head == "gaussian";
   damping_ = damping;
   const bool tanh = activation == "tanh";
+  const bool cpu = obs_in.device().is_cpu();
   const auto options = obs_in.options();
   n_ = obs_in.size(0);
 
@@ -79,10 +80,19 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
     norm.weight_offset = w_off;
     norm.bias_offset = b_off;
     norm.dim = dim;
-    // nn.LayerNorm's own forward, so that the saved mean and 1/σ are the ones its fused
-    // backward kernel (used by both passes below) expects.
-    auto [out, mean, rstd] = at::native_layer_norm(x, {dim}, weight, bias, layer_norm_eps);
     norm.input = x;
+    if (cpu) {
+      norm.mean = at::empty({n_, 1}, options);
+      norm.rstd = at::empty({n_, 1}, options);
+      norm.xhat = at::empty_like(x);
+      at::Tensor out = at::empty_like(x);
+      fvp_cpu::layer_norm_forward(x, weight, bias, layer_norm_eps, norm.mean, norm.rstd,
+                                  norm.xhat, out);
+      return {norm, out};
+    }
+    // nn.LayerNorm's own forward, so that the saved mean and 1/σ are the ones its fused
+    // backward kernel (used by the ATen passes below) expects.
+    auto [out, mean, rstd] = at::native_layer_norm(x, {dim}, weight, bias, layer_norm_eps);
     norm.mean = mean;
     norm.rstd = rstd;
     norm.xhat = (x - mean) * rstd;
@@ -115,20 +125,28 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
     auto [b, b_off] = take("Linear bias", {out_dim});
     layer.linear = Linear{w, b, w_off, b_off, width, out_dim};
     layer.input = h;
-    const auto z = at::addmm(b, h, w.t());
+    at::Tensor z = at::addmm(b, h, w.t());
     at::Tensor a;
-    if (tanh) {
+    if (cpu) {
+      // z becomes the activation in place, with φ' beside it: one pass each.
+      layer.act_grad = at::empty_like(z);
+      if (tanh) {
+        z.tanh_();
+        fvp_cpu::tanh_grad(z, layer.act_grad);
+      } else {
+        fvp_cpu::relu_forward(z, layer.act_grad);
+      }
+      a = z;
+    } else if (tanh) {
       a = z.tanh();
       layer.act_grad = 1 - a * a;  // tanh' = 1 - tanh²
     } else {
       a = z.relu();
       layer.act_grad = (z > 0).to(z.scalar_type());  // autograd's ReLU: 0 at z = 0
     }
-    layer.tangent = at::empty({n_, out_dim}, options);
     if (layer_norm) {
       auto [norm, out] = make_norm(a, out_dim);
       layer.norm = norm;
-      layer.tangent_norm = at::empty({n_, out_dim}, options);
       h = out;
     } else {
       h = a;
@@ -190,12 +208,7 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   num_params_ = offset;
 
   head_tangent_ = at::empty({num_out, n_}, options);
-  row_a_ = at::empty({1, n_}, options);
-  tmp_ = at::empty({n_ * max_width}, options);
-  scratch_ = at::empty({2 * max_width}, options);
-  ones_ = at::ones({max_width}, options);
-  grad_a_ = at::empty({n_ * max_width}, options);
-  grad_b_ = at::empty({n_ * max_width}, options);
+  max_width_ = max_width;
   cg_x_ = at::empty({num_params_}, options);
   cg_r_ = at::empty({num_params_}, options);
   cg_p_ = at::empty({num_params_}, options);
@@ -207,14 +220,35 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
     fold_bias_ = at::empty({first.out_dim}, options);
     fold_grad_flat_ = fold_grad_.view({-1});
   }
-  blocked_cpu_ = obs_in.device().is_cpu();
-  if (blocked_cpu_) build_cpu_network(max_width);
+  blocked_cpu_ = cpu;
+  if (blocked_cpu_) {
+    build_cpu_network(max_width);
+  } else {
+    allocate_aten_workspace();
+  }
+}
+
+// The buffers of the ATen sequence, [N, width] each: on the CPU only if a test asks for it.
+void FisherOperator::allocate_aten_workspace() {
+  if (grad_a_.defined()) return;
+  const auto options = head_.weight.options();
+  for (auto& layer : hidden_) {
+    layer.tangent = at::empty({n_, layer.linear.out_dim}, options);
+    if (layer.norm) layer.tangent_norm = at::empty({n_, layer.linear.out_dim}, options);
+  }
+  row_a_ = at::empty({1, n_}, options);
+  tmp_ = at::empty({n_ * max_width_}, options);
+  scratch_ = at::empty({2 * max_width_}, options);
+  ones_ = at::ones({max_width_}, options);
+  grad_a_ = at::empty({n_ * max_width_}, options);
+  grad_b_ = at::empty({n_ * max_width_}, options);
 }
 
 void FisherOperator::set_blocked_cpu_product(bool blocked) {
   TORCH_CHECK(!blocked || head_.weight.device().is_cpu(), kOp,
               ": the blocked product is a CPU kernel; this operator's tensors are on ",
               head_.weight.device());
+  if (!blocked) allocate_aten_workspace();
   blocked_cpu_ = blocked;  // a CPU operator built its blocked product in the constructor
 }
 

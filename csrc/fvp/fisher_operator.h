@@ -76,12 +76,13 @@ class FisherOperator : public torch::CustomClassHolder {
     at::Tensor input;                   // h_{l-1} [N, d_in]
     at::Tensor act_grad;                // φ'(z) [N, d_out]
     std::optional<Norm> norm;
-    at::Tensor tangent, tangent_norm;   // workspace [N, d_out]
+    at::Tensor tangent, tangent_norm;   // ATen-sequence workspace [N, d_out]
   };
 
   void aten_product(const at::Tensor& vc, at::Tensor& out);
   void transposed_pass(const at::Tensor& u, at::Tensor& out);
   void build_cpu_network(int64_t max_width);
+  void allocate_aten_workspace();
   void cpu_tangents(const at::Tensor& vc);
   const Linear& after_input_norm() const;
   at::Tensor fold_input_norm_tangent(const at::Tensor& vc);
@@ -100,6 +101,7 @@ class FisherOperator : public torch::CustomClassHolder {
   double damping_;
   int64_t num_params_ = 0;
   int64_t n_ = 0;
+  int64_t max_width_ = 0;  // the widest layer input or output (the observations included)
   std::optional<Norm> input_norm_;
   std::vector<Hidden> hidden_;
   Linear head_;
@@ -110,7 +112,7 @@ class FisherOperator : public torch::CustomClassHolder {
   // The head's workspace and per-sample factors are [A, N] (outputs × samples):
   at::Tensor scale_;                    // Gaussian: w_n / (Σw σ²) [A, N]; categorical: w_n / Σw [1, N]
   at::Tensor probs_;                    // categorical π_old [A, N]
-  // workspace
+  // workspace: head_tangent_ [A, N] always; the rest for the ATen sequence only
   at::Tensor head_tangent_, row_a_, tmp_, grad_a_, grad_b_, scratch_, ones_;
   // The input LayerNorm is folded into the Linear after it (fold_input_norm_tangent): the
   // folded [out, in] weight tangent, its bias term and the weight gradient G.
