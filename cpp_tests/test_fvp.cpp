@@ -175,11 +175,13 @@ TEST(FisherOperator, BlockedCpuProductMatchesTheAtenProduct) {
   }
 }
 
+#if defined(__linux__)
 TEST(FisherOperator, BlockedCpuProductCallsTorchsBlas) {
   // Linux torch wheels export their BLAS (MKL on x86-64, OpenBLAS on aarch64); if this fails,
   // the product silently runs its GEMMs through ATen, several times slower in small blocks.
   EXPECT_TRUE(haml::fvp_cpu::BlockedProduct::direct_blas());
 }
+#endif
 
 TEST(FisherOperator, ConjugateGradientSolvesTheDampedSystem) {
   const auto p = make_linear();

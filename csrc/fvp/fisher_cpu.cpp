@@ -18,9 +18,10 @@
 
 #include "haml/vectorize.h"
 
-#if defined(__GNUC__)
+#if defined(__GNUC__) && defined(__linux__)
 // The Fortran BLAS that torch links (MKL, OpenBLAS) and exports. Weak: where torch exports none
-// they are null and the GEMMs go through ATen.
+// they are null and the GEMMs go through ATen. (Elsewhere, e.g. macOS, where an undefined weak
+// symbol needs linker flags, the GEMMs always go through ATen.)
 extern "C" {
 void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
             const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
