@@ -2,11 +2,12 @@
 //
 // A product's tangent pass (J v) and transposed pass (Jᵀ u) are independent per sample, except
 // for the parameter gradients, which sum over samples. So instead of running each stage over all
-// N samples (every [N, d] intermediate leaving the cache between stages: with the GEMMs at MKL's
-// peak, those memory-bound stages were a fifth of a product), each thread takes blocks of
-// kBlockRows samples through the whole product: the tangent pass layer by layer, the head, then
-// the transposed pass back down, with every intermediate in a per-thread workspace that stays in
-// the L2 cache. Only the cached activations stream from memory, once per product.
+// N samples (every [N, d] intermediate leaving the cache between stages), each thread takes
+// blocks of kBlockRows samples through the whole product: the tangent pass layer by layer, the
+// head, then the transposed pass back down, with every intermediate in a per-thread workspace
+// that stays in the L2 cache. Only the cached activations stream from memory, once per product.
+// With the GEMMs at MKL's peak, the stages between them had been a fifth of a product; blocked,
+// they are under a tenth (docs/BENCHMARKS.md).
 //
 // The gradient blocks a block contributes (Σ over its rows of gzᵀ h, of gz, of g ⊙ x̂, ...) are
 // added into the partial gradient of its group: the blocks are split into at most kGroups
