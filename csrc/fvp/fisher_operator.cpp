@@ -110,7 +110,7 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   }
   at::Tensor h = obs_in.contiguous();
   int64_t width = h.size(1);
-  int64_t max_width = std::max<int64_t>(width, 1);
+  max_width_ = std::max<int64_t>(width, 1);
   if (input_norm) {
     auto [norm, out] = make_norm(h, width);
     input_norm_ = norm;
@@ -152,7 +152,7 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
       h = a;
     }
     width = out_dim;
-    max_width = std::max(max_width, width);
+    max_width_ = std::max(max_width_, width);
     hidden_.push_back(std::move(layer));
   }
   const at::Tensor head_weight = params[next];
@@ -164,7 +164,7 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   head_input_ = h;
   const auto out = at::addmm(hb, h, hw.t());
   head_output_ = out;
-  max_width = std::max(max_width, num_out);
+  max_width_ = std::max(max_width_, num_out);
 
   // Per-sample weights w_n / Σ w, without a host sync: where Σ w = 0 every w_n is 0 too.
   at::Tensor weights;
@@ -208,7 +208,6 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   num_params_ = offset;
 
   head_tangent_ = at::empty({num_out, n_}, options);
-  max_width_ = max_width;
   cg_x_ = at::empty({num_params_}, options);
   cg_r_ = at::empty({num_params_}, options);
   cg_p_ = at::empty({num_params_}, options);
@@ -222,7 +221,7 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   }
   blocked_cpu_ = cpu;
   if (blocked_cpu_) {
-    build_cpu_network(max_width);
+    build_cpu_network();
   } else {
     allocate_aten_workspace();
   }
@@ -255,7 +254,7 @@ void FisherOperator::set_blocked_cpu_product(bool blocked) {
 // The network as the blocked CPU product sees it. The Linear after the input LayerNorm reads x̂
 // and writes its weight block to G (fold_grad_, the gradient space after the output), from which
 // fold_input_norm_transposed derives the blocks of both.
-void FisherOperator::build_cpu_network(int64_t max_width) {
+void FisherOperator::build_cpu_network() {
   auto as_layer = [&](const Linear& lin, const at::Tensor& input, bool folded) {
     fvp_cpu::Layer layer;
     layer.input = folded ? input_norm_->xhat : input;
@@ -281,7 +280,7 @@ void FisherOperator::build_cpu_network(int64_t max_width) {
   cpu_metric_ = fvp_cpu::HeadMetric{gaussian_, scale_, probs_};
   cpu_d_hidden_.resize(hidden_.size());
   const int64_t grad_size = num_params_ + (input_norm_ ? fold_grad_.numel() : 0);
-  blocked_ = fvp_cpu::BlockedProduct(n_, max_width, head_.out_dim, grad_size,
+  blocked_ = fvp_cpu::BlockedProduct(n_, max_width_, head_.out_dim, grad_size,
                                      head_.weight.options());
 }
 
@@ -512,14 +511,16 @@ at::Tensor FisherOperator::output_vjp(const at::Tensor& grad_output) {
                   grad_output.device() == head_tangent_.device(),
               kOp, ": 'grad_output' must have the policy's dtype and device");
   at::NoGradGuard no_grad;
-  at::Tensor out = at::zeros({num_params_}, head_.weight.options());  // the log-std block stays 0
   head_tangent_.copy_(grad_output.t());
   if (blocked_cpu_) {
+    // It writes every block; the log-std block, which no layer writes, as 0.
+    at::Tensor out = at::empty({num_params_}, head_.weight.options());
     blocked_.transposed(cpu_hidden_, cpu_head_, head_tangent_, out,
                         input_norm_ ? &fold_grad_flat_ : nullptr);
     if (input_norm_) fold_input_norm_transposed(out);
     return out;
   }
+  at::Tensor out = at::zeros({num_params_}, head_.weight.options());  // the log-std block stays 0
   auto out_head_bias = param_view(out, head_.bias_offset, {head_.out_dim});
   at::sum_out(out_head_bias, head_tangent_, {1});
   transposed_pass(head_tangent_, out);

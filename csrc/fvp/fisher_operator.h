@@ -81,7 +81,7 @@ class FisherOperator : public torch::CustomClassHolder {
 
   void aten_product(const at::Tensor& vc, at::Tensor& out);
   void transposed_pass(const at::Tensor& u, at::Tensor& out);
-  void build_cpu_network(int64_t max_width);
+  void build_cpu_network();
   void allocate_aten_workspace();
   void cpu_tangents(const at::Tensor& vc);
   const Linear& after_input_norm() const;

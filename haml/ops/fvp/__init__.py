@@ -302,14 +302,14 @@ class FisherOperator:
             log_std = None if log_std_param is None else log_std_param.detach().requires_grad_()
             leaves = [out] if log_std is None else [out, log_std]
             with torch.enable_grad():
-                value = objective(head_distribution(out, log_std, self._action_mask))
+                dist = head_distribution(out, log_std, self._action_mask)
+                value = objective(dist)
                 grads = torch.autograd.grad(value, leaves, allow_unused=True, materialize_grads=True)
             gradient = self._impl.output_vjp(grads[0])  # its log-std block is 0
             if log_std is not None:
                 offset = self._flat_offset(log_std_param)
                 gradient[offset : offset + log_std.numel()] = grads[1]
-            old = head_distribution(out.detach(), None if log_std is None else log_std.detach(),
-                                    self._action_mask)
+            old = reference.detached_distribution(dist)  # a Normal or Categorical: never None
             return value.detach(), gradient, old
         return self._impl.objective_gradient(objective)
 
