@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from haml.envs.base import VectorMultiAgentEnv, require_num_envs
+from haml.utils.seeding import check_seed
 
 __all__ = [
     "build_options",
@@ -215,8 +216,7 @@ def make_env(
     >>> envs = make_env("mamujoco", "HalfCheetah-2x3", num_envs=4, seed=1, episode_limit=1000)
     """
     require_num_envs(num_envs)
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
+    seed = check_seed(seed, "make_env")
     module = env_module(env)
     known = list(module.TASKS)
     if not isinstance(task, str):

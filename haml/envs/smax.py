@@ -90,6 +90,7 @@ import numpy as np
 import torch
 
 from haml.envs.base import WIN_METRIC, EnvSpec, EnvStep, EpisodeStats, require_num_envs
+from haml.utils.seeding import check_seed
 
 __all__ = [
     "ACTION_NAMES",
@@ -459,7 +460,7 @@ class SmaxVectorEnv:
         options = Options() if options is None else options
         if not isinstance(options, Options):
             raise TypeError(f"options must be a haml.envs.smax.Options, got {type(options).__name__}")
-        _check_seed(seed)
+        seed = check_seed(seed, "SmaxVectorEnv")
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.options = options
@@ -510,7 +511,7 @@ class SmaxVectorEnv:
         key (the first reset of an env built without a seed takes a seed from the OS).
         """
         self._check_open("reset")
-        _check_seed(seed)
+        seed = check_seed(seed, f"{self._label}: reset")
         if seed is None and self._pending_seed is not None:
             seed = self._pending_seed
         self._pending_seed = None
@@ -789,11 +790,6 @@ def action_name(action: int) -> str:
     return ACTION_NAMES[action] if action < N_MOVE_ACTIONS else f"attack enemy {action - N_MOVE_ACTIONS}"
 
 
-def _check_seed(seed: Any) -> None:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
-
-
 def _to_torch(array: Any) -> torch.Tensor:
     """A JAX array as a CPU tensor, bit for bit (uint32 PRNG keys become int64)."""
     value = np.array(array, copy=True)
@@ -851,7 +847,7 @@ def jax_random_steps_per_second(
     require_num_envs(num_envs)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    _check_seed(seed)
+    seed = check_seed(seed, "jax_random_steps_per_second", optional=False)
     options = _options(options)
     core = _core(_check_task(task), options)
     limit = jnp.asarray(options.episode_limit, dtype=jnp.int32)

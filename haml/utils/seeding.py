@@ -21,12 +21,33 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["RNG_KEYS", "rng_state", "seed_everything", "set_rng_state"]
+__all__ = ["RNG_KEYS", "SeedError", "check_seed", "rng_state", "seed_everything", "set_rng_state"]
 
 RNG_KEYS = ("python", "numpy", "torch", "torch_cuda")
 """The keys of :func:`rng_state`'s dict; ``torch_cuda`` is present only when CUDA is available."""
 
 _MAX_SEED = 2**32 - 1  # NumPy's legacy seeding accepts [0, 2**32)
+
+
+class SeedError(TypeError, ValueError):
+    """A seed that is not an integer, or not in the range asked for. Both a ``TypeError`` and a
+    ``ValueError``, so that a caller's ``except`` of either kind catches it."""
+
+
+def check_seed(seed: object, owner: str, *, optional: bool = True, bounded: bool = False) -> int | None:
+    """``seed`` as a Python int (NumPy integers accepted; ``bool`` refused), or None where
+    ``optional``; else a :class:`SeedError` naming ``owner`` (the function or class given it).
+
+    ``bounded``: the seed must also lie in ``[0, 2**32 - 1]``, what NumPy's global generator
+    takes. Env seeds are not bounded: each family maps ``seed + e`` onto its own generator.
+    """
+    if seed is None and optional:
+        return None
+    is_int = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+    if not is_int or (bounded and not 0 <= seed <= _MAX_SEED):
+        wanted = "an int in [0, 2**32 - 1]" if bounded else "an int"
+        raise SeedError(f"{owner}: 'seed' must be {wanted}{' or None' if optional else ''}, got {seed!r}")
+    return int(seed)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -36,9 +57,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     none) and sets the cuBLAS workspace variable that CUDA determinism needs; CPU training is
     deterministic without it.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= _MAX_SEED:
-        raise ValueError(f"seed_everything: 'seed' must be an int in [0, 2**32 - 1], got {seed!r}")
-    seed = int(seed)
+    seed = check_seed(seed, "seed_everything", optional=False, bounded=True)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # seeds every CUDA device as well

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from haml.envs.base import EnvSpec, EnvStep, EpisodeStats, require_num_envs
+from haml.utils.seeding import check_seed
 
 __all__ = ["OneStepGame", "OBS_DIM"]
 
@@ -86,8 +87,7 @@ class OneStepGame:
     def reset(self, seed: int | None = None) -> EnvStep:
         """Every env at the single state. ``seed`` (int or None) changes nothing: no randomness."""
         self._check_open("reset")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(f"{type(self).__name__}.reset: 'seed' must be an int or None, got {seed!r}")
+        check_seed(seed, f"{type(self).__name__}.reset")
         obs, state = self._constant_obs()
         zeros = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         return EnvStep(

@@ -79,6 +79,7 @@ from haml.envs.base import VectorMultiAgentEnv
 from haml.envs.toy.differentiable_game import DifferentiableGame
 from haml.envs.toy.matrix_game import MatrixGame
 from haml.envs.toy.memory import MemoryGame
+from haml.utils.seeding import check_seed
 
 __all__ = [
     "TASKS",
@@ -225,8 +226,7 @@ def make_vector_env(
     options = Options() if options is None else options
     if not isinstance(options, Options):
         raise TypeError(f"toy: 'options' must be a haml.envs.toy.Options, got {type(options).__name__}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"toy: 'seed' must be an int or None, got {seed!r}")
+    seed = check_seed(seed, "toy")
     common: dict[str, Any] = dict(
         num_envs=num_envs, device=device, task=task, episode_stats_limit=options.episode_stats_limit
     )
