@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# Installs what haml needs into the current Python, then builds haml (editable) with its native
-# extension. Idempotent: a second run only rebuilds what changed.
-#   scripts/setup.sh          runtime only
-#   scripts/setup.sh --dev    also the test tools, GoogleTest and the C++ tests
+# Installs what haml needs, then builds haml (editable) with its native extension. Idempotent: a
+# second run only rebuilds what changed.
+#   scripts/setup.sh                 runtime only
+#   scripts/setup.sh --dev           also the test tools, GoogleTest and the C++ tests
+#   scripts/setup.sh --print-python  only choose (and create) the environment; print its python
+# Where: the active virtual or conda environment if there is one, else the project's .venv (made
+# here the first time); scripts/python_env.sh says why. PYTHON picks the Python to start from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
+source scripts/python_env.sh
 dev=0
 [[ "${1:-}" == "--dev" ]] && dev=1
-
-pip_install() { "$PYTHON" -m pip install --disable-pip-version-check -q "$@"; }
+if [[ "${1:-}" == "--print-python" ]]; then
+  haml_select_python
+  echo "$PYTHON"
+  exit 0
+fi
+haml_select_python
 
 # torch first and pinned to the CPU wheel this project is tested with: an unpinned or newer torch
 # would download a CUDA build of several GB. An already installed torch is kept as it is.
 if ! "$PYTHON" -c "import torch" 2>/dev/null; then
   echo "setup: installing torch ${HAML_TORCH_VERSION:-2.13.0}"
-  pip_install "torch==${HAML_TORCH_VERSION:-2.13.0}"
+  haml_pip_install "torch==${HAML_TORCH_VERSION:-2.13.0}"
 fi
 # The build runs without isolation (so that it sees this torch), so its tools are installed here.
-pip_install "scikit-build-core>=0.10" "cmake>=3.25" ninja
+haml_pip_install "scikit-build-core>=0.10" "cmake>=3.25" ninja
 
 build_args=()
 extras="[mamujoco]"  # the main job trains on MaMuJoCo
@@ -39,5 +46,5 @@ if [[ $dev == 1 ]]; then
 fi
 
 echo "setup: building haml (native extension)"
-pip_install --no-build-isolation "${build_args[@]}" -e ".${extras}"
+haml_pip_install --no-build-isolation "${build_args[@]}" -e ".${extras}"
 "$PYTHON" -c "import haml.ops as o; print('setup: haml', o.BUILD_INFO['version'] if o.BUILD_INFO else '(no native extension)', 'backend', o.backend())"

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Installs everything the tests need, builds haml with its C++ tests, then runs pytest (not the
-# slow-marked tests unless HAML_SLOW=1) and ctest. Extra arguments go to pytest.
+# Installs everything the tests need into the active virtual environment or the project's .venv
+# (scripts/python_env.sh), builds haml with its C++ tests, then runs pytest (not the slow-marked
+# tests unless HAML_SLOW=1) and ctest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
 bash scripts/setup.sh --dev
+source scripts/python_env.sh
+haml_select_python --quiet  # the environment setup.sh installed into
+# Its bin/ first on PATH: the `haml` command and the ctest that setup installed.
+PATH="$(dirname "$PYTHON"):$PATH"
 
 # The suite must test the native kernels, not silently fall back to the references.
 export HAML_REQUIRE_NATIVE=1
