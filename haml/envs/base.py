@@ -24,17 +24,22 @@ Conventions (fixed; every adapter follows them):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 __all__ = [
     "WIN_METRIC",
     "EnvSpec",
     "EnvStep",
+    "EpisodeMeans",
     "EpisodeStats",
+    "EpisodeTracker",
     "VectorMultiAgentEnv",
+    "episode_means",
     "require_num_envs",
 ]
 
@@ -95,6 +100,88 @@ class EpisodeStats:
     env: int | None = None
     """The index (``0 .. E-1``) of the env the episode ran in, where the adapter reports it;
     evaluation uses it to take the same number of episodes from every env."""
+
+
+@dataclass(frozen=True)
+class EpisodeMeans:
+    """Means over a list of finished episodes (:func:`episode_means`)."""
+
+    ret: float
+    """Mean undiscounted team return."""
+    length: float
+    """Mean episode length in steps."""
+    metrics: dict[str, float]
+    """Mean of each env-specific metric, by key, in sorted key order (an episode that lacks a
+    key counts as 0.0 for it)."""
+
+
+def episode_means(episodes: Sequence[EpisodeStats]) -> EpisodeMeans:
+    """The mean return, length and env metrics of ``episodes`` (at least one): the one place
+    training, evaluation and the benchmarks average episodes."""
+    n = len(episodes)
+    if n == 0:
+        raise ValueError("episode_means: no episodes to average")
+    keys = sorted({key for episode in episodes for key in episode.metrics})
+    return EpisodeMeans(
+        ret=sum(episode.ret for episode in episodes) / n,
+        length=sum(episode.length for episode in episodes) / n,
+        metrics={key: sum(episode.metrics.get(key, 0.0) for episode in episodes) / n for key in keys},
+    )
+
+
+class EpisodeTracker:
+    """The running undiscounted return and length of each of ``E`` envs, and the
+    :class:`EpisodeStats` of those whose episode ends: the bookkeeping of every adapter that
+    accumulates episodes on the host (numpy, float64 returns).
+
+    ``state_dict()`` holds the running sums as CPU tensors (``episode_return``,
+    ``episode_length``), so that a resumed run continues the episodes in progress.
+    """
+
+    def __init__(self, num_envs: int) -> None:
+        self.num_envs = num_envs
+        self.returns = np.zeros(num_envs, dtype=np.float64)
+        self.lengths = np.zeros(num_envs, dtype=np.int64)
+
+    def reset(self) -> None:
+        """Every env starts a new episode."""
+        self.returns[:] = 0.0
+        self.lengths[:] = 0
+
+    def step(
+        self,
+        reward: np.ndarray,
+        ended: np.ndarray,
+        metrics: Callable[[int], dict[str, float]] | None = None,
+    ) -> list[EpisodeStats]:
+        """Add one step's team ``reward`` ``[E]``; for each env where ``ended`` ``[E]`` bool, an
+        :class:`EpisodeStats` (``metrics(e)`` its env metrics) and a fresh episode. Env order."""
+        self.returns += reward
+        self.lengths += 1
+        episodes = []
+        for e in np.flatnonzero(ended):
+            episodes.append(
+                EpisodeStats(
+                    ret=float(self.returns[e]),
+                    length=int(self.lengths[e]),
+                    metrics={} if metrics is None else metrics(int(e)),
+                    env=int(e),
+                )
+            )
+        self.returns[ended] = 0.0
+        self.lengths[ended] = 0
+        return episodes
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "episode_return": torch.from_numpy(self.returns.copy()),
+            "episode_length": torch.from_numpy(self.lengths.copy()),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The running sums from ``state`` (a dict holding at least :meth:`state_dict`'s keys)."""
+        self.returns = state["episode_return"].numpy().astype(np.float64, copy=True)
+        self.lengths = state["episode_length"].numpy().astype(np.int64, copy=True)
 
 
 @dataclass

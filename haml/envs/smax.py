@@ -89,7 +89,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from haml.envs.base import WIN_METRIC, EnvSpec, EnvStep, EpisodeStats, require_num_envs
+from haml.envs.base import WIN_METRIC, EnvSpec, EnvStep, EpisodeStats, EpisodeTracker, require_num_envs
 from haml.utils.seeding import check_seed
 
 __all__ = [
@@ -489,8 +489,7 @@ class SmaxVectorEnv:
         # handed out can be views of a host copy without guarding it)
         self._packed: Any = None
         self._avail: np.ndarray | None = None  # [E, n, A] bool: the masks actions are checked on
-        self._episode_return = np.zeros(num_envs, dtype=np.float64)
-        self._episode_length = np.zeros(num_envs, dtype=np.int64)
+        self._episodes = EpisodeTracker(num_envs)
         self._no_reset: Any = None  # see _jax_constants
         self._limit: Any = None
         # with agent_id: agent i's one-hot id, [E, n] on the device, appended to its observation
@@ -521,8 +520,7 @@ class SmaxVectorEnv:
         state = self._state if self._state is not None else self._core.placeholder_state(self.num_envs)
         _, limit = self._jax_constants()
         self._keys, self._state, packed = self._core.reset(keys, state, limit)
-        self._episode_return[:] = 0.0
-        self._episode_length[:] = 0
+        self._episodes.reset()
         return self._env_step(*self._take(packed), final=False, episodes=[])
 
     def step(self, actions: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> EnvStep:
@@ -542,20 +540,9 @@ class SmaxVectorEnv:
         terminated = fields["terminated"][0, :, 0].numpy() > 0.5
         truncated = fields["truncated"][0, :, 0].numpy() > 0.5
         won = fields["won"][0, :, 0].numpy()
-        self._episode_return += reward
-        self._episode_length += 1
-        episodes = []
-        for e in np.flatnonzero(terminated | truncated):
-            episodes.append(
-                EpisodeStats(
-                    ret=float(self._episode_return[e]),
-                    length=int(self._episode_length[e]),
-                    metrics={WIN_METRIC: float(won[e])},
-                    env=int(e),
-                )
-            )
-            self._episode_return[e] = 0.0
-            self._episode_length[e] = 0
+        episodes = self._episodes.step(
+            reward, terminated | truncated, lambda e: {WIN_METRIC: float(won[e])}
+        )
         return self._env_step(host, fields, final=True, episodes=episodes)
 
     def current(self) -> EnvStep:
@@ -586,8 +573,7 @@ class SmaxVectorEnv:
             if started
             else None,
             "packed": None if self._packed is None else _to_torch(self._packed),
-            "episode_return": torch.from_numpy(self._episode_return.copy()),
-            "episode_length": torch.from_numpy(self._episode_length.copy()),
+            **self._episodes.state_dict(),
             "pending_seed": self._pending_seed,
         }
 
@@ -636,8 +622,7 @@ class SmaxVectorEnv:
         self._keys, self._state = keys, jax_state
         self._packed = None if state["packed"] is None else jnp.asarray(state["packed"].numpy())
         self._avail = None
-        self._episode_return = state["episode_return"].numpy().astype(np.float64, copy=True)
-        self._episode_length = state["episode_length"].numpy().astype(np.int64, copy=True)
+        self._episodes.load_state_dict(state)
         self._pending_seed = state["pending_seed"]
 
     def close(self) -> None:

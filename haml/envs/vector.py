@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-from haml.envs.base import EnvSpec, EnvStep, EpisodeStats
+from haml.envs.base import EnvSpec, EnvStep, EpisodeTracker
 from haml.envs.gym_adapter import ACTIVE_KEY, STATE_KEY, action_mask_key, obs_key
 
 __all__ = ["DEFAULT_STEP_TIMEOUT", "GymVectorEnv", "check_vector_options"]
@@ -266,8 +266,7 @@ class GymVectorEnv:
         ]
         self._resumable = all(self._get_attr("resumable", "construction"))
 
-        self._episode_return = np.zeros(self.num_envs, dtype=np.float64)
-        self._episode_length = np.zeros(self.num_envs, dtype=np.int64)
+        self._episodes = EpisodeTracker(self.num_envs)
         self._last_obs: dict[str, np.ndarray] | None = None
 
     # -- the protocol ---------------------------------------------------------------------------
@@ -325,8 +324,7 @@ class GymVectorEnv:
 
     def _record_reset(self, result: tuple[dict[str, np.ndarray], dict[str, Any]]) -> None:
         obs, _ = result
-        self._episode_return[:] = 0.0
-        self._episode_length[:] = 0
+        self._episodes.reset()
         self._last_obs = {key: np.array(value, copy=True) for key, value in obs.items()}
 
     def _record_step(self, result: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -336,32 +334,25 @@ class GymVectorEnv:
         obs = {key: np.array(value, copy=True) for key, value in obs.items()}
         final_obs = obs
         ended = np.logical_or(terminated, truncated)
-        episodes: list[EpisodeStats] = []
-        self._episode_return += reward
-        self._episode_length += 1
+        metrics = infos.get("final_info", {}).get("episode_metrics", {})
+
+        def env_metrics(e: int) -> dict[str, float]:
+            # gymnasium stacks the infos: key -> [E] values, "_key" -> [E] "env e has it"
+            return {
+                key: float(value[e])
+                for key, value in metrics.items()
+                if not key.startswith("_") and metrics[f"_{key}"][e]
+            }
+
+        episodes = self._episodes.step(reward, ended, env_metrics)
         if ended.any():
             final_obs = {key: value.copy() for key, value in obs.items()}
             has_final = infos.get("_final_obs", np.zeros(self.num_envs, dtype=bool))
-            metrics = infos.get("final_info", {}).get("episode_metrics", {})
             for e in np.flatnonzero(ended):
                 if not has_final[e]:
                     raise RuntimeError(f"{self._label}: env {e} ended without a final observation")
                 for key, value in infos["final_obs"][e].items():
                     final_obs[key][e] = value
-                episodes.append(
-                    EpisodeStats(
-                        ret=float(self._episode_return[e]),
-                        length=int(self._episode_length[e]),
-                        metrics={
-                            key: float(value[e])
-                            for key, value in metrics.items()
-                            if not key.startswith("_") and metrics[f"_{key}"][e]
-                        },
-                        env=int(e),
-                    )
-                )
-            self._episode_return[ended] = 0.0
-            self._episode_length[ended] = 0
         self._last_obs = obs  # never written to: the tensors handed out are copies
         return obs, final_obs, reward, terminated, truncated, episodes
 
@@ -400,8 +391,7 @@ class GymVectorEnv:
             "label": self._label,
             "num_envs": self.num_envs,
             "envs": [_numpy_tree_to_torch(state) for state in env_states],
-            "episode_return": torch.from_numpy(self._episode_return.copy()),
-            "episode_length": torch.from_numpy(self._episode_length.copy()),
+            **self._episodes.state_dict(),
             "obs": None if self._last_obs is None else _numpy_tree_to_torch(self._last_obs),
         }
 
@@ -422,8 +412,7 @@ class GymVectorEnv:
         env_states = [_torch_tree_to_numpy(env_state) for env_state in state["envs"]]
 
         def restore_bookkeeping(_: Any) -> None:
-            self._episode_return = state["episode_return"].numpy().astype(np.float64, copy=True)
-            self._episode_length = state["episode_length"].numpy().astype(np.int64, copy=True)
+            self._episodes.load_state_dict(state)
             self._last_obs = None if state["obs"] is None else _torch_tree_to_numpy(state["obs"])
 
         vec = self._vec

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from haml.envs.base import EpisodeStats, VectorMultiAgentEnv
+from haml.envs.base import EpisodeStats, VectorMultiAgentEnv, episode_means
 from haml.runners.acting import JointActor
 
 __all__ = ["EvalResult", "evaluate"]
@@ -35,11 +35,12 @@ class EvalResult:
     @property
     def metrics(self) -> dict[str, float]:
         """Means of the env-specific episode metrics (e.g. win rate)."""
-        keys = sorted({k for ep in self.episodes for k in ep.metrics})
-        return {
-            k: sum(ep.metrics.get(k, 0.0) for ep in self.episodes) / len(self.episodes)
-            for k in keys
-        }
+        return episode_means(self.episodes).metrics
+
+    @property
+    def mean_length(self) -> float:
+        """Mean episode length in steps."""
+        return episode_means(self.episodes).length
 
 
 @torch.no_grad()
@@ -81,6 +82,7 @@ def evaluate(
         raise RuntimeError(
             f"evaluate: only {len(finished)} of {episodes} episodes ended within {max_steps} steps"
         )
-    returns = torch.tensor([ep.ret for ep in finished[:episodes]], dtype=torch.float64)
+    counted = finished[:episodes]
+    returns = torch.tensor([ep.ret for ep in counted], dtype=torch.float64)
     std = float(returns.std(unbiased=False)) if len(returns) > 1 else 0.0
-    return EvalResult(float(returns.mean()), std, finished[:episodes])
+    return EvalResult(episode_means(counted).ret, std, counted)
