@@ -45,9 +45,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from haml.envs.base import require_num_envs
 from haml.envs.gym_adapter import ParallelEnvAdapter, SimStateHooks
-from haml.envs.vector import DEFAULT_STEP_TIMEOUT, GymVectorEnv, check_vector_options
+from haml.envs.vector import (
+    DEFAULT_STEP_TIMEOUT,
+    GymVectorEnv,
+    check_vector_options,
+    make_gym_vector_env,
+)
 
 __all__ = [
     "AGENT_CONFS",
@@ -431,21 +435,10 @@ def make_vector_env(
     Env ``e`` is seeded with ``seed + e`` on the first reset (see :class:`GymVectorEnv`).
     """
     options = options or Options()
-    require_num_envs(num_envs)
     parse_task(task)  # a bad name fails here, not in every worker
     _import_mamujoco()  # a missing package fails here with the pip hint
-    asynchronous = options.vectorization == "async" or (
-        options.vectorization == "auto" and num_envs > 1 and (os.cpu_count() or 1) >= AUTO_ASYNC_MIN_CPUS
-    )
-    return GymVectorEnv(
-        [functools.partial(make_single_env, task, options, e) for e in range(num_envs)],
-        env=ENV_NAME,
-        task=task,
-        device=device,
-        seed=seed,
-        asynchronous=asynchronous,
-        step_timeout=options.step_timeout,
-        context=options.start_method,
-        max_concurrency=options.max_concurrency,
-        episode_limit=options.episode_limit,
+    return make_gym_vector_env(
+        functools.partial(make_single_env, task, options), num_envs, options,
+        env=ENV_NAME, task=task, device=device, seed=seed, episode_limit=options.episode_limit,
+        auto_async_min_cpus=AUTO_ASYNC_MIN_CPUS,
     )

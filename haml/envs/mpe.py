@@ -57,9 +57,13 @@ import gymnasium
 import numpy as np
 import torch
 
-from haml.envs.base import require_num_envs
 from haml.envs.gym_adapter import AGENT_VIEWS, AgentView, ParallelEnvAdapter, SimStateHooks
-from haml.envs.vector import DEFAULT_STEP_TIMEOUT, GymVectorEnv, check_vector_options
+from haml.envs.vector import (
+    DEFAULT_STEP_TIMEOUT,
+    GymVectorEnv,
+    check_vector_options,
+    make_gym_vector_env,
+)
 
 __all__ = [
     "MPE_STATE_HOOKS",
@@ -459,18 +463,10 @@ def make_vector_env(
     Env ``e`` is seeded with ``seed + e`` on the first reset (see :class:`GymVectorEnv`).
     """
     options = options or Options()
-    require_num_envs(num_envs)
     task = parse_task(task)
     _check_task_options(task, options)  # a bad combination fails here, not in every worker
     _import_scenario(_TASKS[task].module)  # a missing package fails here with the pip hint
-    return GymVectorEnv(
-        [functools.partial(make_single_env, task, options, e) for e in range(num_envs)],
-        env=ENV_NAME,
-        task=task,
-        device=device,
-        seed=seed,
-        asynchronous=options.vectorization == "async",
-        step_timeout=options.step_timeout,
-        context=options.start_method,
-        episode_limit=options.max_cycles,
+    return make_gym_vector_env(
+        functools.partial(make_single_env, task, options), num_envs, options,
+        env=ENV_NAME, task=task, device=device, seed=seed, episode_limit=options.max_cycles,
     )

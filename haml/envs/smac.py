@@ -57,7 +57,12 @@ import torch
 
 from haml.envs.base import require_num_envs
 from haml.envs.gym_adapter import ParallelEnvAdapter
-from haml.envs.vector import DEFAULT_STEP_TIMEOUT, GymVectorEnv, check_vector_options
+from haml.envs.vector import (
+    DEFAULT_STEP_TIMEOUT,
+    GymVectorEnv,
+    check_vector_options,
+    make_gym_vector_env,
+)
 
 __all__ = [
     "DIFFICULTIES",
@@ -616,23 +621,10 @@ def make_starcraft_vector_env(
         episode_limit = int(probe.get_env_info()["episode_limit"])
     finally:
         probe.close()
-    asynchronous = options.vectorization == "async" or (
-        options.vectorization == "auto" and num_envs > 1
-    )
-    return StarCraftVectorEnv(
-        [
-            functools.partial(make_starcraft_adapter, env_name, task, kwargs, factory, options, e)
-            for e in range(num_envs)
-        ],
-        env=env_name,
-        task=task,
-        device=device,
-        seed=seed,
-        asynchronous=asynchronous,
-        step_timeout=options.step_timeout,
-        context=options.start_method,
-        max_concurrency=options.max_concurrency,
-        episode_limit=episode_limit,
+    return make_gym_vector_env(
+        functools.partial(make_starcraft_adapter, env_name, task, kwargs, factory, options),
+        num_envs, options, env=env_name, task=task, device=device, seed=seed,
+        episode_limit=episode_limit, vector_class=StarCraftVectorEnv,
     )
 
 

@@ -40,6 +40,7 @@ training device. Nothing before this module sees torch; nothing after it sees nu
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import signal
@@ -53,10 +54,10 @@ import numpy as np
 import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-from haml.envs.base import EnvSpec, EnvStep, EpisodeTracker
+from haml.envs.base import EnvSpec, EnvStep, EpisodeTracker, require_num_envs
 from haml.envs.gym_adapter import ACTIVE_KEY, STATE_KEY, action_mask_key, obs_key
 
-__all__ = ["DEFAULT_STEP_TIMEOUT", "GymVectorEnv", "check_vector_options"]
+__all__ = ["DEFAULT_STEP_TIMEOUT", "GymVectorEnv", "check_vector_options", "make_gym_vector_env"]
 
 DEFAULT_STEP_TIMEOUT: float = 600.0
 """Seconds an async step/reset/call may take before the workers are declared stuck."""
@@ -620,3 +621,46 @@ class GymVectorEnv:
                     pipe.close()
                 vec.parent_pipes[index] = None
         vec.closed = True
+
+
+def make_gym_vector_env(
+    make_one: Callable[[int], gymnasium.Env],
+    num_envs: int,
+    options: Any,
+    *,
+    env: str,
+    task: str,
+    device: torch.device | str = "cpu",
+    seed: int | None = None,
+    episode_limit: int | None = None,
+    auto_async_min_cpus: int = 1,
+    vector_class: type[GymVectorEnv] = GymVectorEnv,
+) -> GymVectorEnv:
+    """``num_envs`` envs ``make_one(e)`` as one :class:`GymVectorEnv`: the builder every
+    gymnasium-based family's ``make_vector_env`` ends in, once it has checked its task and options.
+
+    ``make_one`` must be picklable for async vectorisation (a ``functools.partial`` of a
+    module-level function whose last argument is the env index). ``options`` is the family's
+    ``Options``: ``vectorization`` ("sync", "async" or "auto": async when ``num_envs > 1`` and the
+    machine has at least ``auto_async_min_cpus`` cores), ``step_timeout``, ``start_method`` and,
+    where the family has it, ``max_concurrency``. ``vector_class``: a subclass of
+    :class:`GymVectorEnv` (e.g. one that cannot save its state).
+    """
+    require_num_envs(num_envs)
+    asynchronous = options.vectorization == "async" or (
+        options.vectorization == "auto"
+        and num_envs > 1
+        and (os.cpu_count() or 1) >= auto_async_min_cpus
+    )
+    return vector_class(
+        [functools.partial(make_one, e) for e in range(num_envs)],
+        env=env,
+        task=task,
+        device=device,
+        seed=seed,
+        asynchronous=asynchronous,
+        step_timeout=options.step_timeout,
+        context=options.start_method,
+        max_concurrency=getattr(options, "max_concurrency", None),
+        episode_limit=episode_limit,
+    )

@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+import types
 
 import gymnasium
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 
 from haml.envs.base import VectorMultiAgentEnv
 from haml.envs.gym_adapter import ParallelEnvAdapter, SimStateHooks
-from haml.envs.vector import GymVectorEnv
+from haml.envs.vector import GymVectorEnv, make_gym_vector_env
 
 
 class FakeParallelEnv:
@@ -470,4 +471,65 @@ def test_a_second_ctrl_c_abandons_a_stuck_step():
     finally:
         for timer in timers:
             timer.join()
+        envs.close()
+
+
+# -- the one builder of the gymnasium-based families ---------------------------------------------
+
+
+def _vector_options(vectorization, **extra):
+    return types.SimpleNamespace(
+        vectorization=vectorization, step_timeout=5.0, start_method=None, **extra
+    )
+
+
+@pytest.mark.parametrize(
+    "vectorization, num_envs, cpus, asynchronous",
+    [
+        ("sync", 4, 64, False),
+        ("async", 1, 1, True),
+        ("auto", 4, 8, True),
+        ("auto", 4, 4, False),  # fewer cores than the family asks for
+        ("auto", 1, 64, False),  # one env: nothing to overlap
+    ],
+)
+def test_make_gym_vector_env_picks_the_mode_and_builds_one_factory_per_env(
+    monkeypatch, vectorization, num_envs, cpus, asynchronous
+):
+    built = {}
+
+    def record(env_fns, **kwargs):
+        built.update(env_fns=env_fns, **kwargs)
+        return "envs"
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    options = _vector_options(vectorization)
+    envs = make_gym_vector_env(
+        functools.partial(make_fake), num_envs, options, env="fake", task="pair", seed=3,
+        episode_limit=7, auto_async_min_cpus=8, vector_class=record,
+    )
+    assert envs == "envs"
+    assert built["asynchronous"] is asynchronous
+    assert [fn.args[-1] for fn in built["env_fns"]] == list(range(num_envs))  # the env index
+    assert (built["env"], built["task"], built["seed"], built["episode_limit"]) == ("fake", "pair", 3, 7)
+    assert (built["step_timeout"], built["context"], built["max_concurrency"]) == (5.0, None, None)
+
+
+def test_make_gym_vector_env_passes_max_concurrency_where_the_family_has_it():
+    built = {}
+    make_gym_vector_env(
+        make_fake, 2, _vector_options("async", max_concurrency=1), env="fake", task="pair",
+        vector_class=lambda env_fns, **kwargs: built.update(kwargs),
+    )
+    assert built["max_concurrency"] == 1
+
+
+def test_make_gym_vector_env_checks_num_envs_and_builds_working_envs():
+    with pytest.raises(ValueError, match="num_envs"):
+        make_gym_vector_env(make_fake, 0, _vector_options("sync"), env="fake", task="pair")
+    envs = make_gym_vector_env(make_fake, 2, _vector_options("sync"), env="fake", task="pair", seed=0)
+    try:
+        assert isinstance(envs, GymVectorEnv) and not envs.asynchronous
+        assert envs.reset().state.shape == (2, 2)
+    finally:
         envs.close()
