@@ -22,6 +22,7 @@ import os
 import pkgutil
 import platform
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
@@ -37,20 +38,28 @@ Handler = Callable[[argparse.Namespace, argparse.ArgumentParser], int]
 
 
 def _kernels() -> list[tuple[str, str, str]]:
-    """(kernel, public functions, dispatcher op) for every op package under haml/ops."""
+    """(kernel, public names, native implementation) for every op package under haml/ops."""
     import haml.ops
+    from haml.ops import _backend
 
     kernels = []
     for module in pkgutil.iter_modules(haml.ops.__path__):
         if not module.ispkg:
             continue
         package = importlib.import_module(f"haml.ops.{module.name}")
-        functions = [
+        public = [
             name for name in getattr(package, "__all__", ())
             if inspect.isfunction(getattr(package, name, None))
+            or inspect.isclass(getattr(package, name, None))
+            and not issubclass(getattr(package, name), tuple)  # result records are not entry points
         ]
-        # The façade's _OP is the haml::<op> it calls (clip_surrogate -> clip_surrogate_fwd).
-        kernels.append((module.name, ", ".join(functions), getattr(package, "_OP", module.name)))
+        # What the façade dispatches to: a native class (fvp, line_search), or the haml::<op> in
+        # its _OP (clip_surrogate -> clip_surrogate_fwd).
+        if module.name in _backend.NATIVE_CLASS_KERNELS:
+            native = "torch.classes.haml." + _backend.NATIVE_CLASS_KERNELS[module.name][0]
+        else:
+            native = "torch.ops.haml." + getattr(package, "_OP", module.name)
+        kernels.append((module.name, ", ".join(public), native))
     return kernels
 
 
@@ -87,20 +96,25 @@ def info(out: TextIO | None = None) -> int:
 
     devices = ("cpu", "cuda")
     say()
-    say("ops (implementation each runs for tensors on each device):")
-    rows = [("kernel", "haml.ops.", "torch.ops.haml.", *devices)]
-    for kernel, functions, native_op in _kernels():
-        rows.append(
-            (
-                kernel,
-                functions,
-                native_op,
-                *("native" if _backend.has_native(native_op, d) else "reference" for d in devices),
-            )
-        )
+    say("ops (what runs for tensors on each device; reference = haml/ops/<kernel>/reference.py):")
+    rows = [("kernel", "haml.ops.", "native implementation", *devices)]
+    notes = []
+    for kernel, public, native in _kernels():
+        cells = ["native" if _backend.has_native_kernel(kernel, d) else "reference" for d in devices]
+        if kernel in _backend.NATIVE_CLASS_KERNELS and "native" in cells:
+            # A class serves some calls only: say which, once per distinct note.
+            scope = _backend.NATIVE_CLASS_KERNELS[kernel][1]
+            if scope not in notes:
+                notes.append(scope)
+            mark = f" [{notes.index(scope) + 1}]"
+            cells = [cell + mark if cell == "native" else cell for cell in cells]
+        rows.append((kernel, public, native, *cells))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         say("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for number, note in enumerate(notes, 1):
+        say(textwrap.fill(note, width=100, initial_indent=f"  [{number}] native for: ",
+                          subsequent_indent="      "))
     for device in devices:
         say(f"backend({device}): {_backend.backend(device)}")
     if _backend.REQUESTED == "reference":
@@ -195,7 +209,7 @@ def _train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 
 def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from haml.runners.on_policy import TrainingDiverged
+    from haml.runners import TrainingDiverged
     from haml.utils.checkpoint import CheckpointError
 
     try:
@@ -225,15 +239,16 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    from haml.algorithms import algo_names
+
     parser = subparsers.add_parser(
         "train",
         help="train an algorithm on an environment task",
-        description="Train an on-policy algorithm (happo, hatrpo, haa2c, mappo, mappo_ns, ippo, "
-        "maa2c_s, maa2c_ns) on a task. The defaults are the papers' hyperparameters for the "
+        description=f"Train an algorithm ({', '.join(algo_names())}) on a task. The defaults are the papers' hyperparameters for the "
         "environment family; KEY=VALUE overrides any config field (e.g. algo.clip=0.1 "
         "actor.hidden=[128,128]). Writes runs/<env>/<task>/<algo>/seed-<n>/ (or --out).",
     )
-    parser.add_argument("--algo", help="registered algorithm")
+    parser.add_argument("--algo", help=f"registered algorithm: {', '.join(algo_names())}")
     parser.add_argument("--env", help="registered environment family, e.g. mamujoco, toy")
     parser.add_argument("--task", help="task of the family (default: the family's default task)")
     parser.add_argument("--steps", type=int, help="total environment steps (train.steps)")
@@ -330,10 +345,12 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     import haml
+    from haml.algorithms import algo_names
 
     parser = argparse.ArgumentParser(
         prog="haml",
-        description="Heterogeneous-Agent Mirror Learning (HATRPO, HAPPO, HAA2C, HADDPG) for PyTorch.",
+        description="Heterogeneous-Agent Mirror Learning for PyTorch. Algorithms: "
+        f"{', '.join(algo_names())}.",
     )
     parser.add_argument("--version", action="version", version=f"haml {haml.__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

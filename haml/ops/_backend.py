@@ -109,6 +109,37 @@ def has_native_class(name: str) -> bool:
     return name in _NATIVE_CLASSES
 
 
+# The kernels whose native code is a class, not a dispatcher op: kernel package -> (the class
+# in torch.classes.haml, which calls it serves). Where it does not serve a call, that call runs the
+# reference. haml.ops.fvp decides per call (_native_unsupported there); `haml info` prints this;
+# python_tests/test_cli.py checks the two against each other. The dispatcher-op kernels name
+# their op in their package's _OP instead.
+FISHER_NATIVE_SCOPE = (
+    "haml.models.MLPPolicy with kl='exact', float32/float64 observations [N, obs_dim] and every "
+    "parameter trainable; other policies (RNN policies, any other nn.Module) run the "
+    "double-backward reference"
+)
+NATIVE_CLASS_KERNELS: dict[str, tuple[str, str]] = {
+    "fvp": ("FisherOperator", FISHER_NATIVE_SCOPE),
+    "line_search": (
+        "FisherOperator",
+        "trust_region_step's surrogate gradient, conjugate gradient and xᵀHx, through "
+        "haml.ops.FisherOperator, so native for the same policies as fvp; the backtracking line search "
+        "itself is PyTorch",
+    ),
+}
+
+
+def has_native_kernel(kernel: str, device: torch.device | str) -> bool:
+    """Whether the native code of op package ``kernel`` (``"gae"``, ``"fvp"``, ...) serves tensors
+    on ``device``: its dispatcher op (``_OP`` of the package) has a kernel there, or its native
+    class is built (the classes use ATen operations only, so they run on any device)."""
+    if kernel in NATIVE_CLASS_KERNELS:
+        return has_native_class(NATIVE_CLASS_KERNELS[kernel][0])
+    op = getattr(importlib.import_module(f"haml.ops.{kernel}"), "_OP", kernel)
+    return has_native(op, device)
+
+
 def has_native(op: str, device: torch.device | str) -> bool:
     """Whether ``op`` runs natively for tensors on ``device`` under the current backend."""
     device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
