@@ -24,7 +24,7 @@ from haml.buffers.layout import select_units
 from haml.config.schema import CriticConfig
 from haml.models.recurrent import GRUCritic, is_recurrent
 from haml.models.value import ValueNorm, VCritic, huber
-from haml.ops.fvp.reference import masked_mean
+from haml.ops.masked import masked_mean
 
 __all__ = ["CriticLearner", "RolloutValues"]
 

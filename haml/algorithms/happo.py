@@ -20,7 +20,7 @@ from haml.algorithms.base import ActorBatch, minibatch_indices, schedule_lr
 from haml.config.schema import PPOConfig
 from haml.models import joint_entropy, joint_log_prob
 from haml.ops import clipped_surrogate
-from haml.ops.fvp.reference import masked_mean
+from haml.ops.masked import masked_mean
 
 __all__ = ["PPOActorLearner"]
 

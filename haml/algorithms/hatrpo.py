@@ -18,7 +18,7 @@ from haml.algorithms.base import ActorBatch
 from haml.config.schema import TRPOConfig
 from haml.models import joint_entropy
 from haml.ops import trust_region_step
-from haml.ops.fvp.reference import masked_mean
+from haml.ops.masked import masked_mean
 
 __all__ = ["TRPOActorLearner"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 NATIVE_DTYPES = (torch.float32, torch.float64)
@@ -62,3 +63,108 @@ def require_number(op: str, name: str, value: object, low: float, high: float) -
 
 def needs_autograd(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def require_int(op: str, name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{op}: '{name}' must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{op}: '{name}' must be >= {low}, got {value}")
+    return value
+
+
+def require_choice(op: str, name: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{op}: '{name}' must be one of {choices}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def require_mask_dtype(op: str, name: str, value: torch.Tensor) -> None:
+    """A sample mask: bool, or floating weights."""
+    if value.dtype != torch.bool and value.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{op}: '{name}' must be a bool or floating-point tensor, got dtype {value.dtype}"
+        )
+
+
+# -- policies and their per-sample inputs (haml.ops.fvp, haml.ops.line_search) -------------------
+
+
+def require_policy(op: str, policy: object) -> list[nn.Parameter]:
+    """An ``nn.Module`` with a ``distribution`` method and trainable parameters of one dtype and
+    device; returns those parameters (``requires_grad`` ones, ``parameters()`` order)."""
+    if not isinstance(policy, nn.Module) or not callable(getattr(policy, "distribution", None)):
+        raise TypeError(
+            f"{op}: 'policy' must be an nn.Module with a distribution(obs, action_mask) method, "
+            f"got {type(policy).__name__}"
+        )
+    params = [p for p in policy.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{op}: 'policy' has no trainable parameter (requires_grad=True)")
+    first = params[0]
+    for p in params[1:]:
+        if p.dtype != first.dtype or p.device != first.device:
+            raise ValueError(
+                f"{op}: 'policy' mixes parameter dtypes/devices ({first.dtype} on {first.device} "
+                f"and {p.dtype} on {p.device}); a flat parameter vector needs one of each"
+            )
+    if first.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: 'policy' parameters must be floating point, got {first.dtype}")
+    return params
+
+
+def require_obs(op: str, obs: object, ref: torch.Tensor) -> int:
+    """``obs`` ``[N, ...]`` with N ≥ 1, of the policy's dtype and device; returns N."""
+    obs = require_tensor(op, "obs", obs)
+    require_float(op, "obs", obs)
+    if obs.dim() < 2:
+        raise ValueError(f"{op}: 'obs' must be [N, obs_dim] (samples first), got {tuple(obs.shape)}")
+    if obs.shape[0] == 0:
+        raise ValueError(f"{op}: 'obs' is empty (shape {tuple(obs.shape)}): no sample to average")
+    if obs.dtype != ref.dtype:
+        raise TypeError(f"{op}: 'obs' has dtype {obs.dtype} but the policy's parameters {ref.dtype}")
+    if obs.device != ref.device:
+        raise ValueError(f"{op}: 'obs' is on {obs.device} but the policy's parameters on {ref.device}")
+    return obs.shape[0]
+
+
+def require_per_sample(
+    op: str, name: str, value: object, n: int, ref: torch.Tensor, is_mask: bool = False
+) -> torch.Tensor | None:
+    """None, or a tensor ``[N]`` (``[N, 1]`` is squeezed) of ``ref``'s dtype (a mask: bool or
+    floating) and device."""
+    if value is None:
+        return None
+    value = require_tensor(op, name, value)
+    if is_mask:
+        require_mask_dtype(op, name, value)
+    else:
+        require_same_dtype(op, name, value, "obs", ref)
+    if value.shape == (n, 1):
+        value = value.squeeze(-1)
+    require_shape(op, name, value, torch.Size([n]), "one entry per sample of 'obs'")
+    require_same_device(op, name, value, "obs", ref)
+    return value
+
+
+def require_flat_vector(
+    op: str, name: str, vector: object, params: list[nn.Parameter]
+) -> torch.Tensor:
+    """A flat vector over the trainable parameters: ``[num_params]``, their dtype and device."""
+    vector = require_tensor(op, name, vector)
+    ref = params[0]
+    num_params = sum(p.numel() for p in params)
+    if vector.dtype != ref.dtype:
+        raise TypeError(
+            f"{op}: '{name}' has dtype {vector.dtype} but the policy's parameters {ref.dtype}"
+        )
+    if vector.shape != (num_params,):
+        raise ValueError(
+            f"{op}: '{name}' must be flat with one entry per trainable parameter, shape "
+            f"({num_params},), got {tuple(vector.shape)}"
+        )
+    if vector.device != ref.device:
+        raise ValueError(
+            f"{op}: '{name}' is on {vector.device} but the policy's parameters on {ref.device}"
+        )
+    return vector

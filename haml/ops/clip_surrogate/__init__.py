@@ -60,8 +60,7 @@ def clipped_surrogate(
             continue
         _validate.require_tensor(_NAME, name, value)
         if name == "mask":
-            if value.dtype != torch.bool:
-                _validate.require_float(_NAME, name, value)
+            _validate.require_mask_dtype(_NAME, name, value)
             value = value.to(logp_new.dtype)
         else:
             _validate.require_same_dtype(_NAME, name, value, "logp_new", logp_new)

@@ -48,100 +48,6 @@ __all__ = ["FisherOperator", "fisher_vector_product", "conjugate_gradient"]
 _NAME = "FisherOperator"
 
 
-# -- argument checks shared with haml.ops.line_search -------------------------------------------
-
-
-def _require_policy(op: str, policy: object) -> list[nn.Parameter]:
-    """An ``nn.Module`` with a ``distribution`` method and trainable parameters of one dtype/device."""
-    if not isinstance(policy, nn.Module) or not callable(getattr(policy, "distribution", None)):
-        raise TypeError(
-            f"{op}: 'policy' must be an nn.Module with a distribution(obs, action_mask) method, "
-            f"got {type(policy).__name__}"
-        )
-    params = reference.trainable_parameters(policy)
-    if not params:
-        raise ValueError(f"{op}: 'policy' has no trainable parameter (requires_grad=True)")
-    first = params[0]
-    for p in params[1:]:
-        if p.dtype != first.dtype or p.device != first.device:
-            raise ValueError(
-                f"{op}: 'policy' mixes parameter dtypes/devices ({first.dtype} on {first.device} "
-                f"and {p.dtype} on {p.device}); a flat parameter vector needs one of each"
-            )
-    if first.dtype not in _validate.FLOAT_DTYPES:
-        raise TypeError(f"{op}: 'policy' parameters must be floating point, got {first.dtype}")
-    return params
-
-
-def _require_obs(op: str, obs: object, ref: torch.Tensor) -> int:
-    """``obs`` ``[N, ...]`` with N ≥ 1, of the policy's dtype and device; returns N."""
-    obs = _validate.require_tensor(op, "obs", obs)
-    _validate.require_float(op, "obs", obs)
-    if obs.dim() < 2:
-        raise ValueError(f"{op}: 'obs' must be [N, obs_dim] (samples first), got {tuple(obs.shape)}")
-    if obs.shape[0] == 0:
-        raise ValueError(f"{op}: 'obs' is empty (shape {tuple(obs.shape)}): no sample to average")
-    if obs.dtype != ref.dtype:
-        raise TypeError(f"{op}: 'obs' has dtype {obs.dtype} but the policy's parameters {ref.dtype}")
-    if obs.device != ref.device:
-        raise ValueError(f"{op}: 'obs' is on {obs.device} but the policy's parameters on {ref.device}")
-    return obs.shape[0]
-
-
-def _require_per_sample(
-    op: str, name: str, value: object, n: int, ref: torch.Tensor, is_mask: bool = False
-) -> torch.Tensor | None:
-    """None, or a tensor ``[N]`` (``[N, 1]`` is squeezed); a mask may be bool or floating."""
-    if value is None:
-        return None
-    value = _validate.require_tensor(op, name, value)
-    if is_mask:
-        if value.dtype != torch.bool:
-            _validate.require_float(op, name, value)
-    else:
-        _validate.require_same_dtype(op, name, value, "obs", ref)
-    if value.shape == (n, 1):
-        value = value.squeeze(-1)
-    _validate.require_shape(op, name, value, torch.Size([n]), "one entry per sample of 'obs'")
-    _validate.require_same_device(op, name, value, "obs", ref)
-    return value
-
-
-def _require_kl(op: str, kl: object) -> str:
-    if kl not in KL_KINDS:
-        raise ValueError(f"{op}: 'kl' must be one of {KL_KINDS}, got {kl!r}")
-    return kl  # type: ignore[return-value]
-
-
-def _require_int(op: str, name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{op}: '{name}' must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{op}: '{name}' must be >= {low}, got {value}")
-    return value
-
-
-def _require_vector(op: str, vector: object, params: list[nn.Parameter]) -> torch.Tensor:
-    """A flat vector over the trainable parameters: ``[num_params]``, their dtype and device."""
-    vector = _validate.require_tensor(op, "vector", vector)
-    ref = params[0]
-    num_params = sum(p.numel() for p in params)
-    if vector.dtype != ref.dtype:
-        raise TypeError(
-            f"{op}: 'vector' has dtype {vector.dtype} but the policy's parameters {ref.dtype}"
-        )
-    if vector.shape != (num_params,):
-        raise ValueError(
-            f"{op}: 'vector' must be flat with one entry per trainable parameter, shape "
-            f"({num_params},), got {tuple(vector.shape)}"
-        )
-    if vector.device != ref.device:
-        raise ValueError(
-            f"{op}: 'vector' is on {vector.device} but the policy's parameters on {ref.device}"
-        )
-    return vector
-
-
 # -- which implementation -----------------------------------------------------------------------
 
 _FALLBACKS_SAID: set[str] = set()
@@ -233,11 +139,11 @@ class FisherOperator:
         action_mask: torch.Tensor | None = None,
         kl: str = "exact",
     ) -> None:
-        self._params = _require_policy(_NAME, policy)
-        n = _require_obs(_NAME, obs, self._params[0])
-        mask = _require_per_sample(_NAME, "mask", mask, n, obs, is_mask=True)
+        self._params = _validate.require_policy(_NAME, policy)
+        n = _validate.require_obs(_NAME, obs, self._params[0])
+        mask = _validate.require_per_sample(_NAME, "mask", mask, n, obs, is_mask=True)
         self.damping = _validate.require_number(_NAME, "damping", damping, 0.0, float("inf"))
-        self.kl = _require_kl(_NAME, kl)
+        self.kl = _validate.require_choice(_NAME, "kl", kl, KL_KINDS)
         self.num_params = sum(p.numel() for p in self._params)
         self.dtype = self._params[0].dtype
         self.device = self._params[0].device
@@ -261,7 +167,7 @@ class FisherOperator:
 
     def __call__(self, vector: torch.Tensor) -> torch.Tensor:
         """(H + damping·I) v for a flat ``vector`` ``[num_params]``."""
-        vector = _require_vector(_NAME, vector, self._params)
+        vector = _validate.require_flat_vector(_NAME, "vector", vector, self._params)
         if self.backend == "native":
             return self._impl.apply(vector)
         return self._impl(vector)
@@ -270,7 +176,7 @@ class FisherOperator:
         """vᵀ(H + damping·I)v. For the solution that :func:`conjugate_gradient` last returned on
         a native operator it is read off the CG recurrence (xᵀ(b − r)) instead of one more
         product; the two agree to rounding."""
-        vector = _require_vector(_NAME, vector, self._params)
+        vector = _validate.require_flat_vector(_NAME, "vector", vector, self._params)
         if (
             self.backend == "native"
             and vector is self._last_solution
@@ -333,8 +239,8 @@ def fisher_vector_product(
     kl: str = "exact",
 ) -> torch.Tensor:
     """One product (H + damping·I) v; see :class:`FisherOperator` (build one to reuse the graph)."""
-    params = _require_policy("fisher_vector_product", policy)
-    _require_vector("fisher_vector_product", vector, params)
+    params = _validate.require_policy("fisher_vector_product", policy)
+    _validate.require_flat_vector("fisher_vector_product", "vector", vector, params)
     return FisherOperator(policy, obs, mask, damping, action_mask, kl)(vector)
 
 
@@ -356,11 +262,11 @@ def conjugate_gradient(
     _validate.require_float(op, "b", b)
     if b.dim() != 1:
         raise ValueError(f"{op}: 'b' must be a flat vector, got shape {tuple(b.shape)}")
-    iters = _require_int(op, "iters", iters, 0)
+    iters = _validate.require_int(op, "iters", iters, 0)
     residual_tol = _validate.require_number(op, "residual_tol", residual_tol, 0.0, float("inf"))
     if isinstance(matvec, FisherOperator) and matvec.backend == "native":
         # The whole loop in one native call, on the operator's preallocated vectors.
-        b = _require_vector(op, b, matvec._params)
+        b = _validate.require_flat_vector(op, "b", b, matvec._params)
         x = matvec._impl.conjugate_gradient(b, iters, residual_tol)
         matvec._last_solution, matvec._last_solution_version = x, x._version
         return x

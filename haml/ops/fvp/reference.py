@@ -45,6 +45,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Normal, kl_divergence
 
+from haml.ops.masked import masked_mean
+
 __all__ = [
     "KL_KINDS",
     "FisherOperator",
@@ -53,7 +55,6 @@ __all__ = [
     "fisher_vector_product_func",
     "recomputed_fisher_operator",
     "per_sample_kl",
-    "masked_mean",
     "trainable_parameters",
     "flat_parameters",
     "assign_flat_parameters_",
@@ -90,20 +91,6 @@ def _flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 # -- the divergence -------------------------------------------------------------------------------
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Σ w x / Σ w over the first dimension with w the mask weights (1 when None); 0 if Σ w = 0.
-
-    Samples of weight 0 are excluded even where x is inf or NaN (as in ``clipped_surrogate``).
-    """
-    if mask is None:
-        return x.mean()
-    weight = mask.to(x.dtype)
-    active = weight != 0
-    weight_sum = weight.sum()
-    denom = torch.where(weight_sum != 0, weight_sum, torch.ones_like(weight_sum))
-    return torch.where(active, weight * x, torch.zeros_like(x)).sum() / denom
 
 
 def per_sample_kl(old: Distribution, new: Distribution, kl: str = "exact") -> torch.Tensor:

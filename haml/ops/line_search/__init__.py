@@ -21,15 +21,8 @@ import torch
 from torch import nn
 
 from haml.ops import _validate
-from haml.ops.fvp import (
-    FisherOperator,
-    _require_int,
-    _require_kl,
-    _require_obs,
-    _require_per_sample,
-    _require_policy,
-    conjugate_gradient,
-)
+from haml.ops.fvp import FisherOperator, conjugate_gradient
+from haml.ops.fvp.reference import KL_KINDS
 from haml.ops.line_search import reference
 from haml.ops.line_search.reference import TrustRegionInfo
 
@@ -51,7 +44,7 @@ def _require_search_settings(
     backtrack_coef = _validate.require_number(op, "backtrack_coef", backtrack_coef, 0.0, 1.0)
     if not 0.0 < backtrack_coef < 1.0:
         raise ValueError(f"{op}: 'backtrack_coef' must lie in (0, 1), got {backtrack_coef}")
-    max_backtracks = _require_int(op, "max_backtracks", max_backtracks, 1)
+    max_backtracks = _validate.require_int(op, "max_backtracks", max_backtracks, 1)
     accept_ratio = _validate.require_number(op, "accept_ratio", accept_ratio, 0.0, _INF)
     return backtrack_coef, max_backtracks, accept_ratio
 
@@ -159,29 +152,29 @@ def trust_region_step(
     expected_improvement)``. The algorithm is :func:`haml.ops.line_search.reference.trust_region_step`.
     """
     op = "trust_region_step"
-    params = _require_policy(op, policy)
-    n = _require_obs(op, obs, params[0])
+    params = _validate.require_policy(op, policy)
+    n = _validate.require_obs(op, obs, params[0])
     actions = _validate.require_tensor(op, "actions", actions)
     if actions.dim() < 1 or actions.shape[0] != n:
         raise ValueError(
             f"{op}: 'actions' must have one row per sample of 'obs' ({n}), got {tuple(actions.shape)}"
         )
     _validate.require_same_device(op, "actions", actions, "obs", obs)
-    logp_old = _require_per_sample(op, "logp_old", logp_old, n, obs)
+    logp_old = _validate.require_per_sample(op, "logp_old", logp_old, n, obs)
     if logp_old is None:
         raise TypeError(f"{op}: 'logp_old' must be a torch.Tensor, got None")
-    advantages = _require_per_sample(op, "advantages", advantages, n, obs)
+    advantages = _validate.require_per_sample(op, "advantages", advantages, n, obs)
     if advantages is None:
         raise TypeError(f"{op}: 'advantages' must be a torch.Tensor, got None")
-    factor = _require_per_sample(op, "factor", factor, n, obs)
-    mask = _require_per_sample(op, "mask", mask, n, obs, is_mask=True)
+    factor = _validate.require_per_sample(op, "factor", factor, n, obs)
+    mask = _validate.require_per_sample(op, "mask", mask, n, obs, is_mask=True)
     max_kl = _require_max_kl(op, max_kl)
-    cg_iters = _require_int(op, "cg_iters", cg_iters, 1)
+    cg_iters = _validate.require_int(op, "cg_iters", cg_iters, 1)
     damping = _validate.require_number(op, "damping", damping, 0.0, _INF)
     backtrack_coef, max_backtracks, accept_ratio = _require_search_settings(
         op, backtrack_coef, max_backtracks, accept_ratio
     )
-    kl = _require_kl(op, kl)
+    kl = _validate.require_choice(op, "kl", kl, KL_KINDS)
     residual_tol = _validate.require_number(op, "residual_tol", residual_tol, 0.0, _INF)
     if not isinstance(mask_kl, bool):
         raise TypeError(f"{op}: 'mask_kl' must be a bool, got {type(mask_kl).__name__}")

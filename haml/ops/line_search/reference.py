@@ -42,10 +42,10 @@ from haml.ops.fvp.reference import (
     FisherOperator,
     assign_flat_parameters_,
     flat_parameters,
-    masked_mean,
     per_sample_kl,
     trainable_parameters,
 )
+from haml.ops.masked import masked_mean
 
 __all__ = ["TrustRegionInfo", "surrogate", "backtracking_line_search", "trust_region_step"]
 
