@@ -57,11 +57,13 @@ def _load_policies(checkpoint: dict, spec, device: torch.device, cfg=None):
     ``cfg`` is the checkpoint's config when the caller has already read it."""
     from haml.algorithms import algo_spec
     from haml.config.loader import config_from_dict
-    from haml.runners.on_policy import load_policy_weights, make_policies
+    from haml.models.build import build_policies, load_policy_weights
 
     if cfg is None:
         cfg = config_from_dict(checkpoint["config"])
-    policies, _ = make_policies(algo_spec(cfg.algo_name), cfg, spec, device)
+    algo = algo_spec(cfg.algo_name)
+    policies, _ = build_policies(cfg.actor, spec.obs_spaces, spec.action_spaces, device,
+                                 share=algo.share_actors, owner=algo.name)
     load_policy_weights(policies, checkpoint["runner"]["policies"])
     for policy in policies:
         policy.eval()
@@ -79,7 +81,7 @@ def evaluate_run(
     """Evaluate ``run_dir``'s latest checkpoint (or ``checkpoint``) over ``episodes`` episodes."""
     from haml.config.loader import config_from_dict
     from haml.envs.registry import make_env
-    from haml.utils.checkpoint import checkpoint_iteration, latest_checkpoint, load_checkpoint
+    from haml.utils.checkpoint import checkpoint_iteration, latest_checkpoint, load_run_checkpoint
 
     run_dir = Path(run_dir)
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
@@ -92,7 +94,7 @@ def evaluate_run(
             raise FileNotFoundError(f"eval: {run_dir} holds no checkpoint (checkpoints/iter-*.pt)")
     else:
         path = Path(checkpoint)
-    state = load_checkpoint(path)
+    state = load_run_checkpoint(path)
     cfg = config_from_dict(state["config"])
     dev = torch.device(device)
     num_envs = min(episodes, cfg.eval.num_envs)

@@ -9,8 +9,12 @@ A run directory (``runs/<env>/<task>/<algo>/seed-<n>/`` unless ``out`` is given)
   normalisers, RNG states, counters, the envs' states);
 - ``curve.png``: the learning curve, written at the end.
 
-A NaN/inf loss or parameter stops the run with :class:`~haml.runners.on_policy.TrainingDiverged`
-naming the iteration; the last good checkpoint stays.
+A NaN/inf loss or parameter stops the run with :class:`~haml.runners.TrainingDiverged` naming the
+iteration and the last good checkpoint, which stays.
+
+The loop here is the same for every algorithm: :func:`haml.runners.make_runner` picks the runner
+from the algorithm's registry entry, and the loop talks to it through
+:class:`haml.runners.Runner` only.
 """
 
 from __future__ import annotations
@@ -177,7 +181,7 @@ def resume(
     (default: the run's own ``train.steps``). The same seed on CPU gives the same parameters as
     a run that was never interrupted (with a constant learning rate, or the same ``steps``)."""
     from haml.config.loader import apply_overrides, config_from_dict
-    from haml.utils.checkpoint import latest_checkpoint, load_checkpoint
+    from haml.utils.checkpoint import latest_checkpoint, load_run_checkpoint
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -185,7 +189,7 @@ def resume(
     path = latest_checkpoint(run_dir)
     if path is None:
         raise FileNotFoundError(f"resume: {run_dir} holds no checkpoint (checkpoints/iter-*.pt)")
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_run_checkpoint(path)
     cfg = config_from_dict(checkpoint["config"])
     more = list(overrides)
     if steps is not None:
@@ -216,6 +220,96 @@ def _eval_seed(cfg: ExperimentConfig, iteration: int) -> int:
     return (cfg.seed * 1_000_003 + 7_919 * iteration + 17) % (2**31)
 
 
+def _evaluate(runner: Any, cfg: ExperimentConfig, metrics: dict[str, float]) -> None:
+    """Run the scheduled evaluation and add its metrics to ``metrics``."""
+    from haml.envs.base import episode_means
+    from haml.logging import metrics as M
+
+    result = runner.run_eval(cfg.eval.episodes, _eval_seed(cfg, runner.iteration))
+    metrics[M.EVAL_RETURN] = result.mean_return
+    metrics[M.EVAL_RETURN_STD] = result.std_return
+    means = episode_means(result.episodes)
+    metrics[M.EVAL_EPISODE_LENGTH] = means.length
+    for key, value in means.metrics.items():
+        metrics[f"{M.ENV_PREFIX}eval_{key}"] = value
+    if WIN_METRIC in means.metrics:
+        metrics[M.EVAL_WIN_RATE] = means.metrics[WIN_METRIC]
+
+
+class _Checkpointer:
+    """Writes the run's checkpoints and remembers the last one (for the divergence message)."""
+
+    def __init__(self, run_dir: Path, cfg: ExperimentConfig, runner: Any) -> None:
+        from haml.config.loader import config_to_dict
+        from haml.utils.checkpoint import latest_checkpoint
+
+        self.run_dir, self.cfg, self.runner = run_dir, cfg, runner
+        self.config = config_to_dict(cfg)
+        self.last: Path | None = latest_checkpoint(run_dir)
+
+    def save(self) -> Path:
+        from haml.utils.checkpoint import run_checkpoint, save_run_checkpoint
+        from haml.utils.seeding import rng_state
+
+        last_eval = self.runner.last_eval
+        payload = run_checkpoint(
+            self.config, self.runner.state_dict(), rng_state(),
+            None if last_eval is None else last_eval.mean_return,
+        )
+        self.last = save_run_checkpoint(
+            self.run_dir, self.runner.iteration, payload, keep=self.cfg.run.keep_checkpoints
+        )
+        return self.last
+
+    def diverged(self, err: Exception) -> Exception:
+        """``err`` with what the run keeps."""
+        from haml.runners import TrainingDiverged
+
+        kept = (f"the run stops and keeps its last good checkpoint {self.last}" if self.last
+                else "the run stops; it had written no checkpoint yet")
+        return TrainingDiverged(f"{err}; {kept}")
+
+
+def _open_envs(cfg: ExperimentConfig, env_obj: VectorMultiAgentEnv | None,
+               eval_env_obj: VectorMultiAgentEnv | None):
+    """``(env, eval_env, owned)``: the caller's env objects, or the registered family's envs,
+    which the run then closes (``owned``)."""
+    if env_obj is not None:
+        return env_obj, (eval_env_obj if eval_env_obj is not None else env_obj), False
+    env, eval_env = _make_envs(cfg)
+    return env, eval_env, True
+
+
+def _train_loop(runner: Any, cfg: ExperimentConfig, run_dir: Path, logger: Any,
+                checkpoints: _Checkpointer, shares_eval_env: bool) -> bool:
+    """Iterate until ``train.steps``, evaluating, logging and checkpointing on schedule;
+    returns whether a Ctrl-C stopped it."""
+    from haml.runners import TrainingDiverged
+    from haml.runners.guards import InterruptFlag
+
+    with InterruptFlag() as flag:
+        while runner.env_steps < cfg.train.steps:
+            try:
+                metrics = runner.iterate()
+            except TrainingDiverged as err:  # nothing of the diverged iteration is saved
+                raise checkpoints.diverged(err) from None
+            last = runner.env_steps >= cfg.train.steps
+            if cfg.eval.every > 0 and (runner.iteration % cfg.eval.every == 0 or last):
+                _evaluate(runner, cfg, metrics)
+                if shares_eval_env:
+                    runner.reset_envs()
+            if runner.iteration % cfg.run.log_every == 0 or last:
+                logger.log(runner.env_steps, metrics)
+            if flag.requested:
+                path = checkpoints.save()
+                print(f"interrupted: checkpoint {path}; continue with "
+                      f"`haml train --resume {run_dir}`", flush=True)
+                return True
+            if runner.iteration % cfg.run.checkpoint_every == 0 or last:
+                checkpoints.save()
+    return False
+
+
 def _run(
     cfg: ExperimentConfig,
     run_dir: Path,
@@ -224,76 +318,35 @@ def _run(
     checkpoint: dict[str, Any] | None,
     quiet: bool,
 ) -> Result:
-    from haml.config.loader import config_to_dict
-    from haml.logging import metrics as M
     from haml.logging.logger import RunLogger
-    from haml.runners.on_policy import InterruptFlag, OnPolicyRunner
-    from haml.utils.checkpoint import save_run_checkpoint
-    from haml.utils.seeding import rng_state, seed_everything, set_rng_state
+    from haml.runners import make_runner
+    from haml.utils.seeding import seed_everything, set_rng_state
 
     if cfg.train.torch_threads > 0:
         torch.set_num_threads(cfg.train.torch_threads)
     seed_everything(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_dict = config_to_dict(cfg)
-    if env_obj is not None:
-        env, eval_env = env_obj, (eval_env_obj if eval_env_obj is not None else env_obj)
-        owns_envs = False
-    else:
-        env, eval_env = _make_envs(cfg)
-        owns_envs = True
+    env, eval_env, owns_envs = _open_envs(cfg, env_obj, eval_env_obj)
     started = time.perf_counter()
     interrupted = False
+    runner = None
     try:
-        runner = OnPolicyRunner(cfg, env, eval_env if cfg.eval.every > 0 else None)
+        runner = make_runner(cfg, env, eval_env if cfg.eval.every > 0 else None)
         if checkpoint is not None:
             runner.load_state_dict(checkpoint["runner"])
             set_rng_state(checkpoint["rng"])
-        start_step = runner.env_steps
-
-        def save() -> Path:
-            payload = {
-                "config": config_dict,
-                "runner": runner.state_dict(),
-                "rng": rng_state(),
-                "eval_return": None if runner.last_eval is None else runner.last_eval.mean_return,
-            }
-            return save_run_checkpoint(
-                run_dir, runner.iteration, payload, keep=cfg.run.keep_checkpoints
-            )
-
-        with RunLogger(run_dir, config_dict, cfg.train.steps, start_step=start_step,
-                       quiet=quiet) as logger, InterruptFlag() as flag:
+        checkpoints = _Checkpointer(run_dir, cfg, runner)
+        with RunLogger(run_dir, checkpoints.config, cfg.train.steps, start_step=runner.env_steps,
+                       quiet=quiet) as logger:
             if runner.env_steps >= cfg.train.steps and not quiet:
                 print(f"{run_dir}: already at {runner.env_steps} of {cfg.train.steps} steps")
-            while runner.env_steps < cfg.train.steps:
-                metrics = runner.iterate()  # TrainingDiverged propagates: no checkpoint of it
-                last = runner.env_steps >= cfg.train.steps
-                if cfg.eval.every > 0 and (runner.iteration % cfg.eval.every == 0 or last):
-                    result = runner.run_eval(cfg.eval.episodes, _eval_seed(cfg, runner.iteration))
-                    metrics[M.EVAL_RETURN] = result.mean_return
-                    metrics[M.EVAL_RETURN_STD] = result.std_return
-                    metrics[M.EVAL_EPISODE_LENGTH] = sum(
-                        ep.length for ep in result.episodes) / len(result.episodes)
-                    for key, value in result.metrics.items():
-                        metrics[f"{M.ENV_PREFIX}eval_{key}"] = value
-                    if WIN_METRIC in result.metrics:
-                        metrics[M.EVAL_WIN_RATE] = result.metrics[WIN_METRIC]
-                    if env_obj is not None and eval_env is env:
-                        runner.reset_envs()
-                if runner.iteration % cfg.run.log_every == 0 or last:
-                    logger.log(runner.env_steps, metrics)
-                if flag.requested:
-                    interrupted = True
-                    path = save()
-                    print(f"interrupted: checkpoint {path}; continue with "
-                          f"`haml train --resume {run_dir}`", flush=True)
-                    break
-                if runner.iteration % cfg.run.checkpoint_every == 0 or last:
-                    save()
+            shares_eval_env = env_obj is not None and eval_env is env
+            interrupted = _train_loop(runner, cfg, run_dir, logger, checkpoints, shares_eval_env)
         if not interrupted:
             _write_curve(run_dir, quiet)
     finally:
+        if runner is not None:
+            runner.close()
         if owns_envs:
             env.close()
             if eval_env is not None:

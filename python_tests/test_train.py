@@ -14,7 +14,7 @@ import torch
 import haml.training as T
 from haml.algorithms import algo_names
 from haml.config.loader import ConfigError
-from haml.runners.on_policy import TrainingDiverged
+from haml.runners import TrainingDiverged
 from haml.utils.checkpoint import latest_checkpoint, load_checkpoint
 
 TOY = ["train.num_envs=64", "eval.every=1", "eval.episodes=4", "eval.num_envs=4"]

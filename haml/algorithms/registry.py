@@ -1,55 +1,86 @@
-"""The registered on-policy algorithms: name → what makes each one what it is.
+"""The registered algorithms: name → everything that makes each one what it is.
 
-Every algorithm runs through the one on-policy runner (:mod:`haml.runners.on_policy`); an entry
-only says how its actors are updated and arranged (paper 000 §4, paper 001 §4):
-
-- ``update``: the per-agent actor update, ``"ppo"`` (the factor-weighted clipped surrogate; with
-  ``clip = 0`` the A2C objective) or ``"trpo"`` (the trust-region step);
-- ``sequential``: agents update one after another in a fresh random order, each weighted by the
-  factor M of those updated before it (HA), or all at once from the same data with M = 1 (MA);
-- ``share_actors``: one policy for all agents (parameter sharing; needs equal spaces);
-- ``critic``: ``"central"``, one V(s) on the global state, or ``"local"``, one V(o^i) per agent
-  on its own observation (IPPO).
+An entry (:class:`AlgoSpec`) is the one place an algorithm is described; the runners, the config
+loader and the CLI read it and never test an algorithm's name. Adding an algorithm is one module
+(its config dataclass and its learner) plus one entry here (plus its YAML defaults); see
+docs/DESIGN.md, "Extending haml".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from haml.algorithms.haa2c import A2CActorLearner
+from haml.algorithms.happo import PPOActorLearner
+from haml.algorithms.hatrpo import TRPOActorLearner
 from haml.config.schema import A2CConfig, PPOConfig, TRPOConfig
 
-__all__ = ["AlgoSpec", "ALGORITHMS", "algo_names", "algo_spec"]
+__all__ = [
+    "ACTION_KINDS",
+    "ALGORITHMS",
+    "AlgoSpec",
+    "RUNNER_KINDS",
+    "algo_names",
+    "algo_spec",
+    "algos_for_action_kind",
+]
+
+RUNNER_KINDS = ("on_policy",)
+"""The runner families (:func:`haml.runners.make_runner` maps each to its runner class)."""
+
+ACTION_KINDS = ("continuous", "discrete")
+"""``continuous``: every agent's action space is a Box; ``discrete``: a Discrete one."""
+
+_BOTH = frozenset(ACTION_KINDS)
 
 
 @dataclass(frozen=True)
 class AlgoSpec:
+    """What makes an algorithm (paper 000 §4, paper 001 §4 for the on-policy family)."""
+
     name: str
     config_cls: type
-    update: str
+    """The dataclass of its ``algo:`` config section."""
+    actor_learner: type
+    """Updates one policy from one batch: ``actor_learner(policy, cfg.algo)``
+    (:class:`~haml.algorithms.base.ActorLearner`)."""
+    runner: str
+    """Which runner trains it (one of :data:`RUNNER_KINDS`)."""
     sequential: bool
+    """Agents update one after another in a fresh random order, each weighted by the factor M
+    of those updated before it (HA); else all at once from the same data with M = 1 (MA)."""
     share_actors: bool
+    """One policy for all agents (parameter sharing; needs equal spaces)."""
     critic: str
+    """``"central"``, one V(s) on the global state, or ``"local"``, one V(o^i) per agent on its
+    own observation (IPPO)."""
+    action_kinds: frozenset[str]
+    """The kinds of action space it can act in (subset of :data:`ACTION_KINDS`)."""
     summary: str
 
 
 _ENTRIES = (
-    AlgoSpec("happo", PPOConfig, "ppo", True, False, "central",
+    AlgoSpec("happo", PPOConfig, PPOActorLearner, "on_policy", True, False, "central", _BOTH,
              "HAPPO (paper 000, Algorithm 3): sequential clipped updates weighted by M"),
-    AlgoSpec("hatrpo", TRPOConfig, "trpo", True, False, "central",
+    AlgoSpec("hatrpo", TRPOConfig, TRPOActorLearner, "on_policy", True, False, "central", _BOTH,
              "HATRPO (paper 000, Algorithm 2): sequential trust-region steps weighted by M"),
-    AlgoSpec("haa2c", A2CConfig, "ppo", True, False, "central",
+    AlgoSpec("haa2c", A2CConfig, A2CActorLearner, "on_policy", True, False, "central", _BOTH,
              "HAA2C (paper 001): sequential factor-weighted A2C, several mini-epochs"),
-    AlgoSpec("mappo", PPOConfig, "ppo", False, True, "central",
+    AlgoSpec("mappo", PPOConfig, PPOActorLearner, "on_policy", False, True, "central", _BOTH,
              "MAPPO with parameter sharing: one policy, simultaneous clipped updates"),
-    AlgoSpec("mappo_ns", PPOConfig, "ppo", False, False, "central",
+    AlgoSpec("mappo_ns", PPOConfig, PPOActorLearner, "on_policy", False, False, "central", _BOTH,
              "MAPPO without parameter sharing: one policy per agent, simultaneous updates"),
-    AlgoSpec("ippo", PPOConfig, "ppo", False, False, "local",
+    AlgoSpec("ippo", PPOConfig, PPOActorLearner, "on_policy", False, False, "local", _BOTH,
              "IPPO: per-agent policies and per-agent critics V(o^i), simultaneous updates"),
-    AlgoSpec("maa2c_s", A2CConfig, "ppo", False, True, "central",
+    AlgoSpec("maa2c_s", A2CConfig, A2CActorLearner, "on_policy", False, True, "central", _BOTH,
              "MAA2C-S (paper 001): shared-parameter A2C, simultaneous updates"),
-    AlgoSpec("maa2c_ns", A2CConfig, "ppo", False, False, "central",
+    AlgoSpec("maa2c_ns", A2CConfig, A2CActorLearner, "on_policy", False, False, "central", _BOTH,
              "MAA2C-NS (paper 001): per-agent A2C, simultaneous updates"),
 )
+
+for _entry in _ENTRIES:
+    if _entry.runner not in RUNNER_KINDS or not _entry.action_kinds <= _BOTH:
+        raise ValueError(f"registry entry {_entry.name!r}: unknown runner kind or action kind")
 
 ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in _ENTRIES}
 
@@ -64,3 +95,8 @@ def algo_spec(name: str) -> AlgoSpec:
     if not isinstance(name, str) or name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {name!r}; choose one of {algo_names()}")
     return ALGORITHMS[name]
+
+
+def algos_for_action_kind(kind: str) -> list[str]:
+    """The registered algorithms that can act in ``kind`` action spaces."""
+    return [name for name, spec in ALGORITHMS.items() if kind in spec.action_kinds]

@@ -9,7 +9,7 @@ builds it):
   family's options, vectorization included), stepped with random actions drawn from the action
   spaces as torch tensors on the env's device. The numpy→torch boundary is inside ``env.step``,
   so it is counted: it is the env's own cost, which training pays as well.
-- **training**: :class:`~haml.runners.on_policy.OnPolicyRunner` iterations (collect ``T`` steps
+- **training**: the algorithm's runner's iterations (:func:`haml.runners.make_runner`) (collect ``T`` steps
   of ``E`` envs, then the update: GAE, actor and critic updates) on a second env built the same
   way. Evaluation, logging and checkpoints are left out: they are not learning.
 
@@ -263,7 +263,7 @@ def bench_train(
     from haml.bench import report
     from haml.config.loader import load_config
     from haml.envs.registry import make_env
-    from haml.runners.on_policy import OnPolicyRunner
+    from haml.runners import make_runner
     from haml.utils.seeding import seed_everything
 
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
@@ -312,7 +312,7 @@ def bench_train(
                 log(warning)
 
             sample = random_action_sampler(random_env.spec.action_spaces, E, device, seed=cfg.seed)
-            runner = OnPolicyRunner(cfg, train_env, None)
+            runner = make_runner(cfg, train_env)
             jax_only = _jax_only_stepper(cfg)
 
             # Warm-up: a rollout's worth of random steps, then one whole training iteration.

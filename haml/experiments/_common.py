@@ -2,7 +2,7 @@
 
 Every experiment trains with the library's own machinery: :func:`load_config` for the toy family
 (``haml/config/defaults/envs/toy.yaml``) plus the experiment's overrides, the registered env
-(:func:`haml.envs.registry.make_env`) and :class:`~haml.runners.on_policy.OnPolicyRunner`. What
+(:func:`haml.envs.registry.make_env`) and the algorithm's runner (:func:`haml.runners.make_runner`). What
 is measured is the *exact* expected return J of the policies after training
 (:func:`haml.envs.toy.expected_payoff` for matrix games, μ^1 μ^2 for the game of 000 Figure 1),
 never a noisy mean of sampled rewards.
@@ -41,7 +41,7 @@ from torch import nn
 from haml.config.loader import load_config
 from haml.config.schema import ExperimentConfig
 from haml.experiments import DEFAULT_OUT_DIR, REQUIRED_FRACTION
-from haml.runners.on_policy import OnPolicyRunner
+from haml.runners import AgentUpdate, Runner
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -53,6 +53,7 @@ __all__ = [
     "check_run_args",
     "toy_config",
     "make_runner",
+    "record_updates",
     "quiet_torch",
     "constant_obs",
     "categorical_probs",
@@ -88,10 +89,12 @@ def toy_config(algo: str, task: str, overrides: Sequence[str] = ()) -> Experimen
     return load_config(algo, "toy", task, overrides=[*COMMON_OVERRIDES, *overrides])
 
 
-def make_runner(cfg: ExperimentConfig, seed: int) -> OnPolicyRunner:
+def make_runner(cfg: ExperimentConfig, seed: int, **options: Any) -> Runner:
     """A fresh runner for ``cfg`` with seed ``seed`` (global generators seeded first, as
-    :func:`haml.train` (:mod:`haml.training`) does, so the networks' initial weights depend on the seed)."""
+    :func:`haml.train` (:mod:`haml.training`) does, so the networks' initial weights depend on the
+    seed); ``options`` go to :func:`haml.runners.make_runner`."""
     from haml.envs.registry import make_env
+    from haml.runners import make_runner as make_algorithm_runner
     from haml.utils.seeding import seed_everything
 
     cfg = dataclasses.replace(cfg, seed=seed)
@@ -100,7 +103,15 @@ def make_runner(cfg: ExperimentConfig, seed: int) -> OnPolicyRunner:
         cfg.env.name, cfg.env.task, num_envs=cfg.train.num_envs, seed=seed,
         device=cfg.train.device, **cfg.env.options,
     )
-    return OnPolicyRunner(cfg, env)
+    return make_algorithm_runner(cfg, env, **options)
+
+
+def record_updates(runner: Runner) -> list[AgentUpdate]:
+    """A list that receives the runner's :class:`~haml.runners.AgentUpdate` of every agent's
+    update from now on (the order agents were updated in, each one's policy and factor M)."""
+    updates: list[AgentUpdate] = []
+    runner.add_update_hook(updates.append)
+    return updates
 
 
 @contextlib.contextmanager

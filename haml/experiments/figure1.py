@@ -7,15 +7,18 @@ figure's claim: the individual (simultaneous) trust-region update decreases the 
 sequential one improves it.
 
 Both updates are the library's trust-region step (:func:`haml.ops.trust_region_step`, through
-:class:`~haml.algorithms.hatrpo.TRPOActorLearner`) inside
-:class:`~haml.runners.on_policy.OnPolicyRunner`, with ``max_kl`` = δ:
+:class:`~haml.algorithms.hatrpo.TRPOActorLearner`) inside the ``hatrpo`` runner
+(:func:`haml.runners.make_runner`), with ``max_kl`` = δ:
 
 - **sequential**: the registered ``hatrpo`` as it is (a random agent order each iteration, the
   second agent's objective weighted by the first's ratio M);
-- **simultaneous**: the same runner and learners with the registry entry's ``sequential`` flag
-  off (``dataclasses.replace(spec, sequential=False)``, see :func:`simultaneous_trust_region`):
-  each agent takes its trust-region step on the same batch with M = 1, as MAPPO-NS does with
-  the clipped objective. The registry has no simultaneous TRPO entry, so the experiment builds it.
+- **simultaneous**: the same runner and learners with the runner's ``sequential=False`` option
+  (see :data:`SIMULTANEOUS`): each agent takes its trust-region step on the same batch with
+  M = 1, as MAPPO-NS does with the clipped objective. The registry has no simultaneous TRPO
+  entry, so the experiment asks the runner for that scheme.
+
+Each agent's step is observed through the runner's update hook
+(:func:`~haml.experiments._common.record_updates`).
 
 σ stays 1: log σ is frozen (``requires_grad`` off), which the trust-region step honours (it
 updates the trainable parameters only). J is exact: μ^1 μ^2 from the networks' means.
@@ -27,7 +30,6 @@ conjugate-gradient solve uses damping 0.1 (the papers' code), so each step has K
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from pathlib import Path
@@ -47,17 +49,18 @@ from haml.experiments._common import (
     gaussian_mean,
     make_runner,
     quiet_torch,
+    record_updates,
     set_gaussian_policy,
     summarise,
     toy_config,
     write_outputs,
 )
-from haml.runners.on_policy import OnPolicyRunner
+from haml.runners import AgentUpdate, Runner
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["NAME", "ITERATIONS", "run", "simultaneous_trust_region", "exact_path"]
+__all__ = ["NAME", "ITERATIONS", "SIMULTANEOUS", "run", "exact_path"]
 
 NAME = "figure1"
 TASK = "figure1"
@@ -72,48 +75,36 @@ scheme goes: the sequential one keeps improving, the simultaneous one oscillates
 PAPER = "000 (HATRPO/HAPPO), Figure 1 and the paragraph after eq. (5)"
 
 
-def simultaneous_trust_region(runner: OnPolicyRunner) -> OnPolicyRunner:
-    """Turn a ``hatrpo`` runner into simultaneous trust-region updates: every agent's step from
-    the same batch with M = 1, in a fixed order (irrelevant when M stays 1)."""
-    runner.spec = dataclasses.replace(runner.spec, sequential=False)
-    return runner
+SIMULTANEOUS = {"sequential": False}
+"""The runner option that turns ``hatrpo`` into simultaneous trust-region updates: every agent's
+step from the same batch with M = 1 (in a fixed order, irrelevant when M stays 1)."""
 
 
-def _means(runner: OnPolicyRunner) -> list[float]:
+def _means(runner: Runner) -> list[float]:
     return [gaussian_mean(policy) for policy in runner.policies]
 
 
-def _record_each_agent(runner: OnPolicyRunner, points: list[list[float]], factor_std: list[float]) -> None:
-    """After every single agent's update, append (μ^1, μ^2) to ``points`` (the staircase of a
-    sequential step) and the spread of the factor M that agent was given to ``factor_std``
-    (0 when M ≡ 1: the first agent of a sequential step, every agent of a simultaneous one)."""
-    for learner in runner.actor_learners:
-        update = learner.update
-
-        def recorded(batch: Any, update: Any = update) -> dict[str, torch.Tensor]:
-            metrics = update(batch)
-            points.append(_means(runner))
-            factor_std.append(float(batch.factor.std(unbiased=False)))
-            return metrics
-
-        learner.update = recorded
-
-
 def _train(cfg: Any, seed: int, sequential: bool, iterations: int) -> dict[str, Any]:
-    runner = make_runner(cfg, seed)
-    if not sequential:
-        simultaneous_trust_region(runner)
+    runner = make_runner(cfg, seed, **({} if sequential else SIMULTANEOUS))
     for policy, mean in zip(runner.policies, FIGURE1_INITIAL_MEANS):
         set_gaussian_policy(policy, mean, FIGURE1_STD, learn_std=False)
+    # After every single agent's update: (μ^1, μ^2) (the staircase of a sequential step) and the
+    # spread of the factor M that agent was given (0 when M ≡ 1: the first agent of a sequential
+    # step, every agent of a simultaneous one).
     points = [_means(runner)]
     factor_std: list[float] = []
-    _record_each_agent(runner, points, factor_std)
+
+    def record(update: AgentUpdate) -> None:
+        points.append(_means(runner))
+        factor_std.append(float(update.factor.std(unbiased=False)))
+
+    runner.add_update_hook(record)
+    updates = record_updates(runner)
     means = [_means(runner)]
-    orders = []
     for _ in range(iterations):
         runner.iterate()
         means.append(_means(runner))
-        orders.append(list(runner.last_order))
+    orders = [[u.agents[0] for u in updates if u.iteration == k] for k in range(iterations)]
     return {
         "means": means,
         "J": [figure1_expected_return(m1, m2) for m1, m2 in means],

@@ -18,7 +18,7 @@ from that π_old:
    sequentially in a random order (agent i_m answers the new policies of i_1..i_{m-1});
 2. **learned**: one iteration of the registered algorithms ``maa2c_ns`` (MAA2C-NS: per-agent
    policies, simultaneous A2C updates) and ``haa2c`` (HAA2C: sequential, factor-weighted) through
-   :class:`~haml.runners.on_policy.OnPolicyRunner`, with the initial policies written into the
+   :func:`~haml.runners.make_runner`'s runner, with the initial policies written into the
    networks. A large step (Adam lr 0.5, 20 mini-epochs on the unclipped A2C objective
    E[r(θ) M Â], which is linear in π^i) makes the update approximately the greedy one.
 
@@ -47,6 +47,7 @@ from haml.experiments._common import (
     check_run_args,
     make_runner,
     quiet_torch,
+    record_updates,
     set_categorical_policy,
     summarise,
     toy_config,
@@ -155,13 +156,14 @@ def _learned_update(cfg: Any, seed: int, p0: Sequence[float]) -> dict[str, Any]:
         set_categorical_policy(policy, [p, 1.0 - p])
     payoff = runner.env.payoff
     J_old = _exact_J(payoff, [categorical_probs(p) for p in runner.policies])
+    updates = record_updates(runner)
     runner.iterate()
     new = [categorical_probs(p) for p in runner.policies]
     return {
         "J_old": J_old,
         "J_new": _exact_J(payoff, new),
         "pi_new_action0": [float(p[0]) for p in new],
-        "order": list(runner.last_order),
+        "order": [update.agents[0] for update in updates],
     }
 
 

@@ -41,7 +41,7 @@ from haml.experiments._common import (
     toy_config,
     write_outputs,
 )
-from haml.runners.on_policy import OnPolicyRunner
+from haml.runners import Runner
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -81,7 +81,7 @@ BOUND_TOLERANCE = 1e-6
 PAPER = "000 (HATRPO/HAPPO), Proposition 1 and Appendix B; 001 (HAML), Proposition 1"
 
 
-def joint_return(runner: OnPolicyRunner) -> float:
+def joint_return(runner: Runner) -> float:
     """Exact J of the runner's current policies (each agent's own ``policies[i]``)."""
     probs = [categorical_probs(policy) for policy in runner.policies]
     return float(expected_payoff(runner.env.payoff.double(), probs))

@@ -1,6 +1,65 @@
-"""The runners: one on-policy runner for every on-policy algorithm (HA and MA)."""
+"""The runners: one per algorithm family, all behind one protocol (:class:`Runner`).
 
+:func:`make_runner` is how every entry point gets a runner: the algorithm's registry entry says
+which family trains it. Only this package names a runner class.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from haml.runners.base import AgentUpdate, Runner, UpdateHook
 from haml.runners.evaluate import EvalResult, evaluate
-from haml.runners.on_policy import OnPolicyRunner, TrainingDiverged
+from haml.runners.guards import TrainingDiverged
 
-__all__ = ["EvalResult", "OnPolicyRunner", "TrainingDiverged", "evaluate"]
+if TYPE_CHECKING:
+    from haml.config.schema import ExperimentConfig
+    from haml.envs.base import EnvSpec, VectorMultiAgentEnv
+
+__all__ = [
+    "AgentUpdate",
+    "EvalResult",
+    "Runner",
+    "TrainingDiverged",
+    "UpdateHook",
+    "action_kinds",
+    "evaluate",
+    "make_runner",
+]
+
+_RUNNER_CLASSES = {"on_policy": "haml.runners.on_policy:OnPolicyRunner"}
+"""Runner kind (``AlgoSpec.runner``) → ``module:class``, imported when first used."""
+
+
+def action_kinds(espec: EnvSpec) -> set[str]:
+    """The kinds of the agents' action spaces: ``"discrete"`` for ``Discrete``, else
+    ``"continuous"`` (a ``Box``)."""
+    from gymnasium.spaces import Discrete
+
+    return {"discrete" if isinstance(s, Discrete) else "continuous" for s in espec.action_spaces}
+
+
+def make_runner(
+    cfg: ExperimentConfig,
+    env: VectorMultiAgentEnv,
+    eval_env: VectorMultiAgentEnv | None = None,
+    **options: Any,
+) -> Runner:
+    """The runner that trains ``cfg.algo_name`` on ``env`` (evaluating on ``eval_env``).
+
+    ``options`` go to the runner class (e.g. the on-policy runner's ``sequential`` override).
+    An algorithm that cannot act in the env's action spaces is an error naming the algorithms
+    that can."""
+    from haml.algorithms.registry import algo_spec, algos_for_action_kind
+
+    spec = algo_spec(cfg.algo_name)
+    for kind in sorted(action_kinds(env.spec)):
+        if kind not in spec.action_kinds:
+            raise ValueError(
+                f"{spec.name} cannot act in {kind} action spaces ({env.spec.env} {env.spec.task}); "
+                f"algorithms that can: {', '.join(algos_for_action_kind(kind))}"
+            )
+    module, name = _RUNNER_CLASSES[spec.runner].split(":")
+    runner_cls = getattr(importlib.import_module(module), name)
+    return runner_cls(cfg, env, eval_env, **options)

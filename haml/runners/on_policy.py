@@ -19,9 +19,7 @@ One iteration (paper 000, Algorithms 2–3; paper 001, Algorithm 1):
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,50 +27,37 @@ from typing import Any
 import torch
 from torch import nn
 
-from haml.algorithms import AlgoSpec, algo_spec
 from haml.algorithms.base import ActorBatch, Sequences
 from haml.algorithms.critics import CriticLearner, RolloutValues
-from haml.algorithms.haa2c import A2CActorLearner
-from haml.algorithms.happo import PPOActorLearner
-from haml.algorithms.hatrpo import TRPOActorLearner
+from haml.algorithms.registry import algo_spec
 from haml.buffers.layout import ChunkLayout, FlatLayout, SampleLayout
 from haml.buffers.rollout import RolloutBuffer
-from haml.config.schema import A2CConfig, ExperimentConfig
-from haml.envs.base import WIN_METRIC, EnvSpec, EnvStep, EpisodeStats, VectorMultiAgentEnv
+from haml.config.schema import ExperimentConfig
+from haml.envs.base import (
+    WIN_METRIC,
+    EnvSpec,
+    EnvStep,
+    EpisodeStats,
+    VectorMultiAgentEnv,
+    episode_means,
+)
 from haml.logging import metrics as M
-from haml.models import MLPPolicy
-from haml.models.recurrent import GRUCritic, GRUPolicy, is_recurrent
-from haml.models.value import VCritic
+from haml.models.build import (
+    build_policies,
+    build_value_network,
+    load_policy_weights,
+    policy_state_dicts,
+    unique_policies,
+)
+from haml.models.recurrent import is_recurrent
 from haml.ops import gae
 from haml.runners.acting import JointActor
+from haml.runners.base import AgentUpdate, UpdateHook
 from haml.runners.evaluate import EvalResult, evaluate
+from haml.runners.guards import check_finite, single_thread
 from haml.runners.sequential import agent_order, fold_factor
 
-__all__ = [
-    "OnPolicyRunner",
-    "TrainingDiverged",
-    "load_policy_weights",
-    "make_policies",
-    "unique_policies",
-]
-
-CHECKPOINT_FORMAT = 1
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss or a parameter became NaN/inf; the run stops and keeps its last good checkpoint."""
-
-
-def _same_space(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b
-
-
-def _make_actor_learner(spec: AlgoSpec, policy: nn.Module, cfg: Any):
-    if spec.update == "trpo":
-        return TRPOActorLearner(policy, cfg)
-    if isinstance(cfg, A2CConfig):
-        return A2CActorLearner(policy, cfg)
-    return PPOActorLearner(policy, cfg)
+__all__ = ["OnPolicyRunner"]
 
 
 def _normalise(adv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -84,45 +69,6 @@ def _normalise(adv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     mean = (adv * weight).sum() / count
     var = (((adv - mean) ** 2) * weight).sum() / count
     return (adv - mean) / (var.sqrt() + 1e-5)
-
-
-def make_policies(
-    spec: AlgoSpec, cfg: ExperimentConfig, espec: EnvSpec, device: torch.device
-) -> tuple[list[MLPPolicy | GRUPolicy], list[list[int]]]:
-    """One policy per agent (``policies[i]``; the same module for every agent when the algorithm
-    shares parameters) and the update groups: ``[[0], [1], ...]``, or ``[[0, ..., n-1]]`` shared.
-    ``actor.rnn: gru`` gives :class:`GRUPolicy` actors, else :class:`MLPPolicy`."""
-    net = cfg.actor
-
-    def make_policy(agent: int) -> MLPPolicy | GRUPolicy:
-        common = dict(
-            hidden=tuple(net.hidden),
-            activation=net.activation,
-            layer_norm=net.layer_norm,
-            input_norm=net.input_norm,
-            log_std_init=net.log_std_init,
-            device=device,
-        )
-        if net.rnn == "gru":
-            common["rnn_layers"] = net.rnn_layers
-        cls = GRUPolicy if net.rnn == "gru" else MLPPolicy
-        return cls(espec.obs_dim(agent), espec.action_spaces[agent], **common)
-
-    if not spec.share_actors:
-        return [make_policy(i) for i in range(espec.n_agents)], [[i] for i in range(espec.n_agents)]
-    for i in range(1, espec.n_agents):
-        if not (
-            _same_space(espec.obs_spaces[i], espec.obs_spaces[0])
-            and _same_space(espec.action_spaces[i], espec.action_spaces[0])
-        ):
-            raise ValueError(
-                f"{spec.name} shares one policy between all agents, but agent {i}'s "
-                f"observation/action spaces ({espec.obs_spaces[i]}, {espec.action_spaces[i]}) "
-                f"differ from agent 0's ({espec.obs_spaces[0]}, {espec.action_spaces[0]}); use a "
-                f"non-sharing variant"
-            )
-    shared = make_policy(0)
-    return [shared] * espec.n_agents, [list(range(espec.n_agents))]
 
 
 _LEARNER_METRICS = {
@@ -155,30 +101,18 @@ def _explained_variance(
     return 1.0 - (returns - values).var(unbiased=False) / var.clamp(min=1e-12)
 
 
-def unique_policies(policies: list[nn.Module]) -> list[nn.Module]:
-    """Each distinct module once, in agent order (a shared policy appears once)."""
-    return list({id(p): p for p in policies}.values())
-
-
-def load_policy_weights(policies: list[nn.Module], weights: list[dict[str, Any]]) -> None:
-    """Load a checkpoint's ``policies`` entry (one state dict per distinct policy, as
-    :meth:`OnPolicyRunner.state_dict` writes it) into ``policies``."""
-    unique = unique_policies(policies)
-    if len(weights) != len(unique):
-        raise ValueError(
-            f"the checkpoint holds {len(weights)} policies but the config builds {len(unique)}"
-        )
-    for policy, state in zip(unique, weights):
-        policy.load_state_dict(state)
-
-
 class OnPolicyRunner:
     """Trains ``cfg.algo_name`` on ``env`` (a :class:`VectorMultiAgentEnv` with
-    ``cfg.train.num_envs`` envs), evaluating on ``eval_env`` when given.
+    ``cfg.train.num_envs`` envs), evaluating on ``eval_env`` when given; follows
+    :class:`haml.runners.Runner`.
 
     The runner holds the whole training state; :meth:`state_dict` / :meth:`load_state_dict` are
     what a checkpoint stores (weights, optimisers, value normalisers, counters, the envs' states
     and the observation the next step acts on; the RNG states are added by the caller).
+
+    ``sequential`` overrides the registry entry's update scheme (True: one agent after another
+    weighted by M; False: every agent from the same batch with M = 1), for experiments that
+    compare the two schemes with one learner.
     """
 
     def __init__(
@@ -186,9 +120,11 @@ class OnPolicyRunner:
         cfg: ExperimentConfig,
         env: VectorMultiAgentEnv,
         eval_env: VectorMultiAgentEnv | None = None,
+        sequential: bool | None = None,
     ) -> None:
         self.cfg = cfg
         self.spec = algo_spec(cfg.algo_name)
+        self.sequential = self.spec.sequential if sequential is None else bool(sequential)
         self.env = env
         self.eval_env = eval_env
         self.device = torch.device(cfg.train.device)
@@ -205,6 +141,9 @@ class OnPolicyRunner:
         self.batch_steps = cfg.train.rollout_length * cfg.train.num_envs
         self.total_iterations = max(1, math.ceil(cfg.train.steps / self.batch_steps))
         self.last_eval: EvalResult | None = None
+        self.last_timing: dict[str, float] = {}
+        self.last_order: list[int] = []
+        self._hooks: list[UpdateHook] = []
         self._step: EnvStep | None = None
         self._buffer: RolloutBuffer | None = None
         self._actor = JointActor(self.policies, cfg.train.num_envs)
@@ -221,27 +160,29 @@ class OnPolicyRunner:
     # -- construction -------------------------------------------------------------------------
 
     def _build_actors(self, espec: EnvSpec) -> None:
-        self.policies, self.groups = make_policies(self.spec, self.cfg, espec, self.device)
+        self.policies, self.groups = build_policies(
+            self.cfg.actor, espec.obs_spaces, espec.action_spaces, self.device,
+            share=self.spec.share_actors, owner=self.spec.name,
+        )
         self.actor_learners = [
-            _make_actor_learner(self.spec, self.policies[group[0]], self.cfg.algo)
-            for group in self.groups
+            self.spec.actor_learner(self.policies[group[0]], self.cfg.algo) for group in self.groups
         ]
 
     def _build_critics(self, espec: EnvSpec) -> None:
-        c = self.cfg.critic
         if self.spec.critic == "local":
             in_dims = [espec.obs_dim(i) for i in range(espec.n_agents)]
         else:
             in_dims = [espec.state_dim]
-        net = c.network
+        net = self.cfg.critic.network
+        self.critics = [
+            CriticLearner(build_value_network(net, d, self.device), self.cfg.critic) for d in in_dims
+        ]
 
-        def make_critic(in_dim: int) -> VCritic | GRUCritic:
-            if net.rnn == "gru":
-                return GRUCritic(in_dim, tuple(net.hidden), net.activation, net.layer_norm,
-                                 net.input_norm, net.rnn_layers)
-            return VCritic(in_dim, tuple(net.hidden), net.activation, net.layer_norm, net.input_norm)
-
-        self.critics = [CriticLearner(make_critic(d).to(self.device), c) for d in in_dims]
+    def add_update_hook(self, hook: UpdateHook) -> None:
+        """Call ``hook`` with an :class:`~haml.runners.base.AgentUpdate` after every actor update."""
+        if not callable(hook):
+            raise TypeError(f"add_update_hook: 'hook' must be callable, got {type(hook).__name__}")
+        self._hooks.append(hook)
 
     def _initial_critic_states(self) -> list[torch.Tensor | None]:
         E = self.cfg.train.num_envs
@@ -277,7 +218,7 @@ class OnPolicyRunner:
         buffer = self._buffer
         episodes: list[EpisodeStats] = []
         step = self._step
-        with _single_thread():
+        with single_thread():
             self._collect_steps(buffer, episodes, step)
         self.env_steps += T * E
         return buffer, episodes
@@ -373,12 +314,22 @@ class OnPolicyRunner:
         for learner in (*self.actor_learners, *self.critics):
             learner.set_progress(fraction)
         adv, ret, raw, readings = self.advantages(buffer)
+        metrics = self._update_actors(buffer, adv)
+        metrics.update(self._update_critics(buffer, ret, raw, readings))
+        lrs = [learner.lr for learner in self.actor_learners if getattr(learner, "lr", None) is not None]
+        if lrs:
+            metrics[M.ACTOR_LR] = torch.tensor(lrs[0])
+        metrics[M.CRITIC_LR] = torch.tensor(self.critics[0].lr)
+        return metrics
+
+    def _update_actors(self, buffer: RolloutBuffer, adv: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Step 3: the actor updates in this iteration's agent order, each weighted by M."""
         T, E = buffer.steps, self.cfg.train.num_envs
         factor = torch.ones(T, E, device=self.device)
         metrics: dict[str, torch.Tensor] = {}
-        order = agent_order(len(self.groups), self.spec.sequential)
+        order = agent_order(len(self.groups), self.sequential)
         self.last_order = order
-        for g in order:
+        for position, g in enumerate(order):
             agents = self.groups[g]
             learner = self.actor_learners[g]
             batch = self._actor_batch(buffer, agents, adv, factor)
@@ -387,18 +338,31 @@ class OnPolicyRunner:
             metrics[name(M.FACTOR_MEAN)] = factor.mean()
             metrics[name(M.FACTOR_STD)] = factor.std(unbiased=False)
             metrics[name(M.FACTOR_MAX)] = factor.max()
-            if self.spec.sequential:
+            if self.sequential:
                 if len(agents) != 1:
                     raise RuntimeError("a sequential algorithm updates one agent at a time")
                 logp_before = self._batch_log_prob(learner.policy, batch)
-            for key, value in learner.update(batch).items():
+            learned = learner.update(batch)
+            for key, value in learned.items():
                 if key in _LEARNER_METRICS:
                     metrics[name(_LEARNER_METRICS[key])] = value
-            if self.spec.sequential:
+            for hook in self._hooks:
+                hook(AgentUpdate(self.iteration, position, list(agents), learner.policy, factor, learned))
+            if self.sequential:
                 logp_after = self._batch_log_prob(learner.policy, batch)
                 back = lambda x: self._actor_layout.from_samples(x, T, E)  # noqa: E731
                 active = None if buffer.active_masks is None else buffer.active_masks[agents[0]]
                 factor = fold_factor(factor, back(logp_before), back(logp_after), active)
+        return metrics
+
+    def _update_critics(
+        self,
+        buffer: RolloutBuffer,
+        ret: torch.Tensor,
+        raw: torch.Tensor,
+        readings: list[RolloutValues],
+    ) -> dict[str, torch.Tensor]:
+        """Step 4: each critic regresses on R̂."""
         value_losses = []
         layout = self._critic_layout
         for k, critic in enumerate(self.critics):
@@ -420,13 +384,10 @@ class OnPolicyRunner:
                 sequences,
             )
             value_losses.append(losses["value_loss"])
-        metrics[M.VALUE_LOSS] = torch.stack(value_losses).mean()
-        metrics[M.EXPLAINED_VARIANCE] = _explained_variance(raw, ret, self.critics)
-        lrs = [learner.lr for learner in self.actor_learners if getattr(learner, "lr", None) is not None]
-        if lrs:
-            metrics[M.ACTOR_LR] = torch.tensor(lrs[0])
-        metrics[M.CRITIC_LR] = torch.tensor(self.critics[0].lr)
-        return metrics
+        return {
+            M.VALUE_LOSS: torch.stack(value_losses).mean(),
+            M.EXPLAINED_VARIANCE: _explained_variance(raw, ret, self.critics),
+        }
 
     @staticmethod
     @torch.no_grad()
@@ -434,18 +395,8 @@ class OnPolicyRunner:
         return batch.view(policy).log_prob(batch.obs, batch.actions, batch.action_mask)
 
     def check_finite(self, metrics: dict[str, torch.Tensor]) -> None:
-        """Raise :class:`TrainingDiverged` when a metric or a parameter is not finite (one host
-        sync per iteration, at the logging point)."""
-        finite = [torch.isfinite(torch.as_tensor(v)).all() for v in metrics.values()]
-        params = [torch.isfinite(p).all() for m in self.modules() for p in m.parameters()]
-        if bool(torch.stack([*finite, *params]).all()):
-            return
-        bad = [k for k, ok in zip(metrics, finite) if not bool(ok)]
-        what = f"non-finite {', '.join(bad)}" if bad else "non-finite parameters"
-        raise TrainingDiverged(
-            f"training diverged at iteration {self.iteration + 1}: {what}; the run stops and "
-            f"keeps its last good checkpoint"
-        )
+        """:func:`~haml.runners.guards.check_finite` of this iteration's metrics and modules."""
+        check_finite(metrics, self.modules(), self.iteration + 1)
 
     def modules(self) -> list[nn.Module]:
         unique = unique_policies(self.policies)
@@ -464,12 +415,13 @@ class OnPolicyRunner:
         out[M.STEPS_PER_SECOND] = self.batch_steps / (end - start)
         self.last_timing = {"collect_seconds": collected - start, "update_seconds": end - collected}
         if episodes:
-            out[M.TRAIN_RETURN] = sum(ep.ret for ep in episodes) / len(episodes)
-            out[M.TRAIN_EPISODE_LENGTH] = sum(ep.length for ep in episodes) / len(episodes)
-            for key in sorted({k for ep in episodes for k in ep.metrics}):
-                out[f"{M.ENV_PREFIX}{key}"] = sum(ep.metrics.get(key, 0.0) for ep in episodes) / len(episodes)
-            if f"{M.ENV_PREFIX}{WIN_METRIC}" in out:
-                out[M.TRAIN_WIN_RATE] = out[f"{M.ENV_PREFIX}{WIN_METRIC}"]
+            means = episode_means(episodes)
+            out[M.TRAIN_RETURN] = means.ret
+            out[M.TRAIN_EPISODE_LENGTH] = means.length
+            for key, value in means.metrics.items():
+                out[f"{M.ENV_PREFIX}{key}"] = value
+            if WIN_METRIC in means.metrics:
+                out[M.TRAIN_WIN_RATE] = means.metrics[WIN_METRIC]
         return out
 
     def run_eval(self, episodes: int, seed: int) -> EvalResult:
@@ -481,18 +433,16 @@ class OnPolicyRunner:
     # -- state ------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        unique = unique_policies(self.policies)
         try:
             env_state = self.env.state_dict()
         except NotImplementedError:
             env_state = None
         step = self._step
         return {
-            "format": CHECKPOINT_FORMAT,
             "algo": self.spec.name,
             "iteration": self.iteration,
             "env_steps": self.env_steps,
-            "policies": [p.state_dict() for p in unique],
+            "policies": policy_state_dicts(self.policies),
             "actor_learners": [learner.state_dict() for learner in self.actor_learners],
             "critics": [critic.state_dict() for critic in self.critics],
             "env": env_state,
@@ -507,8 +457,6 @@ class OnPolicyRunner:
         }
 
     def load_state_dict(self, state: dict[str, Any], on_warning: Callable[[str], None] = print) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"unsupported checkpoint format {state.get('format')!r}")
         if state["algo"] != self.spec.name:
             raise ValueError(
                 f"the checkpoint is of algorithm {state['algo']!r}, not {self.spec.name!r}"
@@ -540,54 +488,12 @@ class OnPolicyRunner:
             final_state=saved["state"].to(dev),
             action_masks=None if saved["action_masks"] is None
             else tuple(m.to(dev) for m in saved["action_masks"]),
-            active_masks=None if saved.get("active_masks") is None
+            active_masks=None if saved["active_masks"] is None
             else tuple(m.to(dev) for m in saved["active_masks"]),
         )
-        # Checkpoints written before recurrent policies existed have no actor/critic states: their
-        # (feed-forward) runs carry none.
-        if "actor" in saved:
-            self._actor.load_state_dict(saved["actor"])
-            self._critic_states = [None if h is None else h.to(dev) for h in saved["critic_states"]]
+        self._actor.load_state_dict(saved["actor"])
+        self._critic_states = [None if h is None else h.to(dev) for h in saved["critic_states"]]
 
-
-@contextlib.contextmanager
-def _single_thread():
-    """Collection runs the policies on ``num_envs`` rows per step: intra-op threads only add
-    synchronisation (measured 10–20× slower collection with 2 threads on a busy 2-core machine,
-    docs/BENCHMARKS.md), so it runs on one; the update keeps the configured count."""
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-class InterruptFlag:
-    """SIGINT handling during training: the first Ctrl-C asks the loop to stop after the current
-    iteration (which then writes a checkpoint); a second one interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> InterruptFlag:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave SIGINT alone
-            self._previous = None
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\ninterrupt: finishing this iteration, then writing a checkpoint "
-              "(Ctrl-C again to stop at once)", flush=True)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+    def close(self) -> None:
+        """Drop the rollout buffer (the envs belong to whoever made them)."""
+        self._buffer = None

@@ -11,8 +11,14 @@ when needed). The latest checkpoint is the one with the highest number; there is
 ``keep`` files are kept; older ones are deleted only after the new one is safely on disk, so a run
 stopped for a NaN loss or killed mid-write always keeps its last good checkpoint.
 
-The payload is a plain dict that the runner assembles (weights, optimisers, value normaliser,
-``haml.utils.seeding.rng_state()``, counters, ...). :func:`load_checkpoint` loads with
+A training run's payload (:func:`run_checkpoint`) is a plain dict with one version number,
+:data:`RUN_CHECKPOINT_FORMAT`::
+
+    {"format": 2, "config": <resolved config>, "runner": <the runner's state_dict()>,
+     "rng": <haml.utils.seeding.rng_state()>, "eval_return": <float or None>}
+
+:func:`load_run_checkpoint` reads it back and upgrades older formats step by step (format 1 kept
+its number inside ``runner``). :func:`load_checkpoint` loads with
 ``weights_only=True`` by default (no arbitrary code runs from a checkpoint file), so payloads should
 hold only tensors, state dicts, and Python containers of numbers and strings, which is what
 :func:`~haml.utils.seeding.rng_state` returns.
@@ -34,17 +40,23 @@ from haml.utils.files import TEMP_SUFFIX, atomic_write
 __all__ = [
     "CHECKPOINT_DIR",
     "CheckpointError",
+    "RUN_CHECKPOINT_FORMAT",
     "checkpoint_iteration",
     "checkpoint_path",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_run_checkpoint",
+    "run_checkpoint",
     "save_checkpoint",
     "save_run_checkpoint",
 ]
 
 CHECKPOINT_DIR = "checkpoints"
 """Sub-directory of a run directory that holds its checkpoints."""
+
+RUN_CHECKPOINT_FORMAT = 2
+"""The version of a training run's checkpoint layout (see the module doc)."""
 
 _NAME = re.compile(r"^iter-(\d+)\.pt$")
 
@@ -163,3 +175,58 @@ def _prune(run_dir: Path, keep: int | None, written: Path) -> None:
     for old in list_checkpoints(run_dir)[:-keep]:
         if old != written:  # the file just written is never pruned, whatever its number
             old.unlink(missing_ok=True)
+
+
+def run_checkpoint(
+    config: Mapping[str, Any],
+    runner_state: Mapping[str, Any],
+    rng: Mapping[str, Any],
+    eval_return: float | None,
+) -> dict[str, Any]:
+    """A training run's checkpoint payload, at :data:`RUN_CHECKPOINT_FORMAT`."""
+    return {
+        "format": RUN_CHECKPOINT_FORMAT,
+        "config": dict(config),
+        "runner": dict(runner_state),
+        "rng": dict(rng),
+        "eval_return": eval_return,
+    }
+
+
+def _from_format_1(payload: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Format 1 kept its version inside ``runner``; its first files (before recurrent policies)
+    also lacked the acting state that resuming needs."""
+    runner = dict(payload["runner"])
+    del runner["format"]
+    step = runner.get("env_step")
+    if step is not None and not {"actor", "critic_states", "active_masks"} <= step.keys():
+        raise CheckpointError(
+            f"load_run_checkpoint: {path} was written by a haml older than recurrent policies and "
+            f"lacks the acting state this haml restores; its weights are under ['runner']['policies']"
+        )
+    return {**payload, "runner": runner, "format": 2}
+
+
+_UPGRADES = {1: _from_format_1}
+"""format → the function that turns a payload of that format into the next one."""
+
+
+def load_run_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A training run's checkpoint (:func:`run_checkpoint`), upgraded to
+    :data:`RUN_CHECKPOINT_FORMAT`; :class:`CheckpointError` names the file when it is not one."""
+    path = Path(path)
+    payload = load_checkpoint(path)
+    runner = payload.get("runner")
+    version = payload.get("format", runner.get("format") if isinstance(runner, dict) else None)
+    if not isinstance(version, int) or not 1 <= version <= RUN_CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"load_run_checkpoint: {path} is not a haml run checkpoint of a known format "
+            f"(format {version!r}; this haml reads 1 to {RUN_CHECKPOINT_FORMAT})"
+        )
+    while version < RUN_CHECKPOINT_FORMAT:
+        payload = _UPGRADES[version](payload, path)
+        version = payload["format"]
+    missing = {"config", "runner", "rng"} - payload.keys()
+    if missing:
+        raise CheckpointError(f"load_run_checkpoint: {path} lacks {', '.join(sorted(missing))}")
+    return payload

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from haml.logging import metrics as M
-from haml.runners.on_policy import TrainingDiverged
+from haml.runners import TrainingDiverged
 
 from python_tests.runners.test_sequential import _runner
 
