@@ -13,6 +13,8 @@ different seed) the grid is exactly those steps and nothing is interpolated. The
 population standard deviation (``ddof=0``) across the runs at each grid point.
 
 :func:`plot_runs` draws one panel per (env, task), titled ``env/task``, with one curve per algo.
+Axes and legends say in words what is drawn (:func:`metric_label`: "evaluation return, mean of 40
+deterministic episodes", not ``charts/eval_return``), and step ticks are compact (200k, 1M).
 A note (for example :data:`MAMUJOCO_NOTE`) can be set under the figure; which runs need it is
 the caller's decision. Figures are built on matplotlib's object API (``Figure``), never through
 pyplot, so no global backend is chosen and nothing opens a window; matplotlib is imported only
@@ -46,7 +48,9 @@ __all__ = [
     "RunKey",
     "SeedAggregate",
     "aggregate_seeds",
+    "compact_number",
     "find_run_dirs",
+    "metric_label",
     "plot_run",
     "plot_runs",
     "read_curve",
@@ -58,6 +62,47 @@ CURVE_FILE = "curve.png"
 
 MAMUJOCO_NOTE = "gymnasium-robotics MaMuJoCo (MuJoCo v5) is not the papers' v2 environment"
 """The caption for MaMuJoCo curves, which are not comparable one-to-one with the papers' figures."""
+
+
+METRIC_LABELS: dict[str, str] = {
+    M.EVAL_RETURN: "evaluation return",
+    M.EVAL_RETURN_STD: "evaluation return, std across episodes",
+    M.EVAL_EPISODE_LENGTH: "evaluation episode length (steps)",
+    M.EVAL_WIN_RATE: "evaluation win rate",
+    M.TRAIN_RETURN: "training return",
+    M.TRAIN_EPISODE_LENGTH: "training episode length (steps)",
+    M.TRAIN_WIN_RATE: "training win rate",
+    M.STEPS_PER_SECOND: "environment steps per second",
+    M.STEP: "environment steps",
+    M.WALL_TIME: "wall-clock time (s)",
+}
+"""Words for the metrics a reader plots most; other metrics get their name without the prefix."""
+
+
+def metric_label(metric: str, eval_episodes: int | None = None) -> str:
+    """What ``metric`` is, in words, for an axis or a legend.
+
+    The evaluation metrics say how they were measured: "evaluation return, mean of 40
+    deterministic episodes" when ``eval_episodes`` is known; the training return is the mean of the
+    training episodes that ended since the previous point.
+    """
+    if metric == M.EVAL_RETURN:
+        episodes = f"{eval_episodes} " if eval_episodes else ""
+        return f"evaluation return, mean of {episodes}deterministic episodes"
+    if metric == M.TRAIN_RETURN:
+        return "training return, mean of the episodes ended since the previous point"
+    if metric in METRIC_LABELS:
+        return METRIC_LABELS[metric]
+    return metric.split("/", 1)[-1].replace("_", " ")
+
+
+def compact_number(value: float, _position: object = None) -> str:
+    """Tick text for a step count: 0, 500, 20k, 1.5M, 2M (matplotlib FuncFormatter signature)."""
+    magnitude = abs(value)
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if magnitude >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
 
 
 class NoDataError(ValueError):
@@ -133,6 +178,16 @@ def run_key(run_dir: str | os.PathLike[str]) -> RunKey:
     if seed is None and run_dir.name.startswith("seed-"):
         seed = run_dir.name[len("seed-"):]
     return RunKey(str(env), str(task), str(algo), None if seed is None else str(seed))
+
+
+def _eval_episodes(run_dir: Path) -> int | None:
+    """``eval.episodes`` of a run's config.yaml, or None where it is not there."""
+    config = _read_config(run_dir)
+    try:
+        episodes = config["eval"]["episodes"]
+    except (KeyError, TypeError):
+        return None
+    return episodes if isinstance(episodes, int) else None
 
 
 def _read_config(run_dir: Path) -> Any:
@@ -264,16 +319,20 @@ def plot_runs(
         panels.setdefault((curve.key.env, curve.key.task), {}).setdefault(curve.key.algo, []).append(curve)
     algos = sorted({curve.key.algo for curve in curves})
 
+    # The evaluation's episode count, where every run used the same one.
+    episodes = {_eval_episodes(curve.run_dir) for curve in curves}
+    ylabel = metric_label(metric, episodes.pop() if len(episodes) == 1 else None)
+
     figure = _new_figure(len(panels))
     axes = figure.axes
     for ax, ((env, task), by_algo) in zip(axes, sorted(panels.items())):
         for algo in sorted(by_algo):
             agg = aggregate_seeds([(c.x, c.y) for c in by_algo[algo]])
             color = f"C{algos.index(algo) % 10}"
-            seeds = "seed" if agg.n_runs == 1 else "seeds"
-            ax.plot(agg.x, agg.mean, color=color, label=f"{algo} ({agg.n_runs} {seeds})")
+            label = f"{algo}, 1 seed" if agg.n_runs == 1 else f"{algo}, mean ± std of {agg.n_runs} seeds"
+            ax.plot(agg.x, agg.mean, color=color, label=label)
             ax.fill_between(agg.x, agg.mean - agg.std, agg.mean + agg.std, color=color, alpha=0.2, lw=0)
-        _decorate(ax, f"{env}/{task}", metric, x)
+        _decorate(ax, f"{env}/{task}", ylabel, x)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     return _save(figure, _output_path(Path(out), metric), note)
@@ -305,17 +364,21 @@ def plot_run(
         warnings.warn(f"plot_run: {run_dir} has no {what} rows yet; no curve written", stacklevel=2)
         return None
 
+    episodes = _eval_episodes(run_dir)
     figure = _new_figure(1)
     ax = figure.axes[0]
     for i, (name, curve) in enumerate(curves.items()):
         primary = name == metric
         ax.plot(
-            curve.x, curve.y, color=f"C{i}", label=name, marker="o" if primary else None,
-            markersize=3, alpha=1.0 if primary else 0.6, lw=1.5 if primary else 1.0,
+            curve.x, curve.y, color=f"C{i}", label=metric_label(name, episodes),
+            marker="o" if primary else None, markersize=3, alpha=1.0 if primary else 0.6,
+            lw=1.5 if primary else 1.0,
         )
     key = next(iter(curves.values())).key
-    seed = f" seed {key.seed}" if key.seed is not None else ""
-    _decorate(ax, f"{key.env}/{key.task}: {key.algo}{seed}", metric if len(curves) == 1 else "return", x)
+    seed = f", seed {key.seed}" if key.seed is not None else ""
+    # Both returns share the axis: name what they have in common; the legend says which is which.
+    ylabel = "episode return (undiscounted)" if len(curves) > 1 else metric_label(metric, episodes)
+    _decorate(ax, f"{key.env}/{key.task}: {key.algo}{seed}", ylabel, x, legend_below=True)
     return _save(figure, Path(out) if out is not None else run_dir / CURVE_FILE, note)
 
 
@@ -329,12 +392,20 @@ def _new_figure(n_panels: int) -> Figure:
     return figure
 
 
-def _decorate(ax: Any, title: str, ylabel: str, x: str) -> None:
+def _decorate(ax: Any, title: str, ylabel: str, x: str, legend_below: bool = False) -> None:
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     ax.set_title(title)
-    ax.set_xlabel("environment steps" if x == M.STEP else x)
+    ax.set_xlabel(metric_label(x))
     ax.set_ylabel(ylabel)
+    if x == M.STEP:  # 200k, 1M rather than 200000, 1000000, which run together
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+        ax.xaxis.set_major_formatter(FuncFormatter(compact_number))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    if legend_below:  # long labels: under the axes, where they hide no curve
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    else:
+        ax.legend(fontsize="small")
 
 
 def _output_path(out: Path, metric: str) -> Path:

@@ -207,3 +207,95 @@ def test_plot_runs_skips_runs_without_eval_rows_and_says_when_none_has_any(tmp_p
     with pytest.warns(UserWarning), pytest.raises(NoDataError, match="has charts/eval_return rows yet"):
         plot_runs([tmp_path / "empty"], tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# what a reader sees: labels, legends and tick labels, read back from the figure
+
+
+def _capture_figures(monkeypatch) -> list:
+    figures = []
+    original = plot._save
+
+    def capture(figure, path, note):
+        written = original(figure, path, note)  # savefig draws, which sets the tick labels
+        figures.append(figure)
+        return written
+
+    monkeypatch.setattr(plot, "_save", capture)
+    return figures
+
+
+def _visible_xtick_labels(ax) -> list[str]:
+    lo, hi = ax.get_xlim()
+    return [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi]
+
+
+def _with_eval_episodes(run_dir: Path, episodes: int) -> Path:
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["eval"] = {"episodes": episodes}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0, "0"), (500, "500"), (20_000, "20k"), (120_000, "120k"), (1_000_000, "1M"),
+     (1_500_000, "1.5M"), (2_250_000, "2.25M"), (-3000, "-3k"), (12.5, "12.5")],
+)
+def test_compact_number(value, text):
+    assert plot.compact_number(value) == text
+
+
+def test_metric_labels_are_words():
+    assert plot.metric_label(M.EVAL_RETURN, 40) == "evaluation return, mean of 40 deterministic episodes"
+    assert plot.metric_label(M.EVAL_RETURN) == "evaluation return, mean of deterministic episodes"
+    assert plot.metric_label(M.STEP) == "environment steps"
+    assert plot.metric_label(M.VALUE_LOSS) == "value loss"
+    for metric in M.METRICS:
+        assert "/" not in plot.metric_label(metric) and "_" not in plot.metric_label(metric)
+
+
+def test_curve_png_says_what_it_shows(tmp_path, monkeypatch):
+    steps = range(20_000, 140_001, 20_000)  # a short run: raw step numbers would run together
+    run = _with_eval_episodes(
+        make_run(tmp_path, "mamujoco", "HalfCheetah-2x3", "happo", 0,
+                 {s: s / 1e3 for s in steps}, train={s: s / 2e3 for s in steps}),
+        5,
+    )
+    figures = _capture_figures(monkeypatch)
+    assert plot_run(run) == run / "curve.png"
+    (ax,) = figures[0].axes
+    assert ax.get_title() == "mamujoco/HalfCheetah-2x3: happo, seed 0"
+    assert ax.get_xlabel() == "environment steps"
+    assert ax.get_ylabel() == "episode return (undiscounted)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "evaluation return, mean of 5 deterministic episodes",
+        "training return, mean of the episodes ended since the previous point",
+    ]
+    ticks = _visible_xtick_labels(ax)
+    assert "100k" in ticks and all(t.endswith("k") for t in ticks), ticks
+    assert not any("000" in t for t in ticks)
+
+
+def test_haml_plot_says_what_it_shows(tmp_path, monkeypatch):
+    from haml import cli
+
+    steps = range(0, 2_000_001, 250_000)
+    for algo in ("happo", "hatrpo"):
+        for seed in range(3):
+            _with_eval_episodes(
+                make_run(tmp_path / "runs", "mamujoco", "HalfCheetah-2x3", algo, seed,
+                         {s: s / 1e5 + seed for s in steps}),
+                40,
+            )
+    figures = _capture_figures(monkeypatch)
+    assert cli.main(["plot", str(tmp_path / "runs"), "--out", str(tmp_path / "cmp.png")]) == 0
+    ax = next(ax for ax in figures[0].axes if ax.get_visible())
+    assert ax.get_xlabel() == "environment steps"
+    assert ax.get_ylabel() == "evaluation return, mean of 40 deterministic episodes"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "happo, mean ± std of 3 seeds", "hatrpo, mean ± std of 3 seeds",
+    ]
+    ticks = _visible_xtick_labels(ax)
+    assert {"1M", "2M"} <= set(ticks) and not any("000" in t for t in ticks), ticks
