@@ -6,17 +6,34 @@ unclipped objective
 for several mini-epochs (5 in the paper). At θ = θk its gradient is the A2C policy gradient
 E[M Â ∇ log π]; the later mini-epochs keep the importance ratio, as the papers' code does.
 It is :class:`~haml.algorithms.happo.PPOActorLearner` with ``clip = 0``
-(:class:`~haml.config.schema.A2CConfig` enforces it).
+(:class:`A2CConfig` enforces it).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
-from haml.algorithms.happo import PPOActorLearner
-from haml.config.schema import A2CConfig
+from haml.algorithms.happo import PPOActorLearner, PPOConfig
 
-__all__ = ["A2CActorLearner"]
+__all__ = ["A2CActorLearner", "A2CConfig"]
+
+
+@dataclass
+class A2CConfig(PPOConfig):
+    """HAA2C / MAA2C: the factor-weighted A2C objective, several mini-epochs, no clipping.
+
+    Paper 001, Appendix F.2: 5 mini-epochs; actor lr 2e-4 (HalfCheetah, Ant), 1e-4 (Walker2d).
+    """
+
+    lr: float = 2e-4
+    clip: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.clip != 0.0:
+            raise ValueError(f"algo.clip must be 0 for A2C-style algorithms, got {self.clip}")
 
 
 class A2CActorLearner(PPOActorLearner):

@@ -11,18 +11,50 @@ through :func:`haml.ops.clipped_surrogate` (native fused forward/backward where 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from haml.algorithms.base import ActorBatch, minibatch_indices, schedule_lr
-from haml.config.schema import PPOConfig
+from haml.config.schema import LR_SCHEDULES, check_choice, check_positive
 from haml.models import joint_entropy, joint_log_prob
 from haml.ops import clipped_surrogate
 from haml.ops.masked import masked_mean
 
-__all__ = ["PPOActorLearner"]
+__all__ = ["PPOActorLearner", "PPOConfig"]
+
+
+@dataclass
+class PPOConfig:
+    """First-order actor updates: HAPPO / MAPPO / IPPO (clipped) and HAA2C / MAA2C (``clip`` 0).
+
+    Paper 000, Table 4 (MaMuJoCo): lr 5e-6, 5 epochs, clip 0.3; paper 001: HAA2C 5 mini-epochs,
+    no clipping.
+    """
+
+    lr: float = 5e-6
+    """Actor learning rate (Adam)."""
+    epochs: int = 5
+    """PPO epochs / A2C mini-epochs per iteration."""
+    num_minibatches: int = 1
+    clip: float = 0.3
+    """PPO ε; 0 gives the unclipped factor-weighted objective (HAA2C)."""
+    entropy_coef: float = 0.0
+    adam_eps: float = 1e-5
+    max_grad_norm: float = 10.0
+    """Gradient-norm clip; 0 turns it off."""
+    lr_schedule: str = "constant"
+    """``constant`` or ``linear`` decay to 0 over the run."""
+
+    def __post_init__(self) -> None:
+        check_positive("algo", "lr", self.lr)
+        check_positive("algo", "epochs", self.epochs)
+        check_positive("algo", "num_minibatches", self.num_minibatches)
+        for name in ("clip", "entropy_coef", "max_grad_norm"):
+            check_positive("algo", name, getattr(self, name), allow_zero=True)
+        check_choice("algo", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
 
 
 class PPOActorLearner:

@@ -9,18 +9,46 @@ sqrt(2δ / xᵀHx), backtracking line search with acceptance ratio κ). No optim
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from haml.algorithms.base import ActorBatch
-from haml.config.schema import TRPOConfig
+from haml.config.schema import check_choice, check_positive
 from haml.models import joint_entropy
 from haml.ops import trust_region_step
+from haml.ops.fvp.reference import KL_KINDS
 from haml.ops.masked import masked_mean
 
-__all__ = ["TRPOActorLearner"]
+__all__ = ["TRPOActorLearner", "TRPOConfig"]
+
+
+@dataclass
+class TRPOConfig:
+    """HATRPO: one trust-region step per agent per iteration (paper 000, Algorithm 2)."""
+
+    max_kl: float = 1e-4
+    """δ, the mean-KL radius (paper 000, Table 6: per task)."""
+    cg_iters: int = 10
+    damping: float = 0.1
+    backtrack_coef: float = 0.8
+    max_backtracks: int = 10
+    accept_ratio: float = 0.5
+    """Accept a step when improvement ≥ this × the expected improvement (paper 000, Table 4)."""
+    kl: str = "exact"
+    """``exact`` (the true KL) or ``harl`` (the reference code's discrete approximation)."""
+
+    def __post_init__(self) -> None:
+        check_positive("algo", "max_kl", self.max_kl)
+        check_positive("algo", "cg_iters", self.cg_iters)
+        check_positive("algo", "damping", self.damping, allow_zero=True)
+        if not 0.0 < self.backtrack_coef < 1.0:
+            raise ValueError(f"algo.backtrack_coef must lie in (0, 1), got {self.backtrack_coef}")
+        check_positive("algo", "max_backtracks", self.max_backtracks)
+        check_positive("algo", "accept_ratio", self.accept_ratio, allow_zero=True)
+        check_choice("algo", "kl", self.kl, KL_KINDS)
 
 
 class TRPOActorLearner:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from haml.algorithms.haa2c import A2CActorLearner
-from haml.algorithms.happo import PPOActorLearner
-from haml.algorithms.hatrpo import TRPOActorLearner
-from haml.config.schema import A2CConfig, PPOConfig, TRPOConfig
+from haml.algorithms.haa2c import A2CActorLearner, A2CConfig
+from haml.algorithms.happo import PPOActorLearner, PPOConfig
+from haml.algorithms.hatrpo import TRPOActorLearner, TRPOConfig
 
 __all__ = [
     "ACTION_KINDS",

@@ -1,5 +1,6 @@
-"""haml's typed configuration: the dataclasses (:mod:`.schema`), the shipped YAML defaults
-(``defaults/``, ``tuned/``) and the strict loader (:mod:`.loader`)."""
+"""haml's typed configuration: the dataclasses (:mod:`.schema`; each algorithm's own beside its
+learner in :mod:`haml.algorithms`), the shipped YAML defaults (``defaults/``, ``tuned/``) and the
+strict loader (:mod:`.loader`)."""
 
 from haml.config.loader import (
     CONFIG_DIR,
@@ -16,17 +17,14 @@ from haml.config.loader import (
     tuned_configs,
 )
 from haml.config.schema import (
-    A2CConfig,
     ActorNetworkConfig,
     CriticConfig,
     EnvConfig,
     EvalConfig,
     ExperimentConfig,
     NetworkConfig,
-    PPOConfig,
     RunConfig,
     TrainConfig,
-    TRPOConfig,
 )
 
 __all__ = [
@@ -54,3 +52,11 @@ __all__ = [
     "save_config",
     "tuned_configs",
 ]
+
+
+def __getattr__(name: str):
+    """``PPOConfig``, ``A2CConfig``, ``TRPOConfig``: the algorithms' configs, defined beside their
+    learners, imported on first use (the algorithm modules import this package)."""
+    from haml.config import schema
+
+    return getattr(schema, name)

@@ -1,10 +1,10 @@
 """The typed configuration of a training run.
 
 :class:`ExperimentConfig` is the whole run: which algorithm on which environment task, the rollout
-and evaluation schedule, the actor and critic networks, and the algorithm's own settings
-(:class:`PPOConfig`, :class:`TRPOConfig` or :class:`A2CConfig`, chosen by the algorithm's registry
-entry). The YAML files under ``haml/config/defaults/`` mirror these dataclasses field for field;
-:mod:`haml.config.loader` merges them with command-line ``key=value`` overrides and rejects any
+and evaluation schedule, the actor and critic networks, and the algorithm's own settings (the
+dataclass its registry entry names, defined beside its learner: e.g.
+:class:`haml.algorithms.happo.PPOConfig`). The YAML files under ``haml/config/defaults/``
+mirror these dataclasses field for field; :mod:`haml.config.loader` merges them with command-line ``key=value`` overrides and rejects any
 unknown key or wrong type, naming it.
 
 The field defaults here are paper 000's common MaMuJoCo settings (Appendix E, Table 3), so that a
@@ -18,32 +18,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
-    "A2CConfig",
-    "ActorNetworkConfig",
     "ActorNetworkConfig",
     "CriticConfig",
     "EnvConfig",
     "EvalConfig",
     "ExperimentConfig",
+    "LR_SCHEDULES",
     "NetworkConfig",
-    "PPOConfig",
     "RunConfig",
-    "TRPOConfig",
     "TrainConfig",
+    "check_choice",
+    "check_positive",
 ]
 
 LR_SCHEDULES = ("constant", "linear")
 ACTIVATIONS = ("relu", "tanh")
 RNN_KINDS = ("none", "gru")
-KL_KINDS = ("exact", "harl")
 
 
-def _choice(section: str, name: str, value: str, choices: tuple[str, ...]) -> None:
+def check_choice(section: str, name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{section}.{name} must be one of {list(choices)}, got {value!r}")
 
 
-def _positive(section: str, name: str, value: float, allow_zero: bool = False) -> None:
+def check_positive(section: str, name: str, value: float, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{section}.{name} must be {bound}, got {value!r}")
@@ -88,12 +86,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "num_envs", "rollout_length", "chunk_length"):
-            _positive("train", name, getattr(self, name))
+            check_positive("train", name, getattr(self, name))
         if not 0.0 <= self.gamma <= 1.0:
             raise ValueError(f"train.gamma must lie in [0, 1], got {self.gamma}")
         if not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError(f"train.gae_lambda must lie in [0, 1], got {self.gae_lambda}")
-        _positive("train", "torch_threads", self.torch_threads, allow_zero=True)
+        check_positive("train", "torch_threads", self.torch_threads, allow_zero=True)
 
 
 @dataclass
@@ -108,9 +106,9 @@ class EvalConfig:
     """Envs used for evaluation."""
 
     def __post_init__(self) -> None:
-        _positive("eval", "every", self.every, allow_zero=True)
-        _positive("eval", "episodes", self.episodes)
-        _positive("eval", "num_envs", self.num_envs)
+        check_positive("eval", "every", self.every, allow_zero=True)
+        check_positive("eval", "episodes", self.episodes)
+        check_positive("eval", "num_envs", self.num_envs)
 
 
 @dataclass
@@ -125,9 +123,9 @@ class RunConfig:
     """Write a metrics row every this many iterations."""
 
     def __post_init__(self) -> None:
-        _positive("run", "checkpoint_every", self.checkpoint_every)
-        _positive("run", "keep_checkpoints", self.keep_checkpoints)
-        _positive("run", "log_every", self.log_every)
+        check_positive("run", "checkpoint_every", self.checkpoint_every)
+        check_positive("run", "keep_checkpoints", self.keep_checkpoints)
+        check_positive("run", "log_every", self.log_every)
 
 
 @dataclass
@@ -154,9 +152,9 @@ class NetworkConfig:
     _section = "critic.network"
 
     def __post_init__(self) -> None:
-        _choice(self._section, "activation", self.activation, ACTIVATIONS)
-        _choice(self._section, "rnn", self.rnn, RNN_KINDS)
-        _positive(self._section, "rnn_layers", self.rnn_layers)
+        check_choice(self._section, "activation", self.activation, ACTIVATIONS)
+        check_choice(self._section, "rnn", self.rnn, RNN_KINDS)
+        check_positive(self._section, "rnn_layers", self.rnn_layers)
         if self.rnn != "none" and not self.hidden:
             raise ValueError(f"{self._section}.rnn={self.rnn!r} needs at least one hidden layer")
         if any(width < 1 for width in self.hidden):
@@ -197,85 +195,12 @@ class CriticConfig:
     """``constant`` or ``linear`` decay to 0 over the run."""
 
     def __post_init__(self) -> None:
-        _positive("critic", "lr", self.lr)
-        _positive("critic", "epochs", self.epochs)
-        _positive("critic", "num_minibatches", self.num_minibatches)
+        check_positive("critic", "lr", self.lr)
+        check_positive("critic", "epochs", self.epochs)
+        check_positive("critic", "num_minibatches", self.num_minibatches)
         for name in ("max_grad_norm", "huber_delta", "value_clip"):
-            _positive("critic", name, getattr(self, name), allow_zero=True)
-        _choice("critic", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
-
-
-@dataclass
-class PPOConfig:
-    """First-order actor updates: HAPPO / MAPPO / IPPO (clipped) and HAA2C / MAA2C (``clip`` 0).
-
-    Paper 000, Table 4 (MaMuJoCo): lr 5e-6, 5 epochs, clip 0.3; paper 001: HAA2C 5 mini-epochs,
-    no clipping.
-    """
-
-    lr: float = 5e-6
-    """Actor learning rate (Adam)."""
-    epochs: int = 5
-    """PPO epochs / A2C mini-epochs per iteration."""
-    num_minibatches: int = 1
-    clip: float = 0.3
-    """PPO ε; 0 gives the unclipped factor-weighted objective (HAA2C)."""
-    entropy_coef: float = 0.0
-    adam_eps: float = 1e-5
-    max_grad_norm: float = 10.0
-    """Gradient-norm clip; 0 turns it off."""
-    lr_schedule: str = "constant"
-    """``constant`` or ``linear`` decay to 0 over the run."""
-
-    def __post_init__(self) -> None:
-        _positive("algo", "lr", self.lr)
-        _positive("algo", "epochs", self.epochs)
-        _positive("algo", "num_minibatches", self.num_minibatches)
-        for name in ("clip", "entropy_coef", "max_grad_norm"):
-            _positive("algo", name, getattr(self, name), allow_zero=True)
-        _choice("algo", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
-
-
-@dataclass
-class A2CConfig(PPOConfig):
-    """HAA2C / MAA2C: the factor-weighted A2C objective, several mini-epochs, no clipping.
-
-    Paper 001, Appendix F.2: 5 mini-epochs; actor lr 2e-4 (HalfCheetah, Ant), 1e-4 (Walker2d).
-    """
-
-    lr: float = 2e-4
-    clip: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.clip != 0.0:
-            raise ValueError(f"algo.clip must be 0 for A2C-style algorithms, got {self.clip}")
-
-
-@dataclass
-class TRPOConfig:
-    """HATRPO: one trust-region step per agent per iteration (paper 000, Algorithm 2)."""
-
-    max_kl: float = 1e-4
-    """δ, the mean-KL radius (paper 000, Table 6: per task)."""
-    cg_iters: int = 10
-    damping: float = 0.1
-    backtrack_coef: float = 0.8
-    max_backtracks: int = 10
-    accept_ratio: float = 0.5
-    """Accept a step when improvement ≥ this × the expected improvement (paper 000, Table 4)."""
-    kl: str = "exact"
-    """``exact`` (the true KL) or ``harl`` (the reference code's discrete approximation)."""
-
-    def __post_init__(self) -> None:
-        _positive("algo", "max_kl", self.max_kl)
-        _positive("algo", "cg_iters", self.cg_iters)
-        _positive("algo", "damping", self.damping, allow_zero=True)
-        if not 0.0 < self.backtrack_coef < 1.0:
-            raise ValueError(f"algo.backtrack_coef must lie in (0, 1), got {self.backtrack_coef}")
-        _positive("algo", "max_backtracks", self.max_backtracks)
-        _positive("algo", "accept_ratio", self.accept_ratio, allow_zero=True)
-        _choice("algo", "kl", self.kl, KL_KINDS)
+            check_positive("critic", name, getattr(self, name), allow_zero=True)
+        check_choice("critic", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
 
 
 @dataclass
@@ -292,4 +217,21 @@ class ExperimentConfig:
     actor: ActorNetworkConfig = field(default_factory=ActorNetworkConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     algo: Any = None
-    """A :class:`PPOConfig`, :class:`A2CConfig` or :class:`TRPOConfig`."""
+    """The algorithm's config dataclass (``haml.algorithms.algo_spec(algo_name).config_cls``)."""
+
+
+_ALGORITHM_CONFIGS = {
+    "PPOConfig": "haml.algorithms.happo",
+    "A2CConfig": "haml.algorithms.haa2c",
+    "TRPOConfig": "haml.algorithms.hatrpo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The algorithms' config dataclasses live beside their learners; they stay importable from
+    here (imported on first use: the algorithm modules import this one)."""
+    if name in _ALGORITHM_CONFIGS:
+        import importlib
+
+        return getattr(importlib.import_module(_ALGORITHM_CONFIGS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
