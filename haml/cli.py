@@ -271,7 +271,7 @@ def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         report = evaluate_run(
             args.run_dir, episodes=args.episodes, render=args.render, seed=args.seed,
-            checkpoint=args.checkpoint,
+            checkpoint=args.checkpoint, progress=lambda line: print(line, file=sys.stderr, flush=True),
         )
     except (ValueError, TypeError, FileNotFoundError, ImportError, CheckpointError) as err:
         print(f"haml eval: error: {err}", file=sys.stderr)
@@ -293,7 +293,8 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation envs")
     parser.add_argument("--checkpoint", help="a checkpoint file (default: the run's latest)")
     parser.add_argument("--render", action="store_true",
-                        help="write RUN_DIR/videos/eval-<iteration>.mp4 of one episode")
+                        help="write RUN_DIR/videos/eval-iter-<iteration>.mp4 of one episode "
+                        "(the iteration in six digits, e.g. eval-iter-000050.mp4)")
     parser.set_defaults(handler=_run_eval, command_parser=parser)
 
 

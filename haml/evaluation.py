@@ -3,16 +3,17 @@
 The policies are rebuilt from the checkpoint's own config (so a run evaluates the way it was
 trained: same networks, same env options) and run for whole episodes with the Gaussian's mean /
 the categorical's mode. ``render=True`` also records one episode to
-``RUN_DIR/videos/eval-iter-<n>.mp4`` with MuJoCo's offscreen renderer (MaMuJoCo tasks; writing
-MP4 needs imageio-ffmpeg). Where no video can be made (an env family that cannot render, no MP4
-encoder, a headless machine with neither EGL nor OSMesa), the evaluation still runs and the
-report says why no video was written.
+``RUN_DIR/videos/eval-iter-<iteration>.mp4`` (:data:`VIDEO_NAME`), drawn by the env family's
+``episode_frames`` hook (:mod:`haml.envs.registry`; writing MP4 needs imageio-ffmpeg). Where no
+video can be made (a family without the hook, no MP4 encoder, no way to draw on this machine),
+the evaluation still runs and the report says why no video was written. With ``progress``, the
+episodes done and the frames written are reported as they come.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 
 from haml.runners.evaluate import EvalResult, evaluate
 
-__all__ = ["EvalReport", "evaluate_run"]
+__all__ = ["VIDEO_NAME", "EvalReport", "evaluate_run", "video_path"]
 
 
 @dataclass
@@ -77,8 +78,13 @@ def evaluate_run(
     seed: int = 0,
     checkpoint: str | Path | None = None,
     device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
-    """Evaluate ``run_dir``'s latest checkpoint (or ``checkpoint``) over ``episodes`` episodes."""
+    """Evaluate ``run_dir``'s latest checkpoint (or ``checkpoint``) over ``episodes`` episodes.
+
+    ``progress``: called with a line of text as the work advances (episodes done, frames
+    written), at most every two seconds; ``haml eval`` prints them to stderr.
+    """
     from haml.config.loader import config_from_dict
     from haml.envs.registry import make_env
     from haml.utils.checkpoint import checkpoint_iteration, latest_checkpoint, load_run_checkpoint
@@ -102,7 +108,13 @@ def evaluate_run(
                    **cfg.env.options)
     try:
         _, policies = _load_policies(state, env.spec, dev, cfg)
-        result = evaluate(policies, env, episodes, seed=seed)
+        report_line = _Progress(progress)
+        result = evaluate(
+            policies, env, episodes, seed=seed,
+            on_episode=lambda done, total: report_line(
+                f"eval: {done}/{total} episodes", last=done == total
+            ),
+        )
     finally:
         env.close()
     report = EvalReport(
@@ -113,18 +125,49 @@ def evaluate_run(
         result=result,
     )
     if render:
-        report.video, report.video_note = _render_episode(cfg, policies, run_dir, report.iteration, seed)
+        report.video, report.video_note = _render_episode(
+            cfg, policies, run_dir, report.iteration, seed, _Progress(progress)
+        )
     return report
 
 
-class _RenderUnavailable(Exception):
-    """Why no frames could be rendered (becomes the report's ``video_note``)."""
+VIDEO_NAME = "eval-iter-{iteration:06d}.mp4"
+"""The file ``haml eval --render`` writes under ``RUN_DIR/videos/``: ``eval-iter-<iteration>.mp4``,
+the checkpoint's iteration zero-padded to six digits as the checkpoints' own names are."""
+
+
+def video_path(run_dir: Path, iteration: int) -> Path:
+    """Where the video of the checkpoint of ``iteration`` goes: ``RUN_DIR/videos/eval-iter-000050.mp4``."""
+    return run_dir / "videos" / VIDEO_NAME.format(iteration=iteration)
+
+
+class _Progress:
+    """Progress lines of long work (``eval: 3/10 episodes``): at most one per ``interval``
+    seconds, the last always; nothing without a ``write`` function."""
+
+    def __init__(
+        self,
+        write: Callable[[str], None] | None,
+        interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.write = write
+        self.interval = interval
+        self.clock = clock
+        self._time = -float("inf")
+        self._line: str | None = None
+
+    def __call__(self, line: str, last: bool = False) -> None:
+        now = self.clock()
+        due = last or now - self._time >= self.interval
+        if self.write is not None and due and line != self._line:
+            self._time, self._line = now, line
+            self.write(line)
 
 
 def _video_writer_note() -> str | None:
     """Why an MP4 cannot be written here, or None. Checked before the episode is rendered: a
-    whole episode in software (EGL on llvmpipe) takes minutes, which must not end in an encoder
-    error."""
+    whole episode drawn in software takes minutes, which must not end in an encoder error."""
     import importlib.util
 
     if any(importlib.util.find_spec(package) is None for package in ("imageio", "imageio_ffmpeg")):
@@ -132,150 +175,58 @@ def _video_writer_note() -> str | None:
     return None
 
 
-def _headless_linux() -> bool:
-    """Linux without MUJOCO_GL and without a display: MuJoCo would pick GLFW, which fails."""
-    import os
-    import sys
-
-    return sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and (
-        "MUJOCO_GL" not in os.environ
-    )
-
-
-@contextlib.contextmanager
-def _offscreen_gl(headless: bool):
-    """While the renderer opens its OpenGL context: EGL instead of GLFW on a headless Linux
-    machine where the user chose nothing (gymnasium's viewer reads MUJOCO_GL when it opens, and
-    PyOpenGL reads PYOPENGL_PLATFORM when first imported; both are restored afterwards)."""
-    import os
-
-    if not headless:
-        yield
-        return
-    saved = {key: os.environ.get(key) for key in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
-    os.environ["MUJOCO_GL"] = "egl"
-    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _mujoco_gl_hint(err: Exception, headless: bool) -> str:
-    """The renderer's failure and what to do about it, from MUJOCO_GL and DISPLAY."""
-    import os
-
-    if headless:
-        setting = "no display and MUJOCO_GL unset, so EGL was tried, and it does not work here"
-    else:
-        gl = os.environ.get("MUJOCO_GL")
-        setting = (
-            f"MUJOCO_GL={gl!r} does not work here" if gl is not None
-            else "MUJOCO_GL is unset, so GLFW was used, which needs a working display"
-        )
-    return (
-        f"MuJoCo's offscreen renderer failed ({type(err).__name__}: {err}); {setting}. On a "
-        "headless machine set MUJOCO_GL=egl (needs libEGL: a GPU driver or Mesa) or "
-        "MUJOCO_GL=osmesa (needs libOSMesa) before starting"
-    )
-
-
-@contextlib.contextmanager
-def _quiet_unraisable():
-    """gymnasium's viewer whose OpenGL context failed to open complains again from ``__del__``
-    ("Exception ignored in ..."); the failure is reported once, in the note."""
-    import gc
-    import sys
-
-    previous = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: None
-    try:
-        yield
-    finally:
-        gc.collect()
-        sys.unraisablehook = previous
-
-
-def _mamujoco_frames(cfg, policies, seed: int) -> Iterator[Any]:
-    """One deterministic episode of a MaMuJoCo task: yields the frame rate, then the frames as
-    they are drawn (a 1000-step episode would hold ~700 MB of frames at once).
-
-    The robot's own gymnasium renderer draws them (with the robot's tracking camera; through EGL
-    on a headless Linux machine where MUJOCO_GL is unset, see :func:`_offscreen_gl`); the episode
-    runs in this process on one env built from the run's options. The first frame is drawn before the frame rate is yielded, so that a
-    missing OpenGL backend is a :class:`_RenderUnavailable` before any file is opened.
-    """
-    from haml.envs.gym_adapter import obs_key
-    from haml.envs.mamujoco import Options, make_single_env
-    from haml.envs.registry import build_options
-
-    env = make_single_env(cfg.env.task, build_options(Options, dict(cfg.env.options)))
-    robot = env.parallel_env.single_agent_env.unwrapped
-    renderer = robot.mujoco_renderer
-    bounds = [
-        (torch.as_tensor(space.low).float(), torch.as_tensor(space.high).float())
-        for space in env.action_space.spaces
-    ]
+def _deterministic_act(policies: Sequence[torch.nn.Module]) -> Callable[..., list[torch.Tensor]]:
+    """Per-agent observations ``[1, obs_dim_i]`` → each policy's deterministic action, computed
+    on the policy's device (what a family's ``episode_frames`` hook calls)."""
     devices = [next(policy.parameters()).device for policy in policies]
-    try:
-        obs, _ = env.reset(seed=seed)
-        headless = _headless_linux()
-        with _quiet_unraisable(), _offscreen_gl(headless):
-            try:
-                frame = renderer.render("rgb_array")
-            except Exception as err:  # no OpenGL context: no display, no EGL/OSMesa
-                raise _RenderUnavailable(_mujoco_gl_hint(err, headless)) from None
-        yield float(robot.metadata.get("render_fps") or round(1.0 / robot.dt))
+
+    @torch.no_grad()
+    def act(observations: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [
+            policy.sample(obs.to(device), deterministic=True)[0]
+            for policy, obs, device in zip(policies, observations, devices)
+        ]
+
+    return act
+
+
+def _counted(frames: Iterator[Any], progress: _Progress) -> Iterator[Any]:
+    """``frames``, reporting how many have been written so far."""
+    count = 0
+    for frame in frames:
         yield frame
-        while True:
-            actions = []
-            with torch.no_grad():
-                for i, policy in enumerate(policies):
-                    x = torch.as_tensor(obs[obs_key(i)], dtype=torch.float32, device=devices[i])
-                    action, _ = policy.sample(x.unsqueeze(0), deterministic=True)
-                    low, high = bounds[i]
-                    actions.append(torch.clamp(action[0].float().cpu(), low, high).numpy())
-            obs, _, terminated, truncated, _ = env.step(tuple(actions))
-            yield renderer.render("rgb_array")
-            if terminated or truncated:
-                return
-    finally:
-        with _quiet_unraisable(), contextlib.suppress(Exception):
-            renderer.close()
-        env.close()
+        count += 1
+        progress(f"render: {count} frames written")
+    progress(f"render: {count} frames written", last=True)
 
 
-_FRAME_SOURCES: dict[str, Callable[..., Iterator[Any]]] = {"mamujoco": _mamujoco_frames}
-"""Env families that can render an evaluation episode: ``(cfg, policies, seed)`` → an iterator
-yielding the frame rate, then ``[H, W, 3]`` uint8 frames. (A render hook of the env families
-themselves would be the general home of this.)"""
+def _render_episode(cfg, policies, run_dir: Path, iteration: int, seed: int, progress: _Progress):
+    """One deterministic episode rendered to MP4 through the env family's ``episode_frames``
+    hook; ``(path, None)`` or ``(None, why not)``."""
+    from haml.envs.base import RenderUnavailable
+    from haml.envs.registry import build_options, families_with_hook, family_hook, options_class
 
-
-def _render_episode(cfg, policies, run_dir: Path, iteration: int, seed: int):
-    """One deterministic episode rendered to MP4; ``(path, None)`` or ``(None, why not)``."""
-    source = _FRAME_SOURCES.get(cfg.env.name)
-    if source is None:
+    frames_of = family_hook(cfg.env.name, "episode_frames")
+    if frames_of is None:
         return None, (
             f"the {cfg.env.name} environment cannot render (rendering is available for: "
-            f"{', '.join(sorted(_FRAME_SOURCES))})"
+            f"{', '.join(families_with_hook('episode_frames'))})"
         )
-    episode = source(cfg, policies, seed)
+    options = build_options(options_class(cfg.env.name), dict(cfg.env.options))
+    progress(f"render: one episode of {cfg.env.name}/{cfg.env.task}", last=True)
+    episode = frames_of(cfg.env.task, options, _deterministic_act(policies), seed)
     try:
         try:
-            fps = next(episode)  # the first frame is drawn: OpenGL works
-        except _RenderUnavailable as err:
+            fps = next(episode)  # the first frame is drawn: rendering works here
+        except RenderUnavailable as err:
             return None, str(err)
         note = _video_writer_note()
         if note is not None:
             return None, note
-        out = run_dir / "videos" / f"eval-iter-{iteration:06d}.mp4"
+        out = video_path(run_dir, iteration)
         out.parent.mkdir(parents=True, exist_ok=True)
         try:
-            _write_video(out, episode, fps)
+            _write_video(out, _counted(episode, progress), fps)
         except Exception as err:  # e.g. an imageio without a working ffmpeg backend
             out.unlink(missing_ok=True)
             return None, f"could not write the video ({type(err).__name__}: {err})"

@@ -147,6 +147,13 @@ def test_eval_prints_the_mean_and_std_of_the_return(toy_run, capsys):
     assert float(match[1]) in (0.0, 2.0, -1.0) and float(match[2]) == 0.0
 
 
+def test_eval_shows_its_progress_on_stderr(toy_run, capsys):
+    assert cli.main(["eval", str(toy_run), "--episodes", "3"]) == 0
+    captured = capsys.readouterr()
+    assert "eval: 3/3 episodes" in captured.err
+    assert "eval: " not in captured.out  # the report alone on stdout
+
+
 def test_eval_without_checkpoints_exits_2_with_a_clear_message(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli.main(["eval", str(tmp_path / "empty")]) == 2
@@ -168,6 +175,7 @@ def test_eval_render_on_the_toy_env_says_it_cannot_render(toy_run, capsys):
     out = capsys.readouterr().out
     assert "over 2 episodes" in out  # the evaluation itself still runs
     assert "no video: the toy environment cannot render" in out
+    assert "rendering is available for: mamujoco" in out
     assert not (toy_run / "videos").exists()
 
 

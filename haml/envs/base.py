@@ -38,6 +38,7 @@ __all__ = [
     "EpisodeMeans",
     "EpisodeStats",
     "EpisodeTracker",
+    "RenderUnavailable",
     "VectorMultiAgentEnv",
     "episode_means",
     "require_num_envs",
@@ -46,6 +47,11 @@ __all__ = [
 WIN_METRIC = "win"
 """The :attr:`EpisodeStats.metrics` key of tasks with a winner: 1.0 for a won episode, else 0.0
 (logged as the training and evaluation win rates)."""
+
+
+class RenderUnavailable(RuntimeError):
+    """Raised by a family's ``episode_frames`` hook (see :mod:`haml.envs.registry`) when no
+    frame can be drawn here; the message says why and what to do."""
 
 
 def require_num_envs(num_envs: object, owner: str | None = None) -> int:

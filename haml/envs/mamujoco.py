@@ -39,6 +39,7 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,6 +59,7 @@ __all__ = [
     "PAPER_TASKS",
     "TASKS",
     "Options",
+    "episode_frames",
     "make_single_env",
     "make_vector_env",
     "parse_task",
@@ -442,3 +444,17 @@ def make_vector_env(
         env=ENV_NAME, task=task, device=device, seed=seed, episode_limit=options.episode_limit,
         auto_async_min_cpus=AUTO_ASYNC_MIN_CPUS,
     )
+
+
+def episode_frames(
+    task: str,
+    options: Options,
+    act: Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]],
+    seed: int,
+) -> Iterator[Any]:
+    """The family's render hook (:mod:`haml.envs.registry`): one episode of ``task`` in this
+    process, on one env built from ``options``, drawn by MuJoCo's offscreen renderer
+    (:func:`haml.envs.mujoco_render.render_episode`: the frame rate, then the frames)."""
+    from haml.envs.mujoco_render import render_episode
+
+    return render_episode(make_single_env(task, options), act, seed)

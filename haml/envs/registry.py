@@ -7,6 +7,20 @@ Every family module has the same contract:
 - ``Options``: a dataclass of the family's options, each field typed and documented;
 - ``make_vector_env(task, num_envs, options, device, seed) -> VectorMultiAgentEnv``.
 
+A family module may also define optional hooks, module-level functions for what only some
+families can do (:data:`FAMILY_HOOKS` lists them; :func:`family_hook` looks one up, so that shared
+code asks for a capability and never for a family by name):
+
+- ``episode_frames(task, options, act, seed)``: one deterministic episode drawn as RGB frames
+  (``haml eval --render``). ``act`` maps the per-agent observations (``[1, obs_dim_i]`` float32
+  CPU tensors) to per-agent actions ``[1, d_i]``; the iterator yields the frame rate, then
+  ``[H, W, 3]`` uint8 frames as they are drawn. Before the frame rate it raises
+  :class:`~haml.envs.base.RenderUnavailable` with the reason when nothing can be drawn here.
+  MaMuJoCo has it.
+- ``jax_random_steps_per_second(task, num_envs, steps, seed=0, options=None) -> float``: the
+  steps/s of the family's own jitted program stepped with random actions in JAX alone
+  (``haml bench train``'s "JAX only" row). SMAX has it.
+
 Importing this module (or ``haml``) imports no family and no simulator. A family whose simulator
 package is missing is still listed; using it raises an ``ImportError`` naming the pip extra.
 """
@@ -18,6 +32,7 @@ import importlib
 import importlib.util
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +42,12 @@ from haml.envs.base import VectorMultiAgentEnv, require_num_envs
 from haml.utils.seeding import check_seed
 
 __all__ = [
+    "FAMILY_HOOKS",
     "build_options",
     "env_module",
     "env_names",
+    "families_with_hook",
+    "family_hook",
     "make_env",
     "options_class",
     "register_env_family",
@@ -129,6 +147,47 @@ def task_names(env: str) -> list[str]:
 def options_class(env: str) -> type:
     """The ``Options`` dataclass of env family ``env`` (needs no simulator)."""
     return env_module(env, check_requirements=False).Options
+
+
+# -- optional hooks -----------------------------------------------------------------------------
+
+FAMILY_HOOKS: dict[str, str] = {
+    "episode_frames": "draws one deterministic episode as RGB frames (haml eval --render)",
+    "jax_random_steps_per_second": "times the family's jitted program stepped in JAX alone "
+    "(haml bench train's JAX-only row)",
+}
+"""The optional hooks a family module may define, by name, with what each does (the module
+docstring gives their signatures)."""
+
+
+def _check_hook_name(name: str) -> None:
+    if name not in FAMILY_HOOKS:
+        raise ValueError(f"unknown env-family hook {name!r}; the hooks: {', '.join(FAMILY_HOOKS)}")
+
+
+def family_hook(env: str, name: str) -> Callable[..., Any] | None:
+    """The optional hook ``name`` (one of :data:`FAMILY_HOOKS`) of env family ``env``, or None
+    where the family does not define it. Imports the family module, not its simulator."""
+    _check_hook_name(name)
+    hook = getattr(env_module(env, check_requirements=False), name, None)
+    if hook is not None and not callable(hook):
+        raise TypeError(f"env family {env!r}: hook {name!r} must be a function, got {hook!r}")
+    return hook
+
+
+def families_with_hook(name: str) -> list[str]:
+    """The registered families whose module defines hook ``name``, sorted (for messages that
+    say where a capability is available)."""
+    _check_hook_name(name)
+    found = []
+    for env in env_names():
+        try:
+            module = env_module(env, check_requirements=False)
+        except ImportError:  # a family module that cannot even be imported here
+            continue
+        if callable(getattr(module, name, None)):
+            found.append(env)
+    return found
 
 
 # -- options ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ ones, which biases a win rate upwards. Episodes whose adapter does not report th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -50,9 +50,12 @@ def evaluate(
     episodes: int,
     seed: int | None = None,
     deterministic: bool = True,
+    on_episode: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Run ``policies`` (one per agent; the same module may repeat) on ``env`` until ``episodes``
-    episodes have ended, the same number from every env (see the module doc), and average them."""
+    episodes have ended, the same number from every env (see the module doc), and average them.
+
+    ``on_episode(done, episodes)`` is called after each episode that counts (progress reports)."""
     if episodes < 1:
         raise ValueError(f"evaluate: 'episodes' must be >= 1, got {episodes}")
     if len(policies) != env.spec.n_agents:
@@ -71,11 +74,13 @@ def evaluate(
         step = env.step(actions)
         actor.observe(step)
         for episode in step.episodes:
-            if episode.env is None:
-                finished.append(episode)
-            elif share[episode.env] > 0:  # the env's share is not yet full
+            if episode.env is not None:
+                if share[episode.env] == 0:  # the env's share is full
+                    continue
                 share[episode.env] -= 1
-                finished.append(episode)
+            finished.append(episode)
+            if on_episode is not None and len(finished) <= episodes:
+                on_episode(len(finished), episodes)
         if len(finished) >= episodes:
             break
     else:

@@ -145,3 +145,36 @@ def test_package_reexports_the_registry():
         pytest.skip("haml.envs is a namespace package in this editable install; reinstall haml")
     assert haml.envs.make_env is registry.make_env
     assert haml.envs.env_names is registry.env_names
+
+
+# -- optional family hooks --------------------------------------------------------------------------
+
+
+def test_family_hooks_are_found_through_the_registry():
+    from haml.envs import mamujoco
+
+    assert registry.family_hook("mamujoco", "episode_frames") is mamujoco.episode_frames
+    assert registry.family_hook("toy", "episode_frames") is None
+    assert registry.family_hook("toy", "jax_random_steps_per_second") is None
+    assert "mamujoco" in registry.families_with_hook("episode_frames")
+    assert "toy" not in registry.families_with_hook("episode_frames")
+
+
+def test_smax_has_the_jax_only_hook():
+    pytest.importorskip("jaxmarl")
+    from haml.envs import smax
+
+    assert registry.family_hook("smax", "jax_random_steps_per_second") is smax.jax_random_steps_per_second
+
+
+def test_an_unknown_hook_name_is_an_error_listing_the_hooks():
+    with pytest.raises(ValueError, match="unknown env-family hook 'render'.*episode_frames"):
+        registry.family_hook("mamujoco", "render")
+    assert set(registry.FAMILY_HOOKS) == {"episode_frames", "jax_random_steps_per_second"}
+
+
+def test_a_hook_that_is_not_a_function_is_an_error(monkeypatch):
+    toy = registry.env_module("toy")
+    monkeypatch.setattr(toy, "episode_frames", 3, raising=False)
+    with pytest.raises(TypeError, match="'toy': hook 'episode_frames' must be a function"):
+        registry.family_hook("toy", "episode_frames")

@@ -94,3 +94,46 @@ def test_episodes_without_an_env_index_count_as_they_end() -> None:
     result = evaluate([_policy()], env, 4)
     # Steps 1-4: env 0 ends four episodes before env 1 ends its first.
     assert [ep.ret for ep in result.episodes] == [1.0] * 4
+
+
+def test_progress_is_reported_after_every_counted_episode() -> None:
+    seen = []
+    env = UnevenEpisodes([1, 3], [1.0, 3.0])
+    evaluate([_policy()], env, 4, on_episode=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_eval_progress_lines_are_throttled_but_the_last_always_comes() -> None:
+    import haml.evaluation as E
+
+    clock = iter([0.0, 0.5, 1.0, 2.5, 2.6, 2.7])
+    lines = []
+    progress = E._Progress(lines.append, interval=2.0, clock=lambda: next(clock))
+    for n in range(1, 6):
+        progress(f"eval: {n}/6 episodes")
+    progress("eval: 6/6 episodes", last=True)
+    assert lines == ["eval: 1/6 episodes", "eval: 4/6 episodes", "eval: 6/6 episodes"]
+    E._Progress(None)("nothing happens without a writer", last=True)
+
+
+def test_render_progress_counts_the_frames_written() -> None:
+    import haml.evaluation as E
+
+    lines = []
+    frames = list(E._counted(iter(["a", "b", "c"]), E._Progress(lines.append, interval=0.0)))
+    assert frames == ["a", "b", "c"]
+    assert lines == [f"render: {n} frames written" for n in (1, 2, 3)]  # the last not twice
+
+
+def test_the_video_name_is_the_one_the_help_gives() -> None:
+    from pathlib import Path
+
+    from haml import cli
+    from haml.evaluation import video_path
+
+    assert video_path(Path("run"), 50) == Path("run/videos/eval-iter-000050.mp4")
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.choices and "eval" in a.choices)
+    render = next(a for a in subparsers.choices["eval"]._actions if "--render" in a.option_strings)
+    assert "RUN_DIR/videos/eval-iter-<iteration>.mp4" in render.help
+    assert "eval-iter-000050.mp4" in render.help
