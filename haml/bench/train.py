@@ -1,6 +1,6 @@
 """``haml bench train``: training throughput against the vector env's own speed, in one run.
 
-The goal it checks (the issue's wording): *training steps/s, learning included, at least 70 % of
+The goal it checks: *training steps/s, learning included, at least 70 % of
 the steps/s of the same vector env stepped with random actions*. Both are measured in one
 process, from one resolved config (:func:`haml.config.loader.load_config`, as ``haml train``
 builds it):
@@ -35,10 +35,12 @@ From Python::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -216,11 +218,12 @@ def _phase(seconds: float, steps: int, load: float | None) -> dict[str, Any]:
 
 
 def _jax_only_stepper(cfg: Any) -> Callable[[], dict[str, Any]] | None:
-    """For a JAX env family: a function timing ``T`` JAX-only steps of the training batch
-    (``jax_random_steps_per_second`` of the family's module); None for other families."""
-    from haml.envs.registry import env_module
+    """Where the env family has the ``jax_random_steps_per_second`` hook
+    (:mod:`haml.envs.registry`): a function timing ``T`` JAX-only steps of the training batch;
+    None for the other families."""
+    from haml.envs.registry import family_hook
 
-    measure = getattr(env_module(cfg.env.name), "jax_random_steps_per_second", None)
+    measure = family_hook(cfg.env.name, "jax_random_steps_per_second")
     if measure is None:
         return None
     T, E = cfg.train.rollout_length, cfg.train.num_envs
@@ -235,6 +238,21 @@ def _jax_only_stepper(cfg: Any) -> Callable[[], dict[str, Any]] | None:
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+@dataclass
+class _Measured:
+    """What one benchmark run recorded: the measured rounds of each phase and its warm-ups."""
+
+    config: dict[str, Any]
+    build_seconds: float
+    env_rounds: list[dict[str, Any]] = field(default_factory=list)
+    jax_rounds: list[dict[str, Any]] = field(default_factory=list)
+    train_rounds: list[dict[str, Any]] = field(default_factory=list)
+    warm_env: float = 0.0
+    warm_jax: float | None = None
+    warm_train: float = 0.0
+    total_seconds: float = 0.0
 
 
 def bench_train(
@@ -262,8 +280,6 @@ def bench_train(
     """
     from haml.bench import report
     from haml.config.loader import load_config
-    from haml.envs.registry import make_env
-    from haml.runners import make_runner
     from haml.utils.seeding import seed_everything
 
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
@@ -271,123 +287,177 @@ def bench_train(
     task, use_tuned = _resolve_tuned(algo, env, task, tuned, overrides)
     cfg = load_config(algo, env, task, overrides=list(overrides), tuned=use_tuned)
     log = _stderr if progress else (lambda _: None)
-    path = (
-        Path(out)
-        if out is not None
-        else DEFAULT_OUT_DIR / _file_name(f"train-{cfg.env.name}-{cfg.env.task}-{cfg.algo_name}.json")
+    path = Path(out) if out is not None else DEFAULT_OUT_DIR / _file_name(
+        f"train-{cfg.env.name}-{cfg.env.task}-{cfg.algo_name}.json"
     )
-
-    threads_before = torch.get_num_threads()
-    if cfg.train.torch_threads > 0:
-        torch.set_num_threads(cfg.train.torch_threads)
-    try:
+    with _torch_threads(cfg.train.torch_threads):
         seed_everything(cfg.seed)
-        device = torch.device(cfg.train.device)
-        environment = report.environment([device])
+        environment = report.environment([torch.device(cfg.train.device)])
         environment["versions"] = _versions()
-        sync = synchronizer(device)
-        T, E = cfg.train.rollout_length, cfg.train.num_envs
-
-        def build():
-            return make_env(
-                cfg.env.name, cfg.env.task, num_envs=E, seed=cfg.seed, device=cfg.train.device,
-                **cfg.env.options,
-            )
-
-        built = time.perf_counter()
-        random_env = build()
-        train_env = None
-        try:
-            train_env = build()
-            build_seconds = time.perf_counter() - built
-            config = _config_summary(cfg, train_env)
-            log(
-                f"haml bench train: {cfg.algo_name} on {cfg.env.name}/{cfg.env.task}"
-                f"{' (tuned)' if use_tuned else ''}: {E} envs ({config['vectorization']}) × {T} steps "
-                f"= {E * T} steps per iteration, {iterations} iteration(s) after a warm-up, "
-                f"{torch.get_num_threads()} torch threads"
-            )
-            warning = report.busy_warning(environment["other_load_before_run"], "when the run started")
-            if warning:
-                log(warning)
-
-            sample = random_action_sampler(random_env.spec.action_spaces, E, device, seed=cfg.seed)
-            runner = make_runner(cfg, train_env)
-            jax_only = _jax_only_stepper(cfg)
-
-            # Warm-up: a rollout's worth of random steps, then one whole training iteration.
-            started = time.perf_counter()
-            step = random_env.reset(seed=cfg.seed)
-            step, warm_env = _step_randomly(random_env, sample, step, T, sync)
-            warm_jax = None if jax_only is None else jax_only()["seconds"]
-            warm_start = time.perf_counter()
-            runner.iterate()
-            sync()
-            warm_train = time.perf_counter() - warm_start
-            log(f"  warm-up: {T} random steps in {warm_env:.2f} s, one iteration in {warm_train:.2f} s")
-
-            env_rounds: list[dict[str, Any]] = []
-            jax_rounds: list[dict[str, Any]] = []
-            train_rounds: list[dict[str, Any]] = []
-            for r in range(iterations):
-                load = OtherLoad()
-                step, seconds = _step_randomly(random_env, sample, step, T, sync)
-                env_rounds.append(_phase(seconds, T * E, load.share()))
-                if jax_only is not None:
-                    jax_rounds.append(jax_only())
-
-                load = OtherLoad()
-                sync()
-                start = time.perf_counter()
-                runner.iterate()
-                sync()
-                seconds = time.perf_counter() - start
-                record = _phase(seconds, T * E, load.share())
-                record.update(runner.last_timing)
-                train_rounds.append(record)
-                jax_note = (
-                    f", JAX only {jax_rounds[-1]['steps_per_second']:,.0f} steps/s" if jax_rounds else ""
-                )
-                log(
-                    f"  round {r + 1}/{iterations}: env only {env_rounds[-1]['steps_per_second']:,.0f} "
-                    f"steps/s{jax_note}, training {record['steps_per_second']:,.0f} steps/s "
-                    f"(collect {record['collect_seconds']:.2f} s, update {record['update_seconds']:.2f} s)"
-                )
-            total = time.perf_counter() - started
-        finally:
-            random_env.close()
-            if train_env is not None:
-                train_env.close()
-    finally:
-        torch.set_num_threads(threads_before)
+        measured = _measure(cfg, iterations, use_tuned, environment, log)
     environment["other_load_after_run"] = others_busy()
+    document = _document(cfg, use_tuned, iterations, overrides, environment, measured)
+    report.write_json(document, path)
+    if show:
+        print_train_table(document)
+    log(f"wrote {path} ({measured.total_seconds:.1f} s)")
+    return document
 
-    env_only = _summarise(env_rounds)
-    env_only["warmup"] = {"steps": T * E, "seconds": warm_env}
-    training = _summarise(train_rounds)
-    collect = sum(r["collect_seconds"] for r in train_rounds)
-    update = sum(r["update_seconds"] for r in train_rounds)
-    training.update(
-        {
-            "iterations": iterations,
-            "collect_seconds": collect,
-            "update_seconds": update,
-            "collect_share": collect / (collect + update),
-            "update_share": update / (collect + update),
-            "collect_steps_per_second": training["steps"] / collect,
-            "warmup": {"iterations": 1, "seconds": warm_train},
-        }
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` (0: left as they are), restored afterwards."""
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _build_env(cfg: Any) -> Any:
+    """The vector env exactly as training builds it."""
+    from haml.envs.registry import make_env
+
+    return make_env(
+        cfg.env.name, cfg.env.task, num_envs=cfg.train.num_envs, seed=cfg.seed,
+        device=cfg.train.device, **cfg.env.options,
     )
+
+
+def _measure(
+    cfg: Any, iterations: int, use_tuned: bool, environment: dict[str, Any], log: Callable[[str], None]
+) -> _Measured:
+    """Build the two envs and the runner, warm up, then alternate the phases ``iterations`` times."""
+    from haml.bench import report
+    from haml.runners import make_runner
+
+    device = torch.device(cfg.train.device)
+    T, E = cfg.train.rollout_length, cfg.train.num_envs
+    built = time.perf_counter()
+    random_env = _build_env(cfg)
+    train_env = None
+    try:
+        train_env = _build_env(cfg)
+        measured = _Measured(config=_config_summary(cfg, train_env), build_seconds=time.perf_counter() - built)
+        log(
+            f"haml bench train: {cfg.algo_name} on {cfg.env.name}/{cfg.env.task}"
+            f"{' (tuned)' if use_tuned else ''}: {E} envs ({measured.config['vectorization']}) × {T} steps "
+            f"= {E * T} steps per iteration, {iterations} iteration(s) after a warm-up, "
+            f"{torch.get_num_threads()} torch threads"
+        )
+        warning = report.busy_warning(environment["other_load_before_run"], "when the run started")
+        if warning:
+            log(warning)
+        phases = _Phases(
+            env=random_env,
+            sample=random_action_sampler(random_env.spec.action_spaces, E, device, seed=cfg.seed),
+            runner=make_runner(cfg, train_env),
+            jax_only=_jax_only_stepper(cfg),
+            sync=synchronizer(device),
+            steps=T,
+            batch_steps=T * E,
+        )
+        started = time.perf_counter()
+        phases.warm_up(measured, seed=cfg.seed)
+        log(
+            f"  warm-up: {T} random steps in {measured.warm_env:.2f} s, one iteration in "
+            f"{measured.warm_train:.2f} s"
+        )
+        for r in range(iterations):
+            phases.round(measured)
+            log(f"  round {r + 1}/{iterations}: {_round_line(measured)}")
+        measured.total_seconds = time.perf_counter() - started
+        return measured
+    finally:
+        random_env.close()
+        if train_env is not None:
+            train_env.close()
+
+
+@dataclass
+class _Phases:
+    """The three timed phases on their objects: random env steps, JAX-only steps, iterations."""
+
+    env: Any
+    sample: Callable[[tuple[torch.Tensor, ...] | None], list[torch.Tensor]]
+    runner: Any
+    jax_only: Callable[[], dict[str, Any]] | None
+    sync: Callable[[], None]
+    steps: int
+    """T, the random steps of a phase (one rollout)."""
+    batch_steps: int
+    """T * E, the env steps of a phase."""
+    last: Any = None
+    """The random env's last EnvStep (its action masks choose the next random actions)."""
+
+    def warm_up(self, measured: _Measured, seed: int) -> None:
+        """A rollout's worth of random steps, then one whole training iteration."""
+        self.last = self.env.reset(seed=seed)
+        self.last, measured.warm_env = _step_randomly(self.env, self.sample, self.last, self.steps, self.sync)
+        measured.warm_jax = None if self.jax_only is None else self.jax_only()["seconds"]
+        measured.warm_train = self._iterate()
+
+    def round(self, measured: _Measured) -> None:
+        """``T`` random steps (and ``T`` JAX-only steps), then one training iteration."""
+        load = OtherLoad()
+        self.last, seconds = _step_randomly(self.env, self.sample, self.last, self.steps, self.sync)
+        measured.env_rounds.append(_phase(seconds, self.batch_steps, load.share()))
+        if self.jax_only is not None:
+            measured.jax_rounds.append(self.jax_only())
+        load = OtherLoad()
+        seconds = self._iterate()
+        record = _phase(seconds, self.batch_steps, load.share())
+        record.update(self.runner.last_timing)
+        measured.train_rounds.append(record)
+
+    def _iterate(self) -> float:
+        """One training iteration; its seconds."""
+        self.sync()
+        start = time.perf_counter()
+        self.runner.iterate()
+        self.sync()
+        return time.perf_counter() - start
+
+
+def _round_line(measured: _Measured) -> str:
+    """The progress line of the last round."""
+    record = measured.train_rounds[-1]
+    jax_note = (
+        f", JAX only {measured.jax_rounds[-1]['steps_per_second']:,.0f} steps/s"
+        if measured.jax_rounds else ""
+    )
+    return (
+        f"env only {measured.env_rounds[-1]['steps_per_second']:,.0f} steps/s{jax_note}, "
+        f"training {record['steps_per_second']:,.0f} steps/s "
+        f"(collect {record['collect_seconds']:.2f} s, update {record['update_seconds']:.2f} s)"
+    )
+
+
+def _document(
+    cfg: Any,
+    use_tuned: bool,
+    iterations: int,
+    overrides: Sequence[str],
+    environment: dict[str, Any],
+    measured: _Measured,
+) -> dict[str, Any]:
+    """The JSON document of a run: settings, config, each phase's totals, the ratios, the target."""
+    batch_steps = cfg.train.rollout_length * cfg.train.num_envs
+    env_only = _summarise(measured.env_rounds)
+    env_only["warmup"] = {"steps": batch_steps, "seconds": measured.warm_env}
+    training = _training_summary(measured, iterations)
     ratio = training["steps_per_second"] / env_only["steps_per_second"]
     jax_part: dict[str, Any] = {}
-    if jax_rounds:
-        jax_summary = _summarise(jax_rounds)
-        jax_summary["warmup"] = {"steps": T * E, "seconds": warm_jax}
+    if measured.jax_rounds:
+        jax_summary = _summarise(measured.jax_rounds)
+        jax_summary["warmup"] = {"steps": batch_steps, "seconds": measured.warm_jax}
         jax_part = {
             "jax_only": jax_summary,
             "ratio_jax_only": training["steps_per_second"] / jax_summary["steps_per_second"],
         }
-    document = {
+    return {
         "benchmark": "haml bench train",
         "schema_version": 1,
         "environment": environment,
@@ -399,7 +469,7 @@ def bench_train(
             "iterations": iterations,
             "overrides": list(overrides),
         },
-        "config": config,
+        "config": measured.config,
         "env_only": env_only,
         **jax_part,
         "training": training,
@@ -411,14 +481,29 @@ def bench_train(
             "measured": ratio,
             "met": ratio >= TARGET_RATIO,
         },
-        "build_seconds": build_seconds,
-        "total_seconds": total,
+        "build_seconds": measured.build_seconds,
+        "total_seconds": measured.total_seconds,
     }
-    report.write_json(document, path)
-    if show:
-        print_train_table(document)
-    log(f"wrote {path} ({total:.1f} s)")
-    return document
+
+
+def _training_summary(measured: _Measured, iterations: int) -> dict[str, Any]:
+    """The training rounds' totals, split into collection and update."""
+    rounds = measured.train_rounds
+    training = _summarise(rounds)
+    collect = sum(r["collect_seconds"] for r in rounds)
+    update = sum(r["update_seconds"] for r in rounds)
+    training.update(
+        {
+            "iterations": iterations,
+            "collect_seconds": collect,
+            "update_seconds": update,
+            "collect_share": collect / (collect + update),
+            "update_share": update / (collect + update),
+            "collect_steps_per_second": training["steps"] / collect,
+            "warmup": {"iterations": 1, "seconds": measured.warm_train},
+        }
+    )
+    return training
 
 
 def _summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
