@@ -51,7 +51,7 @@ class CriticLearner:
         self.cfg = cfg
         self.value_norm = ValueNorm() if cfg.value_norm else None
         # foreach: one multi-tensor op per Adam stage instead of one per parameter (torch picks
-        # it on CUDA only); the same numbers, in about 0.6x the time on a CPU.
+        # it on CUDA only); the same numbers, faster on a CPU too (docs/BENCHMARKS.md).
         self.optimizer = torch.optim.Adam(
             critic.parameters(), lr=cfg.lr, eps=cfg.adam_eps, foreach=True
         )

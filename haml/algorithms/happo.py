@@ -64,7 +64,7 @@ class PPOActorLearner:
         self.policy = policy
         self.cfg = cfg
         # foreach: one multi-tensor op per Adam stage instead of one per parameter (torch picks
-        # it on CUDA only); the same numbers, in about 0.6x the time on a CPU.
+        # it on CUDA only); the same numbers, faster on a CPU too (docs/BENCHMARKS.md).
         self.optimizer = torch.optim.Adam(
             policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps, foreach=True
         )

@@ -20,7 +20,8 @@ Settings common to all experiments (:data:`COMMON_OVERRIDES`):
   update and only costs time.
 
 Runs use one torch thread (:func:`quiet_torch`): the networks are tiny, so every op is dispatch
-overhead, and on a busy 2-core machine two intra-op threads made the same run ~25x slower.
+overhead, which more intra-op threads only add synchronisation to (docs/BENCHMARKS.md, "Threads
+for small networks").
 """
 
 from __future__ import annotations
