@@ -10,6 +10,7 @@
 
 #include "fvp/fisher_cpu.h"
 #include "fvp/fisher_operator.h"
+#include "test_support.h"
 
 namespace {
 
@@ -195,6 +196,60 @@ TEST(FisherOperator, ConjugateGradientSolvesTheDampedSystem) {
   EXPECT_TRUE(op.conjugate_gradient(at::zeros_like(b), 10, 1e-10).eq(0).all().item<bool>());
 }
 
+// With every sample masked out the mean KL is 0 and the product is damping·v, in float32 too
+// (Σ w = 0 must not become 0/0).
+TEST(FisherOperator, AllSamplesMaskedOutGivesTheDampingInEveryDtype) {
+  const auto p = make_linear();
+  for (const auto dtype : {at::kFloat, at::kDouble}) {
+    const auto zero = at::zeros({kN}, at::TensorOptions().dtype(dtype));
+    const auto none = at::zeros({kN}, at::TensorOptions().dtype(at::kBool));
+    for (const auto& mask : {zero, none}) {
+      for (const bool gaussian : {true, false}) {
+        std::vector<at::Tensor> params = {p.weight.to(dtype), p.bias.to(dtype)};
+        if (gaussian) params.insert(params.begin(), p.log_std.to(dtype));
+        haml::FisherOperator op(p.obs.to(dtype), params, mask, std::nullopt,
+                                gaussian ? "gaussian" : "categorical", "tanh", false, false, 1e-5,
+                                0.25);
+        const auto v = at::randn({op.num_params()}, at::TensorOptions().dtype(dtype));
+        EXPECT_TRUE(at::equal(op.apply(v), 0.25 * v)) << dtype << " gaussian=" << gaussian;
+        EXPECT_TRUE(at::allclose(op.conjugate_gradient(v, 5, 1e-10), 4.0 * v, 1e-5, 1e-6));
+      }
+    }
+  }
+}
+
+// A sample of weight 0 takes no part, even with a non-finite observation.
+TEST(FisherOperator, MaskedOutSampleWithNonFiniteObservationIsExcluded) {
+  const auto p = make_linear();
+  auto weights = at::rand({kN}, at::kDouble) + 0.5;
+  weights[3] = 0.0;
+  auto bad = p.obs.clone();
+  bad[3][0] = std::nan("");
+  bad[3][1] = INFINITY;
+  haml::FisherOperator clean(p.obs, {p.log_std, p.weight, p.bias}, weights, std::nullopt,
+                             "gaussian", "tanh", false, false, 1e-5, 0.1);
+  haml::FisherOperator dirty(bad, {p.log_std, p.weight, p.bias}, weights, std::nullopt,
+                             "gaussian", "tanh", false, false, 1e-5, 0.1);
+  const auto v = at::randn({clean.num_params()}, at::kDouble);
+  EXPECT_TRUE(at::allclose(dirty.apply(v), clean.apply(v), 1e-12, 1e-12));
+}
+
+// A categorical row with no available action is uniform whatever θ is: it adds nothing to F.
+TEST(FisherOperator, RowWithNoAvailableActionAddsNothing) {
+  const auto p = make_linear();
+  auto available = at::ones({kN, kActions}, at::kBool);
+  available[4].fill_(false);
+  auto without = at::ones({kN}, at::kDouble);
+  without[4] = 0.0;  // the same operator with row 4 masked out, rescaled to its weight sum
+  haml::FisherOperator op(p.obs, {p.weight, p.bias}, std::nullopt, available, "categorical",
+                          "relu", false, false, 1e-5, 0.0);
+  haml::FisherOperator ref(p.obs, {p.weight, p.bias}, without, std::nullopt, "categorical",
+                           "relu", false, false, 1e-5, 0.0);
+  const auto v = at::randn({op.num_params()}, at::kDouble);
+  const double scale = static_cast<double>(kN - 1) / kN;  // Σ w: N - 1 against N
+  EXPECT_TRUE(at::allclose(op.apply(v), scale * ref.apply(v), 1e-12, 1e-12));
+}
+
 TEST(FisherOperator, BadInputThrows) {
   const auto p = make_linear();
   EXPECT_THROW(haml::FisherOperator(p.obs, {p.weight, p.bias}, std::nullopt, std::nullopt,
@@ -206,6 +261,12 @@ TEST(FisherOperator, BadInputThrows) {
   EXPECT_THROW(haml::FisherOperator(p.obs, {p.weight, p.bias}, std::nullopt, std::nullopt,
                                     "categorical", "tanh", false, false, 1e-5, -1.0),
                c10::Error);
+  haml::testing::expect_error_naming(
+      [&] {
+        haml::FisherOperator(p.obs.narrow(1, 0, kObs - 1), {p.weight, p.bias}, std::nullopt,
+                             std::nullopt, "categorical", "tanh", false, false, 1e-5, 0.1);
+      },
+      "'obs'");
   haml::FisherOperator op(p.obs, {p.weight, p.bias}, std::nullopt, std::nullopt, "categorical",
                           "tanh", false, false, 1e-5, 0.1);
   EXPECT_THROW(op.apply(at::zeros({op.num_params() + 1}, at::kDouble)), c10::Error);

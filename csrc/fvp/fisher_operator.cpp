@@ -108,8 +108,32 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
     log_std = p;
     log_std_offset_ = p_off;
   }
-  at::Tensor h = obs_in.contiguous();
+  // Per-sample weights. A sample of weight 0 takes no part in the product, even where its
+  // observation is not finite: such entries are read as 0 (the rule of every haml op), so that no
+  // 0 · NaN reaches a sum over samples.
+  at::Tensor weights;
+  at::Tensor obs = obs_in;
+  if (mask.has_value()) {
+    TORCH_CHECK(mask->dim() == 1 && mask->size(0) == n_, kOp, ": 'mask' must be [N] = [", n_,
+                "], got ", mask->sizes());
+    TORCH_CHECK(mask->device() == obs_in.device(), kOp, ": 'mask' is on ", mask->device(),
+                " but 'obs' is on ", obs_in.device());
+    weights = mask->to(options);
+    const auto active = (weights != 0).unsqueeze(1);
+    obs = at::where(active.logical_or(at::isfinite(obs_in)), obs_in, at::zeros({}, options));
+  } else {
+    weights = at::ones({n_}, options);
+  }
+
+  at::Tensor h = obs.contiguous();
   int64_t width = h.size(1);
+  {
+    // The first layer's input width, so that a wrong observation width names 'obs'.
+    const at::Tensor& first = params[next];
+    const int64_t expected = input_norm ? first.size(0) : (first.dim() == 2 ? first.size(1) : width);
+    TORCH_CHECK(first.dim() >= 1 && expected == width, kOp, ": 'obs' has ", width,
+                " features per sample but the policy's first layer takes ", expected);
+  }
   max_width_ = std::max<int64_t>(width, 1);
   if (input_norm) {
     auto [norm, out] = make_norm(h, width);
@@ -166,19 +190,12 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   head_output_ = out;
   max_width_ = std::max(max_width_, num_out);
 
-  // Per-sample weights w_n / Σ w, without a host sync: where Σ w = 0 every w_n is 0 too.
-  at::Tensor weights;
-  if (mask.has_value()) {
-    TORCH_CHECK(mask->dim() == 1 && mask->size(0) == n_, kOp, ": 'mask' must be [N] = [", n_,
-                "], got ", mask->sizes());
-    weights = mask->to(options);
-  } else {
-    weights = at::ones({n_}, options);
-  }
+  // w_n / Σ w, without a host sync: where Σ w = 0 every w_n is 0 too, and dividing by 1 instead
+  // keeps them 0 (a clamp at a tiny positive double would underflow to 0 in float32: 0/0).
   const auto weight_sum = weights.sum();
   weight_sum_positive_ = (weight_sum > 0).to(options.dtype());
   const auto sample_scale =
-      (weights / weight_sum.clamp_min(std::numeric_limits<double>::min())).unsqueeze(1);
+      (weights / at::where(weight_sum != 0, weight_sum, at::ones({}, options))).unsqueeze(1);
 
   if (gaussian_) {
     TORCH_CHECK(!action_mask.has_value(), kOp, ": 'action_mask' applies only to a categorical head");
@@ -187,19 +204,26 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
     // w_n / (Σ w σ²), in the head's [A, N] layout
     scale_ = (sample_scale * (-2 * log_std).exp()).t().contiguous();
   } else {
-    at::Tensor logits = out;
+    at::Tensor probs;
     if (action_mask.has_value()) {
       TORCH_CHECK(action_mask->sizes() == out.sizes(), kOp, ": 'action_mask' must be ",
                   out.sizes(), ", got ", action_mask->sizes());
+      TORCH_CHECK(action_mask->device() == out.device(), kOp, ": 'action_mask' is on ",
+                  action_mask->device(), " but 'obs' is on ", out.device());
       const auto available = action_mask->scalar_type() == at::kBool ? *action_mask
                                                                      : (*action_mask != 0);
       // As haml.models.masked_logits: unavailable actions get probability exactly 0.
-      logits = out.masked_fill(available.logical_not(),
-                               at::Scalar(out.scalar_type() == at::kFloat
-                                              ? std::numeric_limits<float>::lowest()
-                                              : std::numeric_limits<double>::lowest()));
+      const auto logits = out.masked_fill(available.logical_not(),
+                                          at::Scalar(out.scalar_type() == at::kFloat
+                                                         ? std::numeric_limits<float>::lowest()
+                                                         : std::numeric_limits<double>::lowest()));
+      // A row with no available action is uniform over all actions whatever θ is (the policy's
+      // rule), so its KL and its block of F are 0: p = 0 there makes diag(p) − ppᵀ vanish.
+      probs = logits.softmax(-1) * available.any(-1, true).to(options.dtype());
+    } else {
+      probs = out.softmax(-1);
     }
-    probs_ = logits.softmax(-1).t().contiguous();  // [A, N]
+    probs_ = probs.t().contiguous();  // [A, N]
     scale_ = sample_scale.view({1, n_});           // w_n / Σ w
   }
   TORCH_CHECK(next == params.size(), kOp, ": ", params.size() - next, " parameters left over");

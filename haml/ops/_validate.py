@@ -168,3 +168,87 @@ def require_flat_vector(
             f"{op}: '{name}' is on {vector.device} but the policy's parameters on {ref.device}"
         )
     return vector
+
+
+def declared_action_space(policy: nn.Module) -> tuple[str, int, int] | None:
+    """``(head, obs_dim, action_dim)`` of a policy that declares them (haml's ``MLPPolicy`` and
+    ``GRUPolicy``, or a module wrapping one as ``.policy``), else None: then only the policy's own
+    checks apply."""
+    for candidate in (policy, getattr(policy, "policy", None)):
+        head = getattr(candidate, "head_type", None)
+        obs_dim = getattr(candidate, "obs_dim", None)
+        action_dim = getattr(candidate, "action_dim", None)
+        if head in ("gaussian", "categorical") and isinstance(obs_dim, int) and isinstance(action_dim, int):
+            return head, obs_dim, action_dim
+    return None
+
+
+def require_obs_width(op: str, obs: torch.Tensor, policy: nn.Module) -> None:
+    """``obs``'s last dimension is the width the policy declares (when it declares one)."""
+    declared = declared_action_space(policy)
+    if declared is not None and obs.shape[-1] != declared[1]:
+        raise ValueError(
+            f"{op}: 'obs' has {obs.shape[-1]} features per sample but the policy takes "
+            f"{declared[1]} (shape {tuple(obs.shape)})"
+        )
+
+
+def require_action_mask(
+    op: str, action_mask: object, n: int, obs: torch.Tensor, policy: nn.Module
+) -> torch.Tensor | None:
+    """None, or the available actions ``[N, n_actions]`` (bool, or floating with nonzero =
+    available) of a categorical policy, on ``obs``'s device."""
+    if action_mask is None:
+        return None
+    action_mask = require_tensor(op, "action_mask", action_mask)
+    require_mask_dtype(op, "action_mask", action_mask)
+    declared = declared_action_space(policy)
+    if declared is not None and declared[0] != "categorical":
+        raise ValueError(f"{op}: 'action_mask' applies only to a categorical policy")
+    width = "n_actions" if declared is None else declared[2]
+    if (
+        action_mask.dim() != 2
+        or action_mask.shape[0] != n
+        or (declared is not None and action_mask.shape[1] != declared[2])
+    ):
+        raise ValueError(
+            f"{op}: 'action_mask' must have shape [N, {width}] with N = {n} (one row per sample "
+            f"of 'obs'), got {tuple(action_mask.shape)}"
+        )
+    require_same_device(op, "action_mask", action_mask, "obs", obs)
+    return action_mask
+
+
+def require_actions(op: str, actions: object, n: int, obs: torch.Tensor, policy: nn.Module) -> torch.Tensor:
+    """The taken actions, one row per sample: ``[N, d]`` floating (Gaussian) or integer indices
+    ``[N]`` / ``[N, 1]`` (categorical), checked against what the policy declares. The range of
+    categorical indices is checked by the caller, with its other host-side checks."""
+    actions = require_tensor(op, "actions", actions)
+    if actions.dim() < 1 or actions.shape[0] != n:
+        raise ValueError(
+            f"{op}: 'actions' must have one row per sample of 'obs' ({n}), got {tuple(actions.shape)}"
+        )
+    require_same_device(op, "actions", actions, "obs", obs)
+    declared = declared_action_space(policy)
+    if declared is None:
+        return actions
+    head, _, action_dim = declared
+    if head == "gaussian":
+        require_float(op, "actions", actions)
+        if actions.shape != (n, action_dim):
+            raise ValueError(
+                f"{op}: 'actions' of a Gaussian policy must have shape [N, {action_dim}] = "
+                f"{(n, action_dim)}, got {tuple(actions.shape)}"
+            )
+    else:
+        if actions.is_floating_point() or actions.is_complex() or actions.dtype == torch.bool:
+            raise TypeError(
+                f"{op}: 'actions' of a categorical policy must be integer indices, got dtype "
+                f"{actions.dtype}"
+            )
+        if actions.shape not in ((n,), (n, 1)):
+            raise ValueError(
+                f"{op}: 'actions' of a categorical policy must have shape [N] or [N, 1] with "
+                f"N = {n}, got {tuple(actions.shape)}"
+            )
+    return actions

@@ -641,3 +641,101 @@ def test_objective_gradient_rejects_bad_objectives_by_name(backend_policy):
         operator.objective_gradient(lambda dist: dist.mean)
     with pytest.raises(ValueError, match="does not depend"):
         operator.objective_gradient(lambda dist: torch.zeros((), dtype=obs.dtype))
+
+
+# -- the ops' rules: weight-0 samples, rows with no available action, errors by name -----------
+
+
+def _operators(policy, obs, mask, damping, action_mask):
+    """The façade's operator (native for an MLPPolicy when built) and both reference forms."""
+    return {
+        "facade": FisherOperator(policy, obs, mask, damping, action_mask),
+        "double_backward": reference.FisherOperator(policy, obs, mask, damping, action_mask),
+        "gauss_newton": reference.GaussNewtonFisherOperator(policy, obs, mask, damping, action_mask),
+    }
+
+
+@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[4]], ids=[CONFIG_IDS[1], CONFIG_IDS[4]])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_no_active_sample_gives_the_damping_in_every_dtype(config, dtype, kind):
+    """All-zero mask: F = 0, so (F + damping·I)v = damping·v (float32 included) and CG is finite."""
+    policy, obs, action_mask, _ = make_problem(config, dtype=dtype, n=10)
+    mask = torch.zeros(10, dtype=torch.bool if kind == "bool" else dtype)
+    v = torch.randn(num_params(policy), generator=torch.Generator().manual_seed(1), dtype=dtype)
+    for name, operator in _operators(policy, obs, mask, 0.25, action_mask).items():
+        torch.testing.assert_close(operator(v), 0.25 * v, rtol=0, atol=0, msg=name)
+        x = conjugate_gradient(operator, v, iters=5)
+        torch.testing.assert_close(x, 4.0 * v, msg=name)
+
+
+@pytest.mark.parametrize("config", [CONFIGS[3], CONFIGS[5]], ids=[CONFIG_IDS[3], CONFIG_IDS[5]])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_row_with_no_available_action_adds_nothing_on_every_backend(config, dtype):
+    """Such a row is uniform over all actions whatever θ is (the policy's rule): every backend
+    gives the operator of the other rows, weighted by the full sample count."""
+    n = 12
+    policy, obs, action_mask, _ = make_problem(config, dtype=dtype, n=n)
+    action_mask[3] = False
+    action_mask[7] = False
+    without = torch.ones(n, dtype=dtype)
+    without[[3, 7]] = 0.0
+    v = torch.randn(num_params(policy), generator=torch.Generator().manual_seed(2), dtype=dtype)
+    expected = reference.GaussNewtonFisherOperator(policy, obs, without, 0.0, action_mask)(v) * (n - 2) / n
+    bound = 1e-10 if dtype == torch.float64 else 1e-5
+    for name, operator in _operators(policy, obs, None, 0.0, action_mask).items():
+        assert rel_err(operator(v), expected) <= bound, name
+
+
+@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[5]], ids=[CONFIG_IDS[1], CONFIG_IDS[5]])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_non_finite_observation_of_a_weight_0_sample_is_excluded(config, dtype):
+    """A NaN or inf observation in a sample of weight 0 changes nothing, on every backend."""
+    policy, obs, action_mask, mask = make_problem(config, dtype=dtype, n=12, sample_mask="float")
+    mask[[2, 9]] = 0.0
+    bad = obs.clone()
+    bad[2] = float("nan")
+    bad[9, 0] = float("inf")
+    v = torch.randn(num_params(policy), generator=torch.Generator().manual_seed(3), dtype=dtype)
+    clean = _operators(policy, obs, mask, 0.1, action_mask)
+    dirty = _operators(policy, bad, mask, 0.1, action_mask)
+    bound = 1e-10 if dtype == torch.float64 else 1e-5
+    for name in clean:
+        got = dirty[name](v)
+        assert torch.isfinite(got).all(), name
+        assert rel_err(got, clean[name](v)) <= bound, name
+
+
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[3]], ids=[CONFIG_IDS[0], CONFIG_IDS[3]])
+def test_bad_observation_width_and_action_mask_are_rejected_by_name(config):
+    policy, obs, action_mask, _ = make_problem(config, n=8)
+    with pytest.raises(ValueError, match="'obs'"):
+        FisherOperator(policy, obs[:, :2])
+    with pytest.raises(ValueError, match="'obs'"):
+        FisherOperator(policy, torch.cat([obs, obs], 1))
+    if config[0] == "gaussian":
+        with pytest.raises(ValueError, match="'action_mask'"):
+            FisherOperator(policy, obs, action_mask=torch.ones(8, 2, dtype=torch.bool))
+        return
+    with pytest.raises(ValueError, match="'action_mask'"):
+        FisherOperator(policy, obs, action_mask=action_mask[:, :3])
+    with pytest.raises(ValueError, match="'action_mask'"):
+        FisherOperator(policy, obs, action_mask=action_mask[:7])
+    with pytest.raises(ValueError, match="'action_mask'"):
+        FisherOperator(policy, obs, action_mask=action_mask[None])
+    with pytest.raises(TypeError, match="'action_mask'"):
+        FisherOperator(policy, obs, action_mask=action_mask.long())
+    with pytest.raises(TypeError, match="'action_mask'"):
+        FisherOperator(policy, obs, action_mask=action_mask.tolist())
+    with pytest.raises(ValueError, match="'action_mask'"):
+        FisherOperator(policy, obs, action_mask=action_mask.to("meta"))
+
+
+def test_cg_on_a_native_operator_names_b():
+    policy, obs, action_mask, _ = make_problem(CONFIGS[1], n=8)
+    operator = FisherOperator(policy, obs)
+    p = num_params(policy)
+    with pytest.raises(ValueError, match="'b'"):
+        conjugate_gradient(operator, torch.zeros(p + 1, dtype=torch.float64))
+    with pytest.raises(TypeError, match="'b'"):
+        conjugate_gradient(operator, torch.zeros(p, dtype=torch.float32))

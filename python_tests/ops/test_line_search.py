@@ -427,3 +427,88 @@ def test_native_and_reference_steps_accept_the_same_fraction(head, seed):
     torch.testing.assert_close(native.kl, ref.kl, rtol=1e-7, atol=1e-12)
     for p, q in zip(policy.parameters(), twin.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-7, atol=1e-10)
+
+
+# -- the ops' rules: weight-0 samples, errors by name ----------------------------------------------
+
+
+@pytest.mark.parametrize("head", ["gaussian", "categorical"])
+@pytest.mark.parametrize("mask_kl", [True, False])
+def test_non_finite_inputs_of_weight_0_samples_take_no_part(head, mask_kl):
+    """NaN/inf in the observations, actions, logp_old, advantages and factor of masked-out
+    samples: the same step as with finite values there (native and reference operators)."""
+    clean = make_batch(head, n=64, seed=21, layer_norm=False)
+    out = torch.nonzero(~clean["mask"]).flatten()[:3]
+    assert len(out) == 3
+    dirty = dict(clean, obs=clean["obs"].clone(), logp_old=clean["logp_old"].clone(),
+                 advantages=clean["advantages"].clone(), factor=clean["factor"].clone())
+    dirty["obs"][out[0]] = float("nan")
+    dirty["obs"][out[1], 0] = float("inf")
+    dirty["logp_old"][out[1]] = float("-inf")
+    dirty["advantages"][out[2]] = float("nan")
+    dirty["factor"][out[0]] = float("inf")
+    if head == "gaussian":
+        dirty["actions"] = clean["actions"].clone()
+        dirty["actions"][out[2]] = float("nan")
+    if not mask_kl:  # the KL then averages over every sample: non-finite entries read as 0
+        zeroed = dict(clean, obs=clean["obs"].clone())
+        zeroed["obs"][out[0]] = 0.0
+        zeroed["obs"][out[1], 0] = 0.0
+        clean = zeroed
+    for step in (trust_region_step,
+                 lambda **kw: reference.trust_region_step(**kw, operator=reference_fvp.FisherOperator)):
+        results = []
+        for batch in (clean, dirty):
+            policy = copy.deepcopy(clean["policy"])
+            info = step(**dict(batch, policy=policy), max_kl=DELTA, mask_kl=mask_kl)
+            results.append((info, torch.cat([p.detach().flatten() for p in policy.parameters()])))
+        (info_c, theta_c), (info_d, theta_d) = results
+        assert info_d.accepted == info_c.accepted and info_d.step_fraction == info_c.step_fraction
+        assert torch.isfinite(theta_d).all()
+        torch.testing.assert_close(theta_d, theta_c, rtol=1e-9, atol=1e-12)
+
+
+def test_nan_advantage_of_an_active_sample_is_still_refused():
+    batch = make_batch("gaussian", n=32, seed=8)
+    active = int(torch.nonzero(batch["mask"])[0])
+    nan_adv = batch["advantages"].clone()
+    nan_adv[active] = float("nan")
+    with pytest.raises(ValueError, match="'advantages'"):
+        trust_region_step(**dict(batch, advantages=nan_adv), max_kl=DELTA)
+
+
+def test_actions_and_action_mask_that_do_not_fit_the_policy_are_rejected_by_name():
+    gaussian = make_batch("gaussian", n=32, seed=8)
+    categorical = make_batch("categorical", n=32, seed=8)
+    before = [p.detach().clone() for b in (gaussian, categorical) for p in b["policy"].parameters()]
+
+    def call(batch, **changes):
+        return trust_region_step(**dict(batch, max_kl=DELTA) | changes)
+
+    with pytest.raises(ValueError, match="'actions'"):
+        call(gaussian, actions=gaussian["actions"][:, :2])
+    with pytest.raises(ValueError, match="'actions'"):
+        call(gaussian, actions=gaussian["actions"][:, :1].squeeze(1))
+    with pytest.raises(TypeError, match="'actions'"):
+        call(gaussian, actions=gaussian["actions"].long())
+    with pytest.raises(ValueError, match="'obs'"):
+        call(gaussian, obs=gaussian["obs"][:, :5])
+    with pytest.raises(ValueError, match="'action_mask'"):
+        call(gaussian, action_mask=torch.ones(32, 3, dtype=torch.bool))
+    bad = categorical["actions"].clone()
+    bad[4] = 6
+    with pytest.raises(ValueError, match="'actions'"):
+        call(categorical, actions=bad)
+    bad[4] = -1
+    with pytest.raises(ValueError, match="'actions'"):
+        call(categorical, actions=bad)
+    with pytest.raises(TypeError, match="'actions'"):
+        call(categorical, actions=categorical["actions"].double())
+    with pytest.raises(ValueError, match="'actions'"):
+        call(categorical, actions=categorical["actions"][:, None].expand(32, 2))
+    with pytest.raises(ValueError, match="'action_mask'"):
+        call(categorical, action_mask=categorical["action_mask"][:, :5])
+    with pytest.raises(TypeError, match="'action_mask'"):
+        call(categorical, action_mask=categorical["action_mask"].long())
+    after = [p.detach() for b in (gaussian, categorical) for p in b["policy"].parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(after, before))

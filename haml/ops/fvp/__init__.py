@@ -115,9 +115,12 @@ class FisherOperator:
             :class:`haml.models.MLPPolicy`); its parameters with ``requires_grad`` define the flat
             layout of vectors (``policy.parameters()`` order).
         obs: observations ``[N, ...]`` of the policy's dtype and device.
-        mask: which samples enter the mean KL: bool, or float weights, ``[N]``; None = all.
+        mask: which samples enter the mean KL: bool, or float weights, ``[N]``; None = all. A
+            sample of weight 0 takes no part even where its observation is inf or NaN.
         damping: the ≥ 0 multiple of the identity added to H (HARL: 0.1).
-        action_mask: available actions ``[N, n]`` for a categorical policy.
+        action_mask: available actions ``[N, n]`` for a categorical policy. A row with no
+            available action is uniform over all actions whatever θ is (the policy's rule,
+            :func:`haml.models.policies.masked_logits`), so it adds nothing to H.
         kl: ``"exact"`` (the Fisher matrix) or ``"harl"`` (the reference code's divergence; see
             :mod:`haml.ops.fvp.reference`).
 
@@ -141,7 +144,9 @@ class FisherOperator:
     ) -> None:
         self._params = _validate.require_policy(_NAME, policy)
         n = _validate.require_obs(_NAME, obs, self._params[0])
+        _validate.require_obs_width(_NAME, obs, policy)
         mask = _validate.require_per_sample(_NAME, "mask", mask, n, obs, is_mask=True)
+        action_mask = _validate.require_action_mask(_NAME, action_mask, n, obs, policy)
         self.damping = _validate.require_number(_NAME, "damping", damping, 0.0, float("inf"))
         self.kl = _validate.require_choice(_NAME, "kl", kl, KL_KINDS)
         self.num_params = sum(p.numel() for p in self._params)

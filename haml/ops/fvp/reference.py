@@ -22,7 +22,12 @@ three independent ways to compute them, all pure PyTorch:
   are the same matrix; this one is a second oracle, built without second derivatives.
 
 Sample masks: the mean is Σ_n w_n KL_n / Σ_n w_n with w the ``mask`` (bool or float weights [N]);
-samples of weight 0 drop out even where their KL is inf or NaN; with no active sample F = 0.
+samples of weight 0 drop out even where their observations are inf or NaN (such entries are read
+as 0, :func:`haml.ops.masked.zero_nonfinite_inactive`); with no active sample F = 0.
+
+Action masks: a categorical row with no available action is uniform over all actions whatever θ
+is (:func:`haml.models.policies.masked_logits`), so its KL is 0 for every θ and it adds nothing
+to H.
 
 ``kl="exact"`` (default) uses the true KL, so H is the Fisher matrix. ``kl="harl"`` reproduces the
 divergence of the papers' reference code (HARL), for parity studies only:
@@ -45,7 +50,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Normal, kl_divergence
 
-from haml.ops.masked import masked_mean
+from haml.ops.masked import masked_mean, zero_nonfinite_inactive
 
 __all__ = [
     "KL_KINDS",
@@ -181,6 +186,7 @@ class FisherOperator:
         self.params = trainable_parameters(policy)
         self.damping = float(damping)
         self.num_params = sum(p.numel() for p in self.params)
+        obs = zero_nonfinite_inactive(obs, mask)  # weight-0 samples cannot reach H through 0 · NaN
         self._policy, self._obs, self._action_mask = policy, obs, action_mask
         with torch.enable_grad():
             with torch.no_grad():
@@ -323,6 +329,7 @@ class GaussNewtonFisherOperator:
             raise ValueError(f"'kl' must be one of {KL_KINDS}, got {kl!r}")
         self.damping = float(damping)
         self.kl = kl
+        obs = zero_nonfinite_inactive(obs, mask)
         call = _DistributionCall(policy)
         self._names = [n for n, p in call.named_parameters() if p.requires_grad]
         self._primals = {n: p.detach() for n, p in call.named_parameters() if p.requires_grad}

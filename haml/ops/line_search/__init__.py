@@ -49,6 +49,33 @@ def _require_search_settings(
     return backtrack_coef, max_backtracks, accept_ratio
 
 
+def _require_finite_advantages_and_indices(
+    op: str,
+    advantages: torch.Tensor,
+    mask: torch.Tensor | None,
+    actions: torch.Tensor,
+    policy: nn.Module,
+) -> None:
+    """No NaN advantage in an active sample, and categorical indices in range: one host sync,
+    before any work. (Samples of weight 0 may hold anything: they take no part.)"""
+    nan = torch.isnan(advantages)
+    if mask is not None:
+        nan = nan & (mask if mask.dtype == torch.bool else mask != 0)
+    flags = [nan.any()]
+    declared = _validate.declared_action_space(policy)
+    categorical = declared is not None and declared[0] == "categorical"
+    if categorical:
+        flags.append(((actions < 0) | (actions >= declared[2])).any())
+    found = torch.stack(flags).tolist()
+    if found[0]:
+        raise ValueError(f"{op}: 'advantages' contains NaN (in a sample of nonzero mask weight)")
+    if categorical and found[1]:
+        raise ValueError(
+            f"{op}: 'actions' must be indices in [0, {declared[2]}) for the categorical policy, "
+            f"got values from {int(actions.min())} to {int(actions.max())}"
+        )
+
+
 def backtracking_line_search(
     params: nn.Module | Sequence[torch.Tensor],
     full_step: torch.Tensor,
@@ -137,9 +164,10 @@ def trust_region_step(
         obs: ``[N, ...]``, the policy's dtype and device.
         actions: the taken actions, ``[N, d]`` (Gaussian) or ``[N]`` / ``[N, 1]`` (categorical).
         logp_old: joint log π_θk(a|o) recorded at collection, ``[N]``.
-        advantages: Â, ``[N]``; must not contain NaN.
+        advantages: Â, ``[N]``; must not contain NaN where ``mask`` is nonzero.
         factor: the sequential factor M ``[N]`` (detached); None means 1.
-        mask: active samples, bool or float weights ``[N]``; None means all.
+        mask: active samples, bool or float weights ``[N]``; None means all. The inputs of a
+            sample of weight 0 may be inf or NaN: they take no part in the step.
         max_kl: δ > 0, the trust-region radius (mean KL).
         cg_iters, residual_tol: conjugate-gradient settings (10 and 1e-10 in HARL).
         damping: added to the Fisher matrix (0.1 in HARL).
@@ -154,12 +182,9 @@ def trust_region_step(
     op = "trust_region_step"
     params = _validate.require_policy(op, policy)
     n = _validate.require_obs(op, obs, params[0])
-    actions = _validate.require_tensor(op, "actions", actions)
-    if actions.dim() < 1 or actions.shape[0] != n:
-        raise ValueError(
-            f"{op}: 'actions' must have one row per sample of 'obs' ({n}), got {tuple(actions.shape)}"
-        )
-    _validate.require_same_device(op, "actions", actions, "obs", obs)
+    _validate.require_obs_width(op, obs, policy)
+    actions = _validate.require_actions(op, actions, n, obs, policy)
+    action_mask = _validate.require_action_mask(op, action_mask, n, obs, policy)
     logp_old = _validate.require_per_sample(op, "logp_old", logp_old, n, obs)
     if logp_old is None:
         raise TypeError(f"{op}: 'logp_old' must be a torch.Tensor, got None")
@@ -178,8 +203,7 @@ def trust_region_step(
     residual_tol = _validate.require_number(op, "residual_tol", residual_tol, 0.0, _INF)
     if not isinstance(mask_kl, bool):
         raise TypeError(f"{op}: 'mask_kl' must be a bool, got {type(mask_kl).__name__}")
-    if bool(torch.isnan(advantages).any()):  # one host sync, before any work
-        raise ValueError(f"{op}: 'advantages' contains NaN")
+    _require_finite_advantages_and_indices(op, advantages, mask, actions, policy)
     return reference.trust_region_step(
         policy,
         obs,

@@ -45,7 +45,7 @@ from haml.ops.fvp.reference import (
     per_sample_kl,
     trainable_parameters,
 )
-from haml.ops.masked import masked_mean
+from haml.ops.masked import masked_mean, zero_nonfinite_inactive
 
 __all__ = ["TrustRegionInfo", "surrogate", "backtracking_line_search", "trust_region_step"]
 
@@ -158,13 +158,19 @@ def trust_region_step(
 
     ``obs`` ``[N, ...]``, ``actions`` (``[N, d]`` or ``[N]``), ``logp_old`` (joint log-probs at
     collection), ``advantages``, ``factor`` (M; None = 1) and ``mask`` (None = all) are per-sample
-    ``[N]``; ``max_kl`` is δ. ``kl`` picks the divergence of H and of the KL test
+    ``[N]``; ``max_kl`` is δ. Non-finite inputs of samples of weight 0 are read as 0, so they
+    cannot reach the step through 0 · NaN. ``kl`` picks the divergence of H and of the KL test
     (:mod:`haml.ops.fvp.reference`); ``mask_kl=False`` averages them over all samples as HARL does.
 
     ``operator(policy, obs, mask, damping, action_mask, kl)`` builds the Fisher operator at θk: a
     matvec with ``quadratic_form(x)`` and ``objective_gradient(objective)`` (the surrogate's value,
     gradient and π_θk, stage 1); ``solver(operator, g, cg_iters, residual_tol)`` returns x.
     """
+    # A sample of weight 0 takes no part even where its inputs are not finite (read as 0 there).
+    obs, actions, logp_old, advantages = (
+        zero_nonfinite_inactive(t, mask) for t in (obs, actions, logp_old, advantages)
+    )
+    factor = None if factor is None else zero_nonfinite_inactive(factor, mask)
     params = trainable_parameters(policy)
     kl_mask = mask if mask_kl else None
     fisher = operator(policy, obs, kl_mask, damping, action_mask, kl)
