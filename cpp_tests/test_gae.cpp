@@ -277,4 +277,22 @@ TEST(GaeOp, BadInputThrows) {
   expect_error_naming(call(s, s, s, sb, sb), "'rewards'");
 }
 
+TEST(GaeOp, OutOfRangeDiscountsThrow) {
+  const auto x = table_tensors(at::kFloat);
+  auto call = [&](double gamma, double lam) {
+    return [=] {
+      gae_op().call(x.rewards, x.values, x.next_values, x.terminated, x.truncated, gamma, lam);
+    };
+  };
+  expect_error_naming(call(5.0, 0.95), "'gamma'");
+  expect_error_naming(call(-0.1, 0.95), "'gamma'");
+  expect_error_naming(call(std::nan(""), 0.95), "'gamma'");
+  expect_error_naming(call(0.99, -1.0), "'lam'");
+  expect_error_naming(call(0.99, 1.5), "'lam'");
+  expect_error_naming(call(0.99, std::nan("")), "'lam'");
+  // The ends of [0, 1] are valid.
+  gae_op().call(x.rewards, x.values, x.next_values, x.terminated, x.truncated, 0.0, 1.0);
+  gae_op().call(x.rewards, x.values, x.next_values, x.terminated, x.truncated, 1.0, 0.0);
+}
+
 }  // namespace

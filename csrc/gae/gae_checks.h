@@ -28,6 +28,12 @@ inline void check_gae_args(const at::Tensor& rewards, const at::Tensor& values,
   HAML_CHECK_SAME_DEVICE("gae", "truncated", truncated, "rewards", rewards);
 }
 
+// γ and λ in [0, 1], as haml.ops.gae requires; NaN fails both comparisons.
+inline void check_gae_scalars(double gamma, double lam) {
+  TORCH_CHECK(gamma >= 0.0 && gamma <= 1.0, "gae: 'gamma' must lie in [0, 1], got ", gamma);
+  TORCH_CHECK(lam >= 0.0 && lam <= 1.0, "gae: 'lam' must lie in [0, 1], got ", lam);
+}
+
 // The checked, contiguous inputs of one gae call, its outputs (allocated, not yet written) and its
 // sizes: what the CPU kernel and the CUDA glue both start from.
 struct GaeCall {
@@ -38,8 +44,9 @@ struct GaeCall {
 
 inline GaeCall prepare_gae(const at::Tensor& rewards, const at::Tensor& values,
                            const at::Tensor& next_values, const at::Tensor& terminated,
-                           const at::Tensor& truncated) {
+                           const at::Tensor& truncated, double gamma, double lam) {
   check_gae_args(rewards, values, next_values, terminated, truncated);
+  check_gae_scalars(gamma, lam);
   GaeCall call;
   call.rewards = rewards.contiguous();
   call.values = values.contiguous();

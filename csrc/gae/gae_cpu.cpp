@@ -18,7 +18,8 @@ std::tuple<at::Tensor, at::Tensor> gae_cpu(const at::Tensor& rewards, const at::
                                            const at::Tensor& next_values,
                                            const at::Tensor& terminated,
                                            const at::Tensor& truncated, double gamma, double lam) {
-  auto call = detail::prepare_gae(rewards, values, next_values, terminated, truncated);
+  auto call = detail::prepare_gae(rewards, values, next_values, terminated, truncated, gamma,
+                                   lam);
   const int64_t T = call.T, B = call.B;
   if (T == 0 || B == 0) return {call.advantages, call.returns};
 

@@ -16,7 +16,8 @@ std::tuple<at::Tensor, at::Tensor> gae_cuda(const at::Tensor& rewards, const at:
                                             const at::Tensor& terminated,
                                             const at::Tensor& truncated, double gamma, double lam) {
   const c10::cuda::CUDAGuard guard(rewards.device());
-  auto call = detail::prepare_gae(rewards, values, next_values, terminated, truncated);
+  auto call = detail::prepare_gae(rewards, values, next_values, terminated, truncated, gamma,
+                                   lam);
   if (call.T == 0 || call.B == 0) return {call.advantages, call.returns};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(call.rewards.scalar_type(), "haml_gae_cuda", [&] {

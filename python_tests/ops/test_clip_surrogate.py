@@ -742,3 +742,50 @@ def test_cpu_cuda_parity(shape, dtype, clip):
     assert_out_close(SurrogateOut(*(t.cpu() for t in got)), want, dtype)
     torch.testing.assert_close(g_new.cpu(), w_new, **GRAD_TOL[dtype])
     torch.testing.assert_close(g_ent.cpu(), w_ent, **GRAD_TOL[dtype])
+
+
+# --------------------------------------------------------------------------------------------
+# Higher derivatives and the raw op's non-differentiable inputs
+
+
+@pytest.mark.parametrize("clip", [0.2, None])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_double_backward_through_the_native_op_matches_the_reference(clip, dtype, require_native,
+                                                                      record_ops):
+    """create_graph=True through the native forward gives the reference's second derivatives
+    (not a silent 0)."""
+    require_native(OP, "cpu")
+    x = make_inputs((6, 5), dtype, seed=41)
+    results = []
+    for fn in (clipped_surrogate, reference.clipped_surrogate):
+        logp_new = x.logp_new.clone().requires_grad_()
+        entropy = x.entropy.clone().requires_grad_()
+        with record_ops() as rec:
+            out = fn(logp_new, x.logp_old, x.advantages, clip, x.factor, x.mask_float, entropy, 0.01)
+        if fn is clipped_surrogate:
+            assert rec.called("haml.clip_surrogate_fwd")
+        g_new, g_ent = torch.autograd.grad(out.loss, (logp_new, entropy), create_graph=True)
+        probe = torch.linspace(-1.0, 1.0, g_new.numel(), dtype=dtype).view_as(g_new)
+        (hvp,) = torch.autograd.grad((g_new * probe).sum(), logp_new)
+        results.append((g_new.detach(), g_ent.detach(), hvp))
+    (g, ge, h), (g_ref, ge_ref, h_ref) = results
+    torch.testing.assert_close(g, g_ref, **GRAD_TOL[dtype])
+    torch.testing.assert_close(ge, ge_ref, **GRAD_TOL[dtype])
+    torch.testing.assert_close(h, h_ref, **GRAD_TOL[dtype])
+    assert h_ref.abs().max() > 0  # the second derivative is not trivially 0 here
+
+
+@pytest.mark.parametrize("name", ["logp_old", "advantages", "factor", "mask"])
+def test_raw_fwd_refuses_constant_inputs_that_require_grad(name, require_native):
+    """The raw op differentiates only logp_new and entropy: a constant that requires grad is an
+    error naming it, not a gradient that is silently None."""
+    require_native(OP, "cpu")
+    x = make_inputs((4, 3), torch.float64, seed=42)
+    args = dict(logp_new=x.logp_new.clone().requires_grad_(), logp_old=x.logp_old,
+                advantages=x.advantages, factor=x.factor, mask=x.mask_float,
+                entropy=None, clip=0.2, entropy_coef=0.0)
+    args[name] = args[name].clone().requires_grad_()
+    with pytest.raises(RuntimeError, match=f"'{name}'"):
+        torch.ops.haml.clip_surrogate_fwd(*args.values())
+    with torch.no_grad():  # no gradient asked for: nothing to refuse
+        torch.ops.haml.clip_surrogate_fwd(*args.values())

@@ -519,3 +519,37 @@ def test_cpu_cuda_parity(shape, dtype):
     for g, w in zip(got, want):
         assert g.is_cuda
         torch.testing.assert_close(g.cpu(), w, **TOL[dtype])
+
+
+# --------------------------------------------------------------------------------------------
+# The raw op validates its scalars and refuses to be differentiated
+
+
+@pytest.mark.parametrize("gamma,lam,name", [
+    (5.0, 0.95, "'gamma'"), (-0.1, 0.95, "'gamma'"), (math.nan, 0.95, "'gamma'"),
+    (0.99, -1.0, "'lam'"), (0.99, 1.5, "'lam'"), (0.99, math.nan, "'lam'"),
+])
+def test_direct_op_rejects_out_of_range_discounts(gamma, lam, name, require_native):
+    """The raw op agrees with the façade: γ and λ must lie in [0, 1]."""
+    require_native("gae", "cpu")
+    args = make_inputs((4, 3), torch.float32)
+    with pytest.raises(RuntimeError, match=name):
+        torch.ops.haml.gae(*args, gamma, lam)
+    with pytest.raises(ValueError, match=name):
+        gae(*args, gamma, lam)
+
+
+@pytest.mark.parametrize("name", ["rewards", "values", "next_values"])
+def test_direct_op_refuses_inputs_that_require_grad(name, require_native):
+    """The native op has no gradient: asking for one is an error naming the input, not a
+    gradient that is silently None (the façade runs the differentiable reference instead)."""
+    require_native("gae", "cpu")
+    args = list(make_inputs((4, 3), torch.float64))
+    index = ["rewards", "values", "next_values"].index(name)
+    args[index] = args[index].clone().requires_grad_()
+    with pytest.raises(RuntimeError, match=f"'{name}'"):
+        torch.ops.haml.gae(*args, GAMMA, LAM)
+    with torch.no_grad():
+        torch.ops.haml.gae(*args, GAMMA, LAM)
+    adv, _ = gae(*args, GAMMA, LAM)
+    assert adv.requires_grad
