@@ -11,7 +11,7 @@ What agents observe (:class:`Options`):
 - ``fully_observable=True`` (the default): every agent observes the global state followed by its
   one-hot agent id. This is what the papers' code fed every actor (HATRPO/HAPPO's and HARL's
   MaMuJoCo wrappers build ``concat(state, one_hot(i))`` and ignore ``agent_obsk``; HARL's config
-  says "we use the fully observable setting"), and what the published results (REFERENCE_IMPL.md)
+  says "we use the fully observable setting"), and what the published results (docs/REFERENCE.md)
   were obtained with. Those wrappers also standardised each observation and state vector by its
   own mean and std; haml does not, because the models' input LayerNorm (on by default, as in
   HARL) computes that same standardisation before its learned scale and shift.

@@ -12,7 +12,7 @@ Conventions:
 - Categorical: ``distribution(obs, action_mask)`` is ``Categorical(logits [*B, n])``; actions are
   integer indices ``[*B]`` (``[*B, 1]`` is accepted too, as HARL stores them).
 - Distributions are built with ``validate_args=False``: validation calls ``bool()`` on device
-  tensors, a host sync per construction on CUDA, and the update path has none (STYLE.md rule 5).
+  tensors, a host sync per construction on CUDA, and the update path has none (docs/DESIGN.md, Layers).
 """
 
 from __future__ import annotations

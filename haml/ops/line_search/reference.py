@@ -22,7 +22,7 @@ the KL (nor its Fisher): it averages over all samples, padded or dead ones inclu
 
 Differences from HARL: the KL test is ``≤ δ`` (HARL: ``< δ``) and the ratio test
 ``improvement ≥ accept_ratio · α · gᵀs`` (HARL: ``improvement / expected > accept_ratio``), as
-DESIGN.md states them; the Gaussian KL is computed in the policy's dtype (HARL: float64; use
+docs/DESIGN.md states them; the Gaussian KL is computed in the policy's dtype (HARL: float64; use
 ``kl="harl"`` for that). Candidates are evaluated one by one with early exit, one host sync per
 candidate for the accept decision.
 """
