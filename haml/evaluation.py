@@ -12,6 +12,7 @@ episodes done and the frames written are reported as they come.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -87,7 +88,11 @@ def evaluate_run(
     """
     from haml.config.loader import config_from_dict
     from haml.envs.registry import make_env
-    from haml.utils.checkpoint import checkpoint_iteration, latest_checkpoint, load_run_checkpoint
+    from haml.utils.checkpoint import (
+        checkpoint_iteration,
+        load_latest_run_checkpoint,
+        load_run_checkpoint,
+    )
 
     run_dir = Path(run_dir)
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
@@ -95,12 +100,15 @@ def evaluate_run(
     if checkpoint is None:
         if not run_dir.is_dir():
             raise FileNotFoundError(f"eval: no run directory {run_dir}")
-        path = latest_checkpoint(run_dir)
-        if path is None:
-            raise FileNotFoundError(f"eval: {run_dir} holds no checkpoint (checkpoints/iter-*.pt)")
+        try:
+            path, state, skipped = load_latest_run_checkpoint(run_dir)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"eval: {err}") from None
+        for damaged, why in skipped:
+            print(f"eval: {why}; evaluating {path.name} instead", file=sys.stderr, flush=True)
     else:
         path = Path(checkpoint)
-    state = load_run_checkpoint(path)
+        state = load_run_checkpoint(path)
     cfg = config_from_dict(state["config"])
     dev = torch.device(device)
     num_envs = min(episodes, cfg.eval.num_envs)

@@ -179,17 +179,25 @@ def resume(
 ) -> Result:
     """Continue the run in ``run_dir`` from its latest checkpoint, to ``steps`` total steps
     (default: the run's own ``train.steps``). The same seed on CPU gives the same parameters as
-    a run that was never interrupted (with a constant learning rate, or the same ``steps``)."""
+    a run that was never interrupted (with a constant learning rate, or the same ``steps``).
+
+    A checkpoint that fails its checksum or cannot be read is set aside (renamed
+    ``<name>.damaged``, with a message saying so) and the run continues from the newest one
+    that reads."""
     from haml.config.loader import apply_overrides, config_from_dict
-    from haml.utils.checkpoint import latest_checkpoint, load_run_checkpoint
+    from haml.utils.checkpoint import load_latest_run_checkpoint
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"resume: no run directory {run_dir}")
-    path = latest_checkpoint(run_dir)
-    if path is None:
-        raise FileNotFoundError(f"resume: {run_dir} holds no checkpoint (checkpoints/iter-*.pt)")
-    checkpoint = load_run_checkpoint(path)
+    try:
+        path, checkpoint, skipped = load_latest_run_checkpoint(run_dir)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"resume: {err}") from None
+    for damaged, why in skipped:
+        aside = damaged.with_name(damaged.name + ".damaged")
+        damaged.replace(aside)
+        print(f"resume: {why}; set aside as {aside.name}, resuming from {path.name}", flush=True)
     cfg = config_from_dict(checkpoint["config"])
     more = list(overrides)
     if steps is not None:

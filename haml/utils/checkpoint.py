@@ -26,6 +26,8 @@ hold only tensors, state dicts, and Python containers of numbers and strings, wh
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pickle
 import re
@@ -46,6 +48,7 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_latest_run_checkpoint",
     "load_run_checkpoint",
     "run_checkpoint",
     "save_checkpoint",
@@ -54,6 +57,12 @@ __all__ = [
 
 CHECKPOINT_DIR = "checkpoints"
 """Sub-directory of a run directory that holds its checkpoints."""
+
+_MAGIC = b"HAMLCKPT1\n"
+"""A checkpoint file is this line, the SHA-256 of the rest as 64 hex digits and a newline, then
+``torch.save``'s bytes (a zip archive). Files of earlier haml versions are the bare archive."""
+
+_ZIP_SIGNATURE = b"PK\x03\x04"
 
 RUN_CHECKPOINT_FORMAT = 2
 """The version of a training run's checkpoint layout (see the module doc)."""
@@ -66,7 +75,8 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically with ``torch.save``; returns ``path``.
+    """Write ``payload`` to ``path`` atomically with ``torch.save``, behind a SHA-256 of its bytes
+    that :func:`load_checkpoint` verifies; returns ``path``.
 
     The bytes go to a temporary file in the same directory, are fsynced, and replace ``path`` in
     one rename: if saving fails or is interrupted, the previous file at ``path`` is intact and no
@@ -74,8 +84,29 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any]) ->
     """
     if not isinstance(payload, Mapping):
         raise TypeError(f"save_checkpoint: 'payload' must be a dict, got {type(payload).__name__}")
-    payload = dict(payload)
-    return atomic_write(path, lambda file: torch.save(payload, file))
+    buffer = io.BytesIO()
+    torch.save(dict(payload), buffer)
+    body = buffer.getvalue()
+    header = _MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n"
+    return atomic_write(path, lambda file: (file.write(header), file.write(body)))
+
+
+def _verified_body(path: Path) -> bytes:
+    """The ``torch.save`` bytes of ``path`` after checking their SHA-256 (see :data:`_MAGIC`)."""
+    data = path.read_bytes()
+    if data.startswith(_MAGIC):
+        digest, body = data[len(_MAGIC):len(_MAGIC) + 64], data[len(_MAGIC) + 65:]
+        if data[len(_MAGIC) + 64:len(_MAGIC) + 65] != b"\n" or (
+            hashlib.sha256(body).hexdigest().encode() != digest
+        ):
+            raise CheckpointError(
+                f"load_checkpoint: {path} is damaged: its content does not match the checksum "
+                f"stored with it"
+            )
+        return body
+    if data.startswith(_ZIP_SIGNATURE):  # written before checkpoints carried a checksum
+        return data
+    raise CheckpointError(f"load_checkpoint: {path} is not a haml checkpoint (unknown header)")
 
 
 def load_checkpoint(
@@ -85,6 +116,8 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`.
 
+    The file's checksum is verified first: a file changed after it was written (one flipped byte
+    is enough) is a :class:`CheckpointError`, never a silently different payload.
     ``map_location`` as in ``torch.load`` (CPU by default: a GPU run resumes on any machine).
     ``weights_only=False`` allows arbitrary pickled objects; use it only for files you trust.
     Raises ``FileNotFoundError`` (listing the checkpoints that do exist nearby) or
@@ -95,8 +128,9 @@ def load_checkpoint(
         nearby = list_checkpoints(path.parent.parent) if path.parent.name == CHECKPOINT_DIR else []
         hint = f"; checkpoints there: {', '.join(p.name for p in nearby)}" if nearby else ""
         raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {path}{hint}")
+    body = _verified_body(path)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=weights_only)
+        payload = torch.load(io.BytesIO(body), map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as err:
         if weights_only:
             raise CheckpointError(
@@ -230,3 +264,24 @@ def load_run_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if missing:
         raise CheckpointError(f"load_run_checkpoint: {path} lacks {', '.join(sorted(missing))}")
     return payload
+
+
+def load_latest_run_checkpoint(
+    run_dir: str | os.PathLike[str],
+) -> tuple[Path, dict[str, Any], list[tuple[Path, CheckpointError]]]:
+    """The newest checkpoint of ``run_dir`` that verifies and reads: ``(path, payload, skipped)``,
+    ``skipped`` holding each newer file that did not, with why (damaged, truncated, ...).
+
+    Raises ``FileNotFoundError`` when the run has no checkpoint, and the newest file's
+    :class:`CheckpointError` (naming every file tried) when none of them reads."""
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise FileNotFoundError(f"{run_dir} holds no checkpoint ({CHECKPOINT_DIR}/iter-*.pt)")
+    skipped: list[tuple[Path, CheckpointError]] = []
+    for path in reversed(found):
+        try:
+            return path, load_run_checkpoint(path), skipped
+        except CheckpointError as err:
+            skipped.append((path, err))
+    tried = "; ".join(str(err) for _, err in skipped)
+    raise CheckpointError(f"no checkpoint of {run_dir} could be read: {tried}")
