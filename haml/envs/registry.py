@@ -31,7 +31,6 @@ import dataclasses
 import importlib
 import importlib.util
 import types
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +43,7 @@ from haml.utils.seeding import check_seed
 __all__ = [
     "FAMILY_HOOKS",
     "build_options",
+    "check_options",
     "env_module",
     "env_names",
     "families_with_hook",
@@ -193,70 +193,32 @@ def families_with_hook(name: str) -> list[str]:
 # -- options ------------------------------------------------------------------------------------
 
 
-def _type_name(annotation: Any) -> str:
-    """``int``, ``float | None``, ``one of ['a', 'b']``: the type hint as the user reads it."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Literal:
-        return f"one of {list(typing.get_args(annotation))}"
-    if origin is typing.Union or origin is types.UnionType:
-        return " | ".join(_type_name(arg) for arg in typing.get_args(annotation))
-    if annotation is type(None):
-        return "None"
-    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+def check_options(
+    options_cls: type, options: Any, *, source: str | None = None, prefix: str = "", kwargs: bool = True
+) -> dict[str, Any]:
+    """``options`` (a mapping) checked against the fields of ``options_cls``: the one check of env
+    options, which ``make_env`` and the config loader share. Every unknown key and wrongly typed
+    value is an error naming it, the family (``source``, default the class's path) and the type
+    expected; returns a normalised copy (``int`` → ``float`` where a float is expected).
 
-
-def _matches(value: Any, annotation: Any) -> bool:
-    """Whether ``value`` fits the type hint ``annotation`` (the simple types options use)."""
-    if annotation is Any:
-        return True
-    origin = typing.get_origin(annotation)
-    if origin is typing.Union or origin is types.UnionType:
-        return any(_matches(value, arg) for arg in typing.get_args(annotation))
-    if origin is typing.Literal:
-        return value in typing.get_args(annotation)
-    if annotation is type(None):
-        return value is None
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin in (list, tuple, dict):
-        return isinstance(value, origin)
-    if isinstance(annotation, type):
-        return isinstance(value, annotation)
-    return True  # an annotation this checker does not understand: the dataclass validates
-
-
-def build_options(options_cls: type, overrides: dict[str, Any]) -> Any:
-    """``options_cls(**overrides)`` with an error naming every unknown key and wrongly typed value.
-
-    ``int`` values are accepted where a ``float`` is expected (and converted); ``bool`` is never
-    taken for a number.
+    ``kwargs`` (the default): the options are Python keyword arguments; False: YAML data, whose
+    keys the messages give as ``prefix`` + key (the loader: ``env.options.``). See
+    :mod:`haml.config._validate`.
     """
+    from haml.config._validate import check_section
+
     if not dataclasses.is_dataclass(options_cls):
         raise TypeError(f"{options_cls!r} is not an options dataclass")
-    fields = {field.name: field for field in dataclasses.fields(options_cls) if field.init}
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {', '.join(map(repr, unknown))} for {options_cls.__module__}."
-            f"{options_cls.__qualname__}; valid options: {', '.join(fields)}"
-        )
-    hints = typing.get_type_hints(options_cls)
-    values = {}
-    for key, value in overrides.items():
-        annotation = hints.get(key, Any)
-        if not _matches(value, annotation):
-            raise TypeError(
-                f"option {key!r} must be {_type_name(annotation)}, got {value!r} "
-                f"({type(value).__name__})"
-            )
-        if annotation is float and isinstance(value, int):
-            value = float(value)
-        values[key] = value
-    return options_cls(**values)
+    source = source or f"{options_cls.__module__}.{options_cls.__qualname__}"
+    return check_section(options, options_cls, prefix=prefix, source=source, kwargs=kwargs)
+
+
+def build_options(
+    options_cls: type, overrides: Any, *, source: str | None = None, prefix: str = "", kwargs: bool = True
+) -> Any:
+    """``options_cls(**overrides)`` after :func:`check_options` (same arguments); the dataclass's
+    own ``__post_init__`` then checks the values (ranges, combinations)."""
+    return options_cls(**check_options(options_cls, overrides, source=source, prefix=prefix, kwargs=kwargs))
 
 
 def make_env(
@@ -282,5 +244,5 @@ def make_env(
         raise TypeError(
             f"task must be a string, got {task!r}; known {env} tasks: {', '.join(known)}"
         )
-    opts = build_options(module.Options, options)
+    opts = build_options(module.Options, options, source=f"env {env!r}")
     return module.make_vector_env(task, num_envs, opts, torch.device(device), seed)

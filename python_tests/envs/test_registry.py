@@ -178,3 +178,28 @@ def test_a_hook_that_is_not_a_function_is_an_error(monkeypatch):
     monkeypatch.setattr(toy, "episode_frames", 3, raising=False)
     with pytest.raises(TypeError, match="'toy': hook 'episode_frames' must be a function"):
         registry.family_hook("toy", "episode_frames")
+
+
+# -- one options check for make_env and the config loader -------------------------------------------
+
+
+def test_make_env_option_errors_name_the_family_the_option_and_the_type():
+    with pytest.raises(TypeError, match=r"env 'toy': option 'delay' must be int, got '2' \(str\)"):
+        registry.make_env("toy", "memory", delay="2")
+    with pytest.raises(ValueError, match=r"env 'toy': unknown option\(s\) 'dealy', 'n_agent'; valid options: n_agents"):
+        registry.make_env("toy", "memory", dealy=2, n_agent=2)
+
+
+def test_python_options_and_yaml_options_go_through_the_same_check():
+    from haml.config import ConfigTypeError, load_config
+
+    toy = registry.options_class("toy")
+    # YAML writes 1e7 for a count, so an integral float is an int there; Python code is exact.
+    assert load_config("happo", "toy", "memory", overrides=["env.options.delay=2.0"]).env.options["delay"] == 2
+    with pytest.raises(TypeError, match="option 'delay' must be int, got 2.0"):
+        registry.build_options(toy, {"delay": 2.0})
+    # the same key, type and value wrong in both, named in each one's words
+    with pytest.raises(ConfigTypeError, match="'env.options.death_prob' must be number"):
+        load_config("happo", "toy", "memory", overrides=["env.options.death_prob=high"])
+    with pytest.raises(ConfigTypeError, match="option 'death_prob' must be float"):
+        registry.check_options(toy, {"death_prob": "high"})
