@@ -20,8 +20,9 @@ of the wrong type is a :class:`ConfigTypeError` naming the key. OmegaConf struct
 merging (and check the types again); the dataclasses' ``__post_init__`` checks the values (e.g.
 ``algo.clip must be >= 0``). ``algo`` is typed by the algorithm's registry entry
 (:class:`PPOConfig`, :class:`A2CConfig` or :class:`TRPOConfig`). ``env.options`` is checked against
-the environment family's ``Options`` dataclass when ``haml.envs.registry.options_class`` exists,
-and then holds every option (the family's defaults filled in), so a saved config is complete.
+the environment family's ``Options`` dataclass by :func:`haml.envs.registry.check_options`, the
+check ``make_env`` runs too, and then holds every option (the family's defaults filled in), so a
+saved config is complete. Every public function ends in one merge path (``_assemble``).
 
 Nothing is ever ``eval()``ed: override values are read as YAML (``[128,128]``, ``false``, ``null``,
 ``1e-4``).
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import importlib
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -44,7 +44,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from haml.config._validate import ConfigError, ConfigTypeError, check_section, field_types
 from haml.config._yaml import dump_yaml, parse_value, read_yaml
-from haml.config.schema import ExperimentConfig
+from haml.config.schema import EnvConfig, ExperimentConfig
 
 __all__ = [
     "CONFIG_DIR",
@@ -103,47 +103,39 @@ def tuned_configs(env: str | None = None) -> list[tuple[str, str, str]]:
     return [entry for entry in found if env is None or entry[0] == env]
 
 
-def _env_registry() -> Any | None:
-    """``haml.envs.registry`` if it exists (written separately), else None."""
-    try:
-        return importlib.import_module("haml.envs.registry")
-    except ModuleNotFoundError as error:
-        if error.name in ("haml.envs.registry", "haml.envs"):
-            return None
-        raise
+def _env_registry() -> Any:
+    """``haml.envs.registry`` (imported on first use: it imports this package's validator)."""
+    from haml.envs import registry
+
+    return registry
 
 
-def _task_names(env: str) -> list[str] | None:
-    registry = _env_registry()
-    if registry is None or not hasattr(registry, "task_names"):
-        return None
+def _task_names(env: str) -> list[str]:
     try:
-        return list(registry.task_names(env))
+        return list(_env_registry().task_names(env))
     except ValueError as error:  # an env the registry does not know
         raise ConfigError(str(error)) from None
 
 
-def _options_class(env: str) -> type | None:
-    registry = _env_registry()
-    if registry is None or not hasattr(registry, "options_class"):
-        return None
+def _options_class(env: str) -> type:
     try:
-        return registry.options_class(env)
+        return _env_registry().options_class(env)
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
 
 def _check_options(env: str, layer: _Layer) -> None:
-    """A layer's ``env.options`` keys and types checked against the family's Options, so that a
-    misspelt option is reported with the file or override that has it."""
+    """A layer's ``env.options`` checked against the family's Options by the registry's one
+    options check, so that a misspelt option is reported with the file or override that has it."""
     options = layer.data.get("env", {}).get("options")
-    options_cls = _options_class(env) if options else None
-    if options_cls is not None:
-        check_section(options, options_cls, prefix="env.options.", source=layer.source)
+    if options:
+        _env_registry().check_options(
+            _options_class(env), options, source=layer.source, prefix="env.options.", kwargs=False
+        )
 
 
 def _check_task(env: str, task: Any, where: str = "") -> None:
-    """``task`` must be a known task of ``env`` (when the env registry exists).
+    """``task`` must be a known task of ``env``.
 
     A family may accept tasks beyond its ``TASKS`` (MaMuJoCo: any factorisation gymnasium_robotics
     defines, ``ManyAgentSwimmer-<N>x<K>``); when its module has ``parse_task``, that decides.
@@ -152,7 +144,7 @@ def _check_task(env: str, task: Any, where: str = "") -> None:
     if not isinstance(task, str):
         raise ConfigTypeError(f"{where}the task must be a string, got {task!r}")
     valid = _task_names(env)
-    if valid is None or task in valid:
+    if task in valid:
         return
     module = _env_registry().env_module(env, check_requirements=False)
     parse_task = getattr(module, "parse_task", None)
@@ -420,13 +412,13 @@ def _plain(value: Any) -> Any:
 
 def _resolve_options(env: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """env.options checked against the family's Options dataclass, with its defaults filled in."""
-    options_cls = _options_class(env)
-    if options_cls is None:
-        return dict(options)
-    checked = check_section(options, options_cls, prefix="env.options.", source=f"env {env!r}")
     try:
-        resolved = options_cls(**checked)
-    except (TypeError, ValueError) as error:
+        resolved = _env_registry().build_options(
+            _options_class(env), options, source=f"env {env!r}", prefix="env.options.", kwargs=False
+        )
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as error:  # the Options' own value checks
         raise ConfigError(f"env.options of {env!r}: {error}") from None
     return _plain(resolved)
 
@@ -452,6 +444,55 @@ def _claims(layer: _Layer) -> tuple[Any, Any, Any]:
     """(algo_name, env.name, env.task) as set by a layer, None where it sets none."""
     env_section = layer.data.get("env", {})
     return layer.data.get("algo_name"), env_section.get("name"), env_section.get("task")
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What a config is for: every layer must agree with it."""
+
+    algo: str
+    env: str
+    task: str
+    env_object: bool = False
+    """The caller built the environment object: ``env.options`` stay empty and are not checked."""
+    resumed: bool = False
+    """A saved config with overrides: ``algo_name`` and ``env.name`` cannot change; each task a
+    layer names is checked, the last one wins."""
+
+
+def _check_claims(layer: _Layer, run: _Run) -> None:
+    """``layer`` names no other algorithm, env or task than ``run``'s."""
+    algo, env, task = _claims(layer)
+    if run.resumed:
+        for key, claimed, fixed in (("algo_name", algo, run.algo), ("env.name", env, run.env)):
+            if claimed is not None and claimed != fixed:
+                raise ConfigError(f"{layer.source}: {key} cannot change from {fixed!r}")
+        if task is not None:
+            _check_task(run.env, task, layer.source)
+        return
+    for key, what, claimed, expected in (
+        ("algo_name", "algorithm", algo, run.algo), ("env.name", "env", env, run.env),
+        ("env.task", "task", task, run.task),
+    ):
+        if claimed is not None and claimed != expected:
+            raise ConfigError(f"{layer.source}: {key} is {claimed!r} but the {what} is {expected!r}")
+
+
+def _assemble(algo_cls: type, layers: Sequence[_Layer], run: _Run) -> ExperimentConfig:
+    """The one merge path: the layers checked against ``run`` (their env options against the
+    family's), merged in order onto the dataclass defaults, the run's names set, and the result
+    finished (options resolved, the dataclasses' own checks run)."""
+    for layer in layers:
+        if not run.env_object:
+            _check_options(run.env, layer)
+        _check_claims(layer, run)
+    node = _base_node(algo_cls)
+    for layer in layers:
+        node = _merge(node, layer)
+    node.algo_name, node.env.name, node.env.task = run.algo, run.env, run.task
+    if run.env_object:
+        node.env.options = {}
+    return _finish(node, algo_cls, resolve_options=not run.env_object)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -482,108 +523,87 @@ def load_config(
     """
     spec = _algo_spec(algo)
     algo_cls = spec.config_cls
+    user_layers = _user_layers(config_file, overrides, algo_cls)
     if external_env:
-        return _load_external(algo_cls, algo, env, task, overrides, config_file)
+        return _load_external(algo_cls, algo, env, task, user_layers)
     if not isinstance(env, str) or env not in env_names_with_yaml():
         raise ConfigError(f"unknown env {env!r}; envs with a config: {', '.join(env_names_with_yaml())}")
     env_file = _read_env_file(env)
+    if task is None:  # the file's default task, unless the user's layers choose one
+        claimed = [_claims(layer)[2] for layer in user_layers]
+        task = next((t for t in reversed(claimed) if t is not None), env_file.default_task)
+    _check_task(env, task)
+    layers = [*_default_layers(algo, algo_cls), *_env_file_layers(env_file, algo, task)]
+    if tuned:
+        layers.append(_tuned_layer(env, task, algo, algo_cls))
+    return _assemble(algo_cls, [*layers, *user_layers], _Run(algo, env, task))
 
-    # The user's layers come first: they may choose the task.
-    user_layers = []
+
+def _user_layers(
+    config_file: str | os.PathLike[str] | None, overrides: Overrides, algo_cls: type
+) -> list[_Layer]:
+    """The user's config file, then each override, as checked layers."""
+    layers = []
     if config_file is not None:
         path = Path(config_file)
-        data = read_yaml(path)
         source = f"config file {str(path)!r}"
-        user_layers.append(_Layer(source, _check_layer(data, source, algo_cls)))
+        layers.append(_Layer(source, _check_layer(read_yaml(path), source, algo_cls)))
     for source, data in _override_items(overrides):
-        user_layers.append(_Layer(source, _check_layer(data, source, algo_cls)))
+        layers.append(_Layer(source, _check_layer(data, source, algo_cls)))
+    return layers
 
-    if task is None:
-        task = env_file.default_task
-        for layer in user_layers:
-            claimed = _claims(layer)[2]
-            task = task if claimed is None else claimed
-    _check_task(env, task)
 
-    layers = [
-        _read_layer(_DEFAULTS / "experiment.yaml", None),
-        _read_layer(_DEFAULTS / "algos" / f"{algo}.yaml", algo_cls),
-    ]
+def _default_layers(algo: str, algo_cls: type) -> list[_Layer]:
+    """defaults/experiment.yaml (less the run's names, which every run sets itself) and
+    defaults/algos/<algo>.yaml."""
+    base = _read_layer(_DEFAULTS / "experiment.yaml", None)
+    data = {key: value for key, value in base.data.items() if key != "algo_name"}
+    if "env" in data:
+        data["env"] = {key: value for key, value in data["env"].items() if key not in ("name", "task")}
+    return [_Layer(base.source, data), _read_layer(_DEFAULTS / "algos" / f"{algo}.yaml", algo_cls)]
+
+
+def _env_file_layers(env_file: _EnvFile, algo: str, task: str | None) -> list[_Layer]:
+    """The env file's sections that apply to ``algo`` on ``task``, lowest first (``task`` None:
+    the family-wide ones only)."""
     src = env_file.source
-    layers.append(_Layer(src, env_file.family))
+    layers = [_Layer(src, env_file.family)]
     if algo in env_file.algos:
         layers.append(_Layer(f"{src} ({_ALGOS_KEY}.{algo})", env_file.algos[algo]))
     if task in env_file.tasks:
         layers.append(_Layer(f"{src} ({_TASKS_KEY}.{task})", env_file.tasks[task]))
     if algo in env_file.task_algos.get(task, {}):
         layers.append(_Layer(f"{src} ({_TASKS_KEY}.{task}.{_ALGOS_KEY}.{algo})", env_file.task_algos[task][algo]))
-    if tuned:
-        path = _TUNED / env / task / f"{algo}.yaml"
-        if not path.resolve().is_relative_to(_TUNED.resolve()) or not path.is_file():
-            shipped = [f"{t}/{a}" for _, t, a in tuned_configs(env)]
-            raise ConfigError(
-                f"no tuned config for {algo!r} on {env}/{task}; tuned configs of {env!r}: "
-                f"{', '.join(shipped) if shipped else 'none'}"
-            )
-        layers.append(_read_layer(path, algo_cls))
-    layers.extend(user_layers)
+    return layers
 
-    for layer in layers:
-        _check_options(env, layer)
-    # Every layer but the base file must agree with the run's algo, env and task.
-    for layer in layers[1:]:
-        claimed_algo, claimed_env, claimed_task = _claims(layer)
-        if claimed_algo is not None and claimed_algo != algo:
-            raise ConfigError(f"{layer.source}: algo_name is {claimed_algo!r} but the algorithm is {algo!r}")
-        if claimed_env is not None and claimed_env != env:
-            raise ConfigError(f"{layer.source}: env.name is {claimed_env!r} but the env is {env!r}")
-        if claimed_task is not None and claimed_task != task:
-            raise ConfigError(f"{layer.source}: env.task is {claimed_task!r} but the task is {task!r}")
 
-    node = _base_node(algo_cls)
-    for layer in layers:
-        node = _merge(node, layer)
-    node.algo_name = algo
-    node.env.name = env
-    node.env.task = task
-    return _finish(node, algo_cls)
+def _tuned_layer(env: str, task: str, algo: str, algo_cls: type) -> _Layer:
+    """tuned/<env>/<task>/<algo>.yaml, or an error listing the shipped tuned configs of ``env``."""
+    path = _TUNED / env / task / f"{algo}.yaml"
+    if not path.resolve().is_relative_to(_TUNED.resolve()) or not path.is_file():
+        shipped = [f"{t}/{a}" for _, t, a in tuned_configs(env)]
+        raise ConfigError(
+            f"no tuned config for {algo!r} on {env}/{task}; tuned configs of {env!r}: "
+            f"{', '.join(shipped) if shipped else 'none'}"
+        )
+    return _read_layer(path, algo_cls)
 
 
 def _load_external(
-    algo_cls: type, algo: str, env: str, task: str | None, overrides: Overrides,
-    config_file: str | os.PathLike[str] | None,
+    algo_cls: type, algo: str, env: str, task: str | None, user_layers: list[_Layer]
 ) -> ExperimentConfig:
+    """load_config for an environment object: the family file's sections without their ``env``
+    section (default task and options are for the tasks the family builds)."""
     if not isinstance(env, str) or not isinstance(task, str):
         raise ConfigTypeError(f"an environment object's spec must name its env and task, got {env!r}, {task!r}")
-    layers = [
-        _read_layer(_DEFAULTS / "experiment.yaml", None),
-        _read_layer(_DEFAULTS / "algos" / f"{algo}.yaml", algo_cls),
-    ]
+    layers = _default_layers(algo, algo_cls)
     if env in env_names_with_yaml():
-        env_file = _read_env_file(env)
-        layers.append(_Layer(env_file.source, env_file.family))
-        if algo in env_file.algos:
-            layers.append(_Layer(f"{env_file.source} ({_ALGOS_KEY}.{algo})", env_file.algos[algo]))
-    # The family file's env section (default task, options) is for the tasks it builds.
+        layers += _env_file_layers(_read_env_file(env), algo, None)
     layers = [_Layer(layer.source, {k: v for k, v in layer.data.items() if k != "env"}) for layer in layers]
-    user_layers = []
-    if config_file is not None:
-        path = Path(config_file)
-        source = f"config file {str(path)!r}"
-        user_layers.append(_Layer(source, _check_layer(read_yaml(path), source, algo_cls)))
-    for source, data in _override_items(overrides):
-        user_layers.append(_Layer(source, _check_layer(data, source, algo_cls)))
     for layer in user_layers:
         if "env" in layer.data:
             raise ConfigError(f"{layer.source}: env settings do not apply to an environment object")
-    node = _base_node(algo_cls)
-    for layer in [*layers, *user_layers]:
-        node = _merge(node, layer)
-    node.algo_name = algo
-    node.env.name = env
-    node.env.task = task
-    node.env.options = {}
-    return _finish(node, algo_cls, resolve_options=False)
+    return _assemble(algo_cls, [*layers, *user_layers], _Run(algo, env, task, env_object=True))
 
 
 def config_to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -599,15 +619,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config") -> Experim
     """An :class:`ExperimentConfig` from plain data (e.g. a saved ``config.yaml``), checked as
     strictly as :func:`load_config`. ``algo_name`` is required (it types ``algo``); keys not given
     take the *dataclass* defaults, not the YAML defaults."""
-    if not isinstance(data, Mapping):
-        raise ConfigTypeError(f"{source}: expected a mapping, got {type(data).__name__}")
-    if "algo_name" not in data:
-        raise ConfigError(f"{source}: 'algo_name' is missing (it says which algorithm config 'algo' is)")
-    spec = _algo_spec(data["algo_name"])
-    layer = _Layer(source, _check_layer(data, source, spec.config_cls))
-    node = _merge(_base_node(spec.config_cls), layer)
-    _check_task(node.env.name, node.env.task, f"{source}: env.task")
-    return _finish(node, spec.config_cls)
+    return _from_saved(data, source, overrides=())
 
 
 def read_config(path: str | os.PathLike[str]) -> ExperimentConfig:
@@ -621,20 +633,25 @@ def apply_overrides(cfg: ExperimentConfig, overrides: Overrides) -> ExperimentCo
     For resuming (``haml train --resume RUN_DIR train.steps=...``): ``algo_name`` and ``env.name``
     cannot change (the checkpoint holds that algorithm's networks for that env).
     """
-    base = config_to_dict(cfg)
-    spec = _algo_spec(base["algo_name"])
-    node = _merge(_base_node(spec.config_cls), _Layer("config", _check_layer(base, "config", spec.config_cls)))
-    for source, data in _override_items(overrides):
-        layer = _Layer(source, _check_layer(data, source, spec.config_cls))
-        claimed_algo, claimed_env, claimed_task = _claims(layer)
-        if claimed_algo is not None and claimed_algo != base["algo_name"]:
-            raise ConfigError(f"{source}: algo_name cannot change from {base['algo_name']!r}")
-        if claimed_env is not None and claimed_env != base["env"]["name"]:
-            raise ConfigError(f"{source}: env.name cannot change from {base['env']['name']!r}")
-        if claimed_task is not None:
-            _check_task(base["env"]["name"], claimed_task, source)
-        node = _merge(node, layer)
-    return _finish(node, spec.config_cls)
+    return _from_saved(config_to_dict(cfg), "config", overrides)
+
+
+def _from_saved(data: Mapping[str, Any], source: str, overrides: Overrides) -> ExperimentConfig:
+    """A saved config (``data``, the dataclass defaults below it) with ``overrides`` on top."""
+    if not isinstance(data, Mapping):
+        raise ConfigTypeError(f"{source}: expected a mapping, got {type(data).__name__}")
+    if "algo_name" not in data:
+        raise ConfigError(f"{source}: 'algo_name' is missing (it says which algorithm config 'algo' is)")
+    algo = data["algo_name"]
+    algo_cls = _algo_spec(algo).config_cls
+    layers = [_Layer(source, _check_layer(data, source, algo_cls)), *_user_layers(None, overrides, algo_cls)]
+    env_section = layers[0].data.get("env", {})
+    env = env_section.get("name", EnvConfig.name)
+    task = env_section.get("task", EnvConfig.task)
+    _check_task(env, task, f"{source}: env.task")
+    for layer in layers[1:]:
+        task = _claims(layer)[2] or task
+    return _assemble(algo_cls, layers, _Run(algo, env, task, resumed=True))
 
 
 def save_config(cfg: ExperimentConfig, path: str | os.PathLike[str]) -> Path:
