@@ -135,8 +135,8 @@ class Options:
     vectorization: Literal["auto", "async", "sync"] = "auto"
     """"async": one subprocess per env (shared memory); "sync": all envs in this process;
     "auto": async when num_envs > 1 and the machine has at least :data:`AUTO_ASYNC_MIN_CPUS`
-    cores. Async pays off only with cores to spare: on 2 busy cores, sync stepped
-    HalfCheetah-2x3 about twice as fast (4,400–6,600 vs 2,050–2,650 steps/s, 4–20 envs)."""
+    cores. Async pays off only with cores to spare: each step then costs IPC and process
+    switches that parallel simulation must repay (docs/BENCHMARKS.md, "Environment adapters")."""
     step_timeout: float | None = DEFAULT_STEP_TIMEOUT
     """Seconds an async step/reset may take before the workers are declared stuck (None: wait
     forever). Far above any real step; it only turns a hang into an error."""

@@ -155,10 +155,10 @@ class Options:
     """"mean" of the agents' rewards (haml's convention, the adapter's) or their "sum" (N times
     the mean: the scale of HARL's MPE returns)."""
     vectorization: Literal["sync", "async"] = "sync"
-    """"sync": every env in this process; "async": one subprocess per env. An MPE step is
-    0.1-0.4 ms of Python, about what an async step spends on IPC and process switches: with 8 envs
-    on 2 cores, sync was as fast or faster (docs/envs/mpe.md). Only collect_treasure (about 2.5
-    ms a step) may gain from async, given cores to spare."""
+    """"sync": every env in this process; "async": one subprocess per env. An MPE step is a
+    fraction of a millisecond of Python, about what an async step spends on IPC and process
+    switches, so sync is the default; only collect_treasure, whose step is several times longer,
+    may gain from async, given cores to spare (docs/BENCHMARKS.md, "Environment adapters")."""
     step_timeout: float | None = DEFAULT_STEP_TIMEOUT
     """Async only: seconds a step/reset may take before the workers are declared stuck (None: wait
     forever)."""

@@ -48,20 +48,17 @@ is done here (``step_env`` + ``reset`` + ``jnp.where``), not by jaxmarl's auto-r
 ``step``, so that ``final_obs``/``final_state`` are the true last observation of an ended
 episode. Resets happen only in a branch taken when an env ended (``lax.cond`` on the batch).
 
-Costs (2-core CPU shared with other jobs, load 4-5; JAX 0.10, jaxmarl 0.2):
+Costs (numbers in docs/BENCHMARKS.md, "Environment adapters"):
 
-- importing jax and jaxmarl: 5-7 s, on the first env built;
-- compilation, by the first ``reset()`` of a (map, simulator options, ``E``) in a process:
-  12 s for ``3m``, 13 s for ``2s3z``, 19 s for ``27m_vs_30m`` (roughly half that on an idle
-  machine). Env objects with the same map, simulator options and ``E`` share the program;
-  ``agent_id`` and ``episode_limit`` are applied outside it and compile nothing. JAX's
-  persistent cache (``JAX_COMPILATION_CACHE_DIR=<dir>``) brings a later process's first
-  reset of ``3m`` down to 3 s;
-- stepping ``3m`` with random available actions (torch sampling included): about 6,000 env
-  steps/s with ``E = 8`` and 13,000-14,500 with ``E = 20``, against 12,000-16,000 and
-  22,000-33,000 for the same program stepped in JAX alone (:func:`jax_random_steps_per_second`):
-  the adapter keeps about 45 % of it at these small batches (a host sync, the copy to torch,
-  the action checks and the sampling cost about 0.6-0.8 ms per step).
+- jax and jaxmarl are imported when the first env is built (seconds);
+- the program is compiled by the first ``reset()`` of a (map, simulator options, ``E``) in a
+  process (seconds, more for larger maps). Env objects with the same map, simulator options
+  and ``E`` share the program; ``agent_id`` and ``episode_limit`` are applied outside it and
+  compile nothing. JAX's persistent cache (``JAX_COMPILATION_CACHE_DIR=<dir>``) shortens a
+  later process's first reset;
+- each step adds to the program's own time a host sync, the copy to torch and the action
+  checks, which weigh most at small batches: :func:`jax_random_steps_per_second` times the
+  same program stepped in JAX alone, the reference ``haml bench train --env smax`` compares to.
 
 Seeding: ``reset(seed)`` gives env ``e`` the key ``jax.random.PRNGKey(seed + e)``; every later
 step and automatic reset splits that env's own key, so a run is a function of the seed alone.
@@ -533,7 +530,7 @@ class SmaxVectorEnv:
         chosen = self._validated_actions(actions)
         no_reset, limit = self._jax_constants()
         # numpy straight into the jitted call: its C++ path copies it in far faster than
-        # jnp.asarray would (~1 ms per call, more than the step itself)
+        # jnp.asarray, whose per-call cost exceeds the step itself
         self._keys, self._state, packed = self._core.advance(self._keys, self._state, chosen, no_reset, limit)
         host, fields = self._take(packed)
         reward = fields["reward"][0, :, 0].numpy()

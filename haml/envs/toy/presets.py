@@ -201,7 +201,8 @@ class Options:
 
     episode_stats_limit: int | None = None
     """At most this many ``EpisodeStats`` per step (those of the first envs); None: one per env, as
-    the interface says. Building them costs ~2 µs each, far more than the game itself."""
+    the interface says. Building one costs more than a step of the games themselves, which
+    matters at thousands of envs (docs/BENCHMARKS.md, "Environment adapters")."""
 
     delay: int = 2
     """"memory" only: steps between seeing the cue and answering."""
