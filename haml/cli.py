@@ -363,7 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``haml`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # KEY=VALUE overrides may follow options (`haml train ... --seed 1 algo.clip=0.1`):
+        # argparse gives the positional list only the run before the first option.
+        if hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handler: Handler = args.handler
     try:
         return handler(args, args.command_parser)

@@ -93,6 +93,7 @@ def evaluate_run(
         load_latest_run_checkpoint,
         load_run_checkpoint,
     )
+    from haml.utils.device import usable_device
 
     run_dir = Path(run_dir)
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
@@ -110,7 +111,7 @@ def evaluate_run(
         path = Path(checkpoint)
         state = load_run_checkpoint(path)
     cfg = config_from_dict(state["config"])
-    dev = torch.device(device)
+    dev = usable_device(device, "device")
     num_envs = min(episodes, cfg.eval.num_envs)
     env = make_env(cfg.env.name, cfg.env.task, num_envs=num_envs, seed=seed, device=dev,
                    **cfg.env.options)

@@ -328,8 +328,10 @@ def _run(
 ) -> Result:
     from haml.logging.logger import RunLogger
     from haml.runners import make_runner
+    from haml.utils.device import usable_device
     from haml.utils.seeding import seed_everything, set_rng_state
 
+    usable_device(cfg.train.device)
     if cfg.train.torch_threads > 0:
         torch.set_num_threads(cfg.train.torch_threads)
     seed_everything(cfg.seed)

@@ -74,6 +74,12 @@ def read_yaml(path: str | Path, where: str | None = None) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise FileNotFoundError(f"{where}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigYAMLError(f"{where}: is a directory, not a YAML config file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigYAMLError(
+            f"{where}: not a YAML text file (byte {err.start} is not UTF-8 text)"
+        ) from None
     data = _load(text, where)
     if data is None:
         return {}
