@@ -3,12 +3,12 @@
 Fast (about a second each): the toy games of ``docs/envs/toy.md`` with their defaults (1000 games
 per iteration, tiny MLPs on a constant observation).
 
-- ``heterogeneity-trap`` (paper 001, Proposition 2; payoff [[0, 2], [2, -1]], optimum 2): the
+- ``heterogeneity-trap`` ([HAML], Proposition 2; payoff [[0, 2], [2, -1]], optimum 2): the
   deterministic evaluation reaches 2.0, and so does, nearly, the exact expected payoff
   J(π) = Σ_a payoff[a] π¹(a¹) π²(a²) of the learnt *stochastic* policies, which starts near the
   uniform policy's 0.75. The deterministic return alone could hit 2.0 by luck of the initial
   argmax; J(π) ≥ 1.95 needs both agents nearly certain of complementary actions.
-- ``figure1`` (paper 000, Figure 1; r = a¹a², Gaussian policies): the deterministic return μ¹μ²
+- ``figure1`` ([HATRPO], Figure 1; r = a¹a², Gaussian policies): the deterministic return μ¹μ²
   starts near 0 and must grow past 5 within 10 iterations (measured: HAPPO 13.7-14.5,
   HATRPO 38-130, HAA2C 68-70 over seeds 0-2).
 

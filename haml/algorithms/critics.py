@@ -1,7 +1,7 @@
 """Training the V critic: clipped Huber value loss on (optionally) normalised returns.
 
 Per minibatch, with V_old the prediction recorded at collection and R̂ = Â + V the GAE returns
-(paper 000, Algorithm 2 line 15 and the papers' code)::
+([HATRPO], Algorithm 2 line 15 and the papers' code)::
 
     V_clip = V_old + clip(V_φ(s) − V_old, −ε_v, ε_v)
     L(φ)   = mean( max( huber(norm(R̂) − V_φ(s)), huber(norm(R̂) − V_clip) ) )

@@ -1,4 +1,4 @@
-"""HAA2C's actor update (paper 001, §4 and Appendix F): agent i_m ascends the factor-weighted,
+"""HAA2C's actor update ([HAML], §4 and Appendix F): agent i_m ascends the factor-weighted,
 unclipped objective
 
     E[ r(θ) M^{i_{1:m}}(s, a) Â(s, a) ],     r(θ) = π_θ(a|o) / π_θk(a|o),
@@ -24,7 +24,7 @@ __all__ = ["A2CActorLearner", "A2CConfig"]
 class A2CConfig(PPOConfig):
     """HAA2C / MAA2C: the factor-weighted A2C objective, several mini-epochs, no clipping.
 
-    Paper 001, Appendix F.2: 5 mini-epochs; actor lr 2e-4 (HalfCheetah, Ant), 1e-4 (Walker2d).
+    [HAML], Appendix F.2: 5 mini-epochs; actor lr 2e-4 (HalfCheetah, Ant), 1e-4 (Walker2d).
     """
 
     lr: float = 2e-4

@@ -1,5 +1,5 @@
-"""HAPPO's actor update (paper 000, Algorithm 3, eq. (11)); also MAPPO/IPPO (M = 1) and, with
-``clip = 0``, the A2C objective of HAA2C / MAA2C (paper 001).
+"""HAPPO's actor update ([HATRPO], Algorithm 3, eq. (11)); also MAPPO/IPPO (M = 1) and, with
+``clip = 0``, the A2C objective of HAA2C / MAA2C ([HAML]).
 
 Agent i_m maximises, over ``epochs`` passes of ``num_minibatches`` minibatches,
 
@@ -30,7 +30,7 @@ __all__ = ["PPOActorLearner", "PPOConfig"]
 class PPOConfig:
     """First-order actor updates: HAPPO / MAPPO / IPPO (clipped) and HAA2C / MAA2C (``clip`` 0).
 
-    Paper 000, Table 4 (MaMuJoCo): lr 5e-6, 5 epochs, clip 0.3; paper 001: HAA2C 5 mini-epochs,
+    [HATRPO], Table 4 (MaMuJoCo): lr 5e-6, 5 epochs, clip 0.3; [HAML]: HAA2C 5 mini-epochs,
     no clipping.
     """
 

@@ -1,4 +1,4 @@
-"""HATRPO's actor update (paper 000, Algorithm 2, eqs. (8)–(10)): one trust-region step per agent
+"""HATRPO's actor update ([HATRPO], Algorithm 2, eqs. (8)–(10)): one trust-region step per agent
 per iteration on the whole batch,
 
     max_θ  E[ r(θ) M^{i_{1:m}}(s, a) Â(s, a) ]   s.t.   E_s[ KL(π_θk(·|o), π_θ(·|o)) ] ≤ δ,
@@ -27,16 +27,16 @@ __all__ = ["TRPOActorLearner", "TRPOConfig"]
 
 @dataclass
 class TRPOConfig:
-    """HATRPO: one trust-region step per agent per iteration (paper 000, Algorithm 2)."""
+    """HATRPO: one trust-region step per agent per iteration ([HATRPO], Algorithm 2)."""
 
     max_kl: float = 1e-4
-    """δ, the mean-KL radius (paper 000, Table 6: per task)."""
+    """δ, the mean-KL radius ([HATRPO], Table 6: per task)."""
     cg_iters: int = 10
     damping: float = 0.1
     backtrack_coef: float = 0.8
     max_backtracks: int = 10
     accept_ratio: float = 0.5
-    """Accept a step when improvement ≥ this × the expected improvement (paper 000, Table 4)."""
+    """Accept a step when improvement ≥ this × the expected improvement ([HATRPO], Table 4)."""
     kl: str = "exact"
     """``exact`` (the true KL) or ``harl`` (the reference code's discrete approximation)."""
 

@@ -7,12 +7,12 @@ the exact expected return J, checks the paper's claim on every seed, and writes
 ``<out>/<name>.png``:
 
 ================================  =============================================================
-``homogeneity-trap``              000/001 Proposition 1: shared-parameter MAPPO stays at or below
-                                  J*_share = 2/2^n; HAPPO and HATRPO reach J* = 1
-``heterogeneity-trap``            001 Proposition 2: from π^i(0) > 0.6, simultaneous greedy
+``homogeneity-trap``              [HATRPO]/[HAML] Proposition 1: shared-parameter MAPPO stays
+                                  at or below J*_share = 2/2^n; HAPPO and HATRPO reach J* = 1
+``heterogeneity-trap``            [HAML] Proposition 2: from π^i(0) > 0.6, simultaneous greedy
                                   updates (MAA2C-NS) fall to J = -1, sequential ones (HAA2C)
                                   reach J = 2
-``figure1``                       000 Figure 1: the simultaneous trust-region step lowers
+``figure1``                       [HATRPO] Figure 1: the simultaneous trust-region step lowers
                                   J = μ^1 μ^2, the sequential (HATRPO) step raises it
 ================================  =============================================================
 

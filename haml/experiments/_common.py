@@ -4,8 +4,8 @@ Every experiment trains with the library's own machinery: :func:`load_config` fo
 (``haml/config/defaults/envs/toy.yaml``) plus the experiment's overrides, the registered env
 (:func:`haml.envs.registry.make_env`) and the algorithm's runner (:func:`haml.runners.make_runner`). What
 is measured is the *exact* expected return J of the policies after training
-(:func:`haml.envs.toy.expected_payoff` for matrix games, μ^1 μ^2 for the game of 000 Figure 1),
-never a noisy mean of sampled rewards.
+(:func:`haml.envs.toy.expected_payoff` for matrix games, μ^1 μ^2 for the game of [HATRPO]
+Figure 1), never a noisy mean of sampled rewards.
 
 Settings common to all experiments (:data:`COMMON_OVERRIDES`):
 
@@ -126,9 +126,9 @@ def quiet_torch() -> Iterator[None]:
     torch.set_num_threads(1)
     try:
         with warnings.catch_warnings():
-            # A policy with a frozen log σ (000 Figure 1: "unit variance") makes FisherOperator
-            # fall back from the native product to the double-backward reference, which it
-            # announces; that is expected here and exact either way.
+            # A policy with a frozen log σ ([HATRPO] Figure 1: "unit variance") makes
+            # FisherOperator fall back from the native product to the double-backward reference,
+            # which it announces; that is expected here and exact either way.
             warnings.filterwarnings(
                 "ignore", message=r".*frozen parameters.*", category=RuntimeWarning
             )

@@ -1,4 +1,4 @@
-"""The differentiable game of 000, Figure 1 (and the paragraph after its eq. (5)).
+"""The differentiable game of [HATRPO], Figure 1 (and the paragraph after its eq. (5)).
 
 Game (:mod:`haml.envs.toy.presets`, task ``"figure1"``): two agents with 1-D Gaussian policies
 N(μ^i, 1) ("learnable means μ^1, μ^2 and unit variance"), reward r(a^1, a^2) = a^1 a^2, so
@@ -72,7 +72,7 @@ ITERATIONS = 3
 """Iterations of each update scheme (the figure shows the first; the next ones show where each
 scheme goes: the sequential one keeps improving, the simultaneous one oscillates)."""
 
-PAPER = "000 (HATRPO/HAPPO), Figure 1 and the paragraph after eq. (5)"
+PAPER = "[HATRPO] (HATRPO/HAPPO), Figure 1 and the paragraph after eq. (5)"
 
 
 SIMULTANEOUS = {"sequential": False}
@@ -250,6 +250,6 @@ def _draw(result: dict[str, Any]) -> Figure:
     curves.set_xticks(x)
     curves.set_xlabel("iteration")
     curves.set_ylabel(r"exact $J = \mu^1 \mu^2$")
-    curves.set_title(f"000 Figure 1: held on {result['held_count']}/{result['num_seeds']} seeds", fontsize=10)
+    curves.set_title(f"[HATRPO] Figure 1: held on {result['held_count']}/{result['num_seeds']} seeds", fontsize=10)
     curves.legend(fontsize=7, loc="upper left")
     return figure

@@ -1,4 +1,4 @@
-"""The trap of heterogeneity (001, Proposition 2 and Appendix A.2).
+"""The trap of heterogeneity ([HAML], Proposition 2 and Appendix A.2).
 
 Game (:mod:`haml.envs.toy.presets`, task ``"heterogeneity-trap"``): two agents, actions {0, 1},
 r(0,0) = 0, r(0,1) = r(1,0) = 2, r(1,1) = -1. The proposition: from any π_old with
@@ -95,7 +95,7 @@ TOLERANCE = 0.1
 P0_HIGH = 1.0
 """π^i_old(0) is drawn uniformly in (:data:`HETEROGENEITY_TRAP_P0_THRESHOLD`, this)."""
 
-PAPER = "001 (HAML), Proposition 2 ('Trap of Heterogeneity') and Appendix A.2"
+PAPER = "[HAML] (HAML), Proposition 2 ('Trap of Heterogeneity') and Appendix A.2"
 
 
 def initial_policies(seed: int) -> tuple[list[float], list[int]]:
@@ -295,7 +295,7 @@ def _draw(result: dict[str, Any]) -> Figure:
     values.set_xlabel("seed")
     values.set_ylabel(r"exact $J(\pi)$")
     values.set_ylim(-1.3, 2.3)
-    values.set_title(f"Trap of heterogeneity (001 Prop. 2): held on {result['held_count']}/"
+    values.set_title(f"Trap of heterogeneity ([HAML] Prop. 2): held on {result['held_count']}/"
                      f"{result['num_seeds']} seeds", fontsize=10)
     values.legend(fontsize=7, loc="center right", bbox_to_anchor=(1.0, 0.35))
     return figure

@@ -1,4 +1,4 @@
-"""The trap of homogeneity (000, Proposition 1; 001, Proposition 1).
+"""The trap of homogeneity ([HATRPO], Proposition 1; [HAML], Proposition 1).
 
 Game (:mod:`haml.envs.toy.presets`, task ``"homogeneity-trap"``): n agents (n even), actions
 {0, 1}, reward 1 for the joint actions (0^{n/2}, 1^{n/2}) and (1^{n/2}, 0^{n/2}), 0 otherwise.
@@ -52,7 +52,7 @@ NAME = "homogeneity-trap"
 TASK = "homogeneity-trap"
 
 ALGORITHMS: dict[str, tuple[str, ...]] = {
-    # Paper 000's MaMuJoCo clip (0.3) with a large step size: one-step game, 500 samples per
+    # [HATRPO]'s MaMuJoCo clip (0.3) with a large step size: one-step game, 500 samples per
     # agent, a handful of parameters.
     "mappo": ("algo.lr=0.1", "algo.clip=0.3"),
     "happo": ("algo.lr=0.1", "algo.clip=0.3"),
@@ -78,7 +78,7 @@ OPTIMUM_FRACTION = 0.95
 BOUND_TOLERANCE = 1e-6
 """Float slack on J ≤ 2 / 2^n (J is computed in float64 from float32 probabilities)."""
 
-PAPER = "000 (HATRPO/HAPPO), Proposition 1 and Appendix B; 001 (HAML), Proposition 1"
+PAPER = "[HATRPO] (HATRPO/HAPPO), Proposition 1 and Appendix B; [HAML] (HAML), Proposition 1"
 
 
 def joint_return(runner: Runner) -> float:
@@ -183,7 +183,7 @@ def _draw(result: dict[str, Any]) -> Figure:
     ax.set_xlabel("iteration")
     ax.set_ylabel(r"exact $J(\pi)$")
     ax.set_ylim(-0.02, 1.05)
-    ax.set_title(f"Trap of homogeneity, n = {n} (000 Prop. 1): held on "
+    ax.set_title(f"Trap of homogeneity, n = {n} ([HATRPO] Prop. 1): held on "
                  f"{result['held_count']}/{result['num_seeds']} seeds", fontsize=10)
     ax.legend(fontsize=8, loc="center right")
     return figure

@@ -11,7 +11,7 @@ Hidden states are batch-first, ``[B, rnn_layers, H]``, so that a rollout can sto
 episode; the hidden state is zeroed *before* such a step, so no memory leaks from one episode into
 the next (HARL multiplies by its ``masks``, the same thing).
 
-**Training.** Rollouts are cut into chunks of ``L`` steps (paper 000's SMAC setting: data chunk
+**Training.** Rollouts are cut into chunks of ``L`` steps ([HATRPO]'s SMAC setting: data chunk
 length 10); each chunk restarts from the hidden state stored at its first step during collection
 and is back-propagated through its ``L`` steps only (truncated BPTT). :class:`SequenceView` turns a
 recurrent policy and a set of chunks into a module with the plain ``distribution(obs,

@@ -1,11 +1,11 @@
-"""The sequential update scheme of the HA algorithms (paper 000 §4, Algorithms 2–3; paper 001 §4).
+"""The sequential update scheme of the HA algorithms ([HATRPO] §4, Algorithms 2–3; [HAML] §4).
 
 Each iteration draws a fresh uniformly random permutation i_{1:n} of the agents. Agent i_m is
 updated with its objective weighted by
 
     M^{i_{1:m}}(s, a) = Π_{j<m}  π^{i_j}_{θ_{k+1}}(a^{i_j}|o^{i_j}) / π^{i_j}_{θ_k}(a^{i_j}|o^{i_j}),
 
-computed per sample and detached (paper 000, eq. (10)); after its update its own ratio is folded
+computed per sample and detached ([HATRPO], eq. (10)); after its update its own ratio is folded
 into M for the next agent. Simultaneous (MA) algorithms keep M = 1 and any order.
 """
 

@@ -149,7 +149,7 @@ def test_tuned_smax_is_haml_s_on_top_of_the_paper_smac_settings(algo: str, task:
         2e-3, 4, 0.2, "linear"
     )
     assert (cfg.critic.lr, cfg.critic.num_minibatches, cfg.critic.lr_schedule) == (2e-3, 4, "linear")
-    # The rest stays paper 000's SMAC table (defaults/envs/smax.yaml), as without --tuned.
+    # The rest stays [HATRPO]'s SMAC table (defaults/envs/smax.yaml), as without --tuned.
     paper = load_config(algo, "smax", task)
     assert (cfg.algo.epochs, cfg.actor.hidden) == (5, [64])
     # HAPPO on 3m: three times the rollout (per-agent minibatches as large as shared MAPPO's),

@@ -1,4 +1,4 @@
-"""000 Figure 1: from μ = (-0.25, 0.25), σ = 1, δ = 0.5, the sequential trust-region iteration
+"""[HATRPO] Figure 1: from μ = (-0.25, 0.25), σ = 1, δ = 0.5, the sequential trust-region iteration
 (HATRPO) raises J = μ^1 μ^2 and the simultaneous one lowers it."""
 
 from __future__ import annotations

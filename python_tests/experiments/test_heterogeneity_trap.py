@@ -1,4 +1,4 @@
-"""The trap of heterogeneity (001 Proposition 2): simultaneous greedy updates fall to J = -1,
+"""The trap of heterogeneity ([HAML] Proposition 2): simultaneous greedy updates fall to J = -1,
 sequential (HA) ones reach J = 2, exactly and with haml's MAA2C-NS / HAA2C."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The trap of homogeneity (000/001 Proposition 1) with haml's MAPPO, HAPPO and HATRPO.
+"""The trap of homogeneity ([HATRPO]/[HAML] Proposition 1) with haml's MAPPO, HAPPO and HATRPO.
 
 The claim is checked on the *measured* exact returns of 10 seeds against the proposition's
 numbers (n = 4: J*_share = 2 / 2^4 = 0.125, J* = 1), not on the experiment's own verdict.
@@ -16,7 +16,7 @@ from haml.envs.toy import expected_payoff
 from haml.envs.toy.presets import homogeneity_trap_payoff
 
 N_AGENTS = 4
-BOUND = 2.0 / 2.0**N_AGENTS  # 000 Proposition 1: J*_share = 2 / 2^n
+BOUND = 2.0 / 2.0**N_AGENTS  # [HATRPO] Proposition 1: J*_share = 2 / 2^n
 OPTIMUM = 1.0
 SEEDS = 10
 NEEDED = 9

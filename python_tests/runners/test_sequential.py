@@ -1,4 +1,4 @@
-"""The sequential update scheme of the on-policy runner (paper 000, eq. (10); Algorithms 2–3).
+"""The sequential update scheme of the on-policy runner ([HATRPO], eq. (10); Algorithms 2–3).
 
 - agent i_m is weighted by M = Π_{j<m} π^{i_j}_new(a|o) / π^{i_j}_old(a|o), recomputed here from
   snapshots of the policies before and after their updates;

@@ -35,7 +35,7 @@ def test_figure1_reward_and_gradient_at_the_initial_means():
     assert r.shape == (1,) and float(r.detach()) == pytest.approx(-0.0625)
     g1, g2 = torch.autograd.grad(r.sum(), (a1, a2))
     # ∂(a^1 a^2)/∂a^1 = a^2 = 0.25 and ∂/∂a^2 = a^1 = -0.25: each agent alone wants to move towards
-    # the other's sign, which is what makes the simultaneous update of 000 Figure 1 fail.
+    # the other's sign, which is what makes the simultaneous update of [HATRPO] Figure 1 fail.
     assert float(g1) == pytest.approx(0.25) and float(g2) == pytest.approx(-0.25)
 
 

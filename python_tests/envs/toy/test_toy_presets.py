@@ -67,7 +67,7 @@ def test_factory_errors(task, options, error, match):
         make_vector_env(task, 2, options, "cpu", None)
 
 
-# -- homogeneity trap: 000 Proposition 1 (= 001 Proposition 1) ---------------------------------
+# -- homogeneity trap: [HATRPO] Proposition 1 (= [HAML] Proposition 1) -----------------------------
 
 
 @pytest.mark.parametrize("n", [2, 4, 6, 8])
@@ -110,7 +110,7 @@ def test_homogeneity_trap_env_pays_the_rewarded_joint_actions():
     assert out.reward.tolist() == [1.0, 1.0, 0.0]
 
 
-# -- heterogeneity trap: 001 Proposition 2 -----------------------------------------------------
+# -- heterogeneity trap: [HAML] Proposition 2 ------------------------------------------------------
 
 
 def q_of_own_actions(payoff: torch.Tensor, agent: int, other_policy: torch.Tensor) -> torch.Tensor:
@@ -165,7 +165,7 @@ def test_heterogeneity_trap_threshold_matters():
     assert greedy(q_of_own_actions(payoff, 0, half)).tolist() == [1.0, 0.0]
 
 
-# -- 000 Figure 1 ----------------------------------------------------------------------------
+# -- [HATRPO] Figure 1 -----------------------------------------------------------------------------
 
 
 def test_figure1_is_the_papers_game():
