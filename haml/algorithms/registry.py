@@ -35,7 +35,7 @@ _BOTH = frozenset(ACTION_KINDS)
 
 @dataclass(frozen=True)
 class AlgoSpec:
-    """What makes an algorithm (paper 000 §4, paper 001 §4 for the on-policy family)."""
+    """What makes an algorithm ([HATRPO] §4, [HAML] §4 for the on-policy family)."""
 
     name: str
     config_cls: type
@@ -60,11 +60,11 @@ class AlgoSpec:
 
 _ENTRIES = (
     AlgoSpec("happo", PPOConfig, PPOActorLearner, "on_policy", True, False, "central", _BOTH,
-             "HAPPO (paper 000, Algorithm 3): sequential clipped updates weighted by M"),
+             "HAPPO ([HATRPO], Algorithm 3): sequential clipped updates weighted by M"),
     AlgoSpec("hatrpo", TRPOConfig, TRPOActorLearner, "on_policy", True, False, "central", _BOTH,
-             "HATRPO (paper 000, Algorithm 2): sequential trust-region steps weighted by M"),
+             "HATRPO ([HATRPO], Algorithm 2): sequential trust-region steps weighted by M"),
     AlgoSpec("haa2c", A2CConfig, A2CActorLearner, "on_policy", True, False, "central", _BOTH,
-             "HAA2C (paper 001): sequential factor-weighted A2C, several mini-epochs"),
+             "HAA2C ([HAML]): sequential factor-weighted A2C, several mini-epochs"),
     AlgoSpec("mappo", PPOConfig, PPOActorLearner, "on_policy", False, True, "central", _BOTH,
              "MAPPO with parameter sharing: one policy, simultaneous clipped updates"),
     AlgoSpec("mappo_ns", PPOConfig, PPOActorLearner, "on_policy", False, False, "central", _BOTH,
@@ -72,9 +72,9 @@ _ENTRIES = (
     AlgoSpec("ippo", PPOConfig, PPOActorLearner, "on_policy", False, False, "local", _BOTH,
              "IPPO: per-agent policies and per-agent critics V(o^i), simultaneous updates"),
     AlgoSpec("maa2c_s", A2CConfig, A2CActorLearner, "on_policy", False, True, "central", _BOTH,
-             "MAA2C-S (paper 001): shared-parameter A2C, simultaneous updates"),
+             "MAA2C-S ([HAML]): shared-parameter A2C, simultaneous updates"),
     AlgoSpec("maa2c_ns", A2CConfig, A2CActorLearner, "on_policy", False, False, "central", _BOTH,
-             "MAA2C-NS (paper 001): per-agent A2C, simultaneous updates"),
+             "MAA2C-NS ([HAML]): per-agent A2C, simultaneous updates"),
 )
 
 for _entry in _ENTRIES:

@@ -6,7 +6,7 @@ them comes from their registry entry (:class:`~haml.algorithms.AlgoSpec`): the a
 updating, shared or per-agent actors, a central or per-agent critic. The runner never looks at
 the algorithm's or the environment's name.
 
-One iteration (paper 000, Algorithms 2–3; paper 001, Algorithm 1):
+One iteration ([HATRPO], Algorithms 2–3; [HAML], Algorithm 1):
 
 1. collect ``T = rollout_length`` steps of ``E = num_envs`` envs with the current joint policy;
 2. V(s_t) and V(s_{t+1}) from the critic, Â and R̂ from :func:`haml.ops.gae` (bootstrapping from
