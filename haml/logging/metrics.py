@@ -29,6 +29,7 @@ import re
 from collections.abc import Mapping
 
 __all__ = [
+    "LEARNER_METRICS",
     "METRICS",
     "PER_AGENT",
     "CSV_COLUMNS",
@@ -213,6 +214,21 @@ IMPROVEMENT = _metric(
     "Surrogate improvement of the accepted trust-region step (HATRPO).",
     per_agent=True,
 )
+
+LEARNER_METRICS: dict[str, str] = {
+    "policy_loss": POLICY_LOSS,
+    "entropy": ENTROPY,
+    "grad_norm": ACTOR_GRAD_NORM,
+    "clip_fraction": CLIP_FRACTION,
+    "approx_kl": KL,
+    "kl": KL,
+    "ratio_mean": RATIO_MEAN,
+    "step_fraction": STEP_FRACTION,
+    "accepted": ACCEPTED,
+    "improvement": IMPROVEMENT,
+}
+"""An actor learner's own metric keys → the fixed names here (learners know nothing of logging;
+the runners rename what they report)."""
 
 PER_AGENT = frozenset(_per_agent)
 del _per_agent

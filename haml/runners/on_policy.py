@@ -71,21 +71,6 @@ def _normalise(adv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (adv - mean) / (var.sqrt() + 1e-5)
 
 
-_LEARNER_METRICS = {
-    "policy_loss": M.POLICY_LOSS,
-    "entropy": M.ENTROPY,
-    "grad_norm": M.ACTOR_GRAD_NORM,
-    "clip_fraction": M.CLIP_FRACTION,
-    "approx_kl": M.KL,
-    "kl": M.KL,
-    "ratio_mean": M.RATIO_MEAN,
-    "step_fraction": M.STEP_FRACTION,
-    "accepted": M.ACCEPTED,
-    "improvement": M.IMPROVEMENT,
-}
-"""Actor learners' metric keys → the fixed metric names (learners know nothing of logging)."""
-
-
 def _explained_variance(
     raw: torch.Tensor, returns: torch.Tensor, critics: list[CriticLearner]
 ) -> torch.Tensor:
@@ -344,8 +329,8 @@ class OnPolicyRunner:
                 logp_before = self._batch_log_prob(learner.policy, batch)
             learned = learner.update(batch)
             for key, value in learned.items():
-                if key in _LEARNER_METRICS:
-                    metrics[name(_LEARNER_METRICS[key])] = value
+                if key in M.LEARNER_METRICS:
+                    metrics[name(M.LEARNER_METRICS[key])] = value
             for hook in self._hooks:
                 hook(AgentUpdate(self.iteration, position, list(agents), learner.policy, factor, learned))
             if self.sequential:
