@@ -126,3 +126,26 @@ def fresh_dynamo():
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
+
+
+@pytest.fixture
+def poison_happo(monkeypatch):
+    """``poison_happo(after)``: from the ``after + 1``-th HAPPO actor update on, the updated policy's
+    parameters turn NaN (a diverging run, for the guards' tests)."""
+    from haml.algorithms.happo import PPOActorLearner
+
+    update = PPOActorLearner.update
+    calls = {"n": 0}
+
+    def arm(after: int = 0) -> None:
+        def poisoned(self, batch):
+            calls["n"] += 1
+            if calls["n"] > after:
+                with torch.no_grad():
+                    for p in self.policy.parameters():
+                        p.fill_(float("nan"))
+            return update(self, batch)
+
+        monkeypatch.setattr(PPOActorLearner, "update", poisoned)
+
+    return arm

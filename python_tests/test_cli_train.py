@@ -113,20 +113,8 @@ def test_an_existing_run_directory_needs_overwrite_and_suggests_resume(tmp_path,
     assert _steps(run_dir) == [64, 128]
 
 
-def test_a_diverged_run_exits_1_naming_the_iteration(tmp_path, monkeypatch, capsys):
-    import torch
-
-    from haml.algorithms.happo import PPOActorLearner
-
-    update = PPOActorLearner.update
-
-    def poisoned(self, batch):
-        with torch.no_grad():
-            for p in self.policy.parameters():
-                p.fill_(float("nan"))
-        return update(self, batch)
-
-    monkeypatch.setattr(PPOActorLearner, "update", poisoned)
+def test_a_diverged_run_exits_1_naming_the_iteration(tmp_path, poison_happo, capsys):
+    poison_happo(after=0)
     assert cli.main(_train(tmp_path / "run", "--quiet")) == 1
     err = capsys.readouterr().err
     assert "haml train: training diverged at iteration 1" in err

@@ -133,22 +133,9 @@ def test_bad_names_and_keys_list_the_valid_choices(kwargs, match, tmp_path):
 
 
 def test_nan_loss_stops_the_run_naming_the_iteration_and_keeps_the_last_checkpoint(
-    tmp_path, monkeypatch
+    tmp_path, poison_happo
 ):
-    from haml.algorithms.happo import PPOActorLearner
-
-    update = PPOActorLearner.update
-    calls = {"n": 0}
-
-    def poisoned(self, batch):
-        calls["n"] += 1
-        if calls["n"] > 4:  # iteration 3 (two agents per iteration)
-            with torch.no_grad():
-                for p in self.policy.parameters():
-                    p.fill_(float("nan"))
-        return update(self, batch)
-
-    monkeypatch.setattr(PPOActorLearner, "update", poisoned)
+    poison_happo(after=4)  # iteration 3 (two agents per iteration)
     with pytest.raises(TrainingDiverged, match="iteration 3"):
         T.train("happo", "toy", steps=64 * 5, out=tmp_path, quiet=True,
                 overrides=[*TOY, "run.checkpoint_every=1"])

@@ -35,8 +35,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from haml.envs.toy.presets import (
     FIGURE1_INITIAL_MEANS,
     FIGURE1_KL_DELTA,

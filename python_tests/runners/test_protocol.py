@@ -149,38 +149,15 @@ def test_a_format_1_file_without_acting_state_cannot_be_resumed(tmp_path):
 # divergence
 
 
-def test_a_run_diverging_before_its_first_checkpoint_says_it_has_none(tmp_path, monkeypatch):
-    from haml.algorithms.happo import PPOActorLearner
-
-    update = PPOActorLearner.update
-
-    def poisoned(self, batch):
-        with torch.no_grad():
-            for p in self.policy.parameters():
-                p.fill_(float("nan"))
-        return update(self, batch)
-
-    monkeypatch.setattr(PPOActorLearner, "update", poisoned)
+def test_a_run_diverging_before_its_first_checkpoint_says_it_has_none(tmp_path, poison_happo):
+    poison_happo(after=0)
     with pytest.raises(TrainingDiverged, match="iteration 1: .*it had written no checkpoint yet"):
         T.train("happo", "toy", steps=128, out=tmp_path, quiet=True,
                 overrides=["train.num_envs=64", "eval.every=0"])
 
 
-def test_a_run_diverging_later_names_the_checkpoint_it_keeps(tmp_path, monkeypatch):
-    from haml.algorithms.happo import PPOActorLearner
-
-    update = PPOActorLearner.update
-    calls = {"n": 0}
-
-    def poisoned(self, batch):
-        calls["n"] += 1
-        if calls["n"] > 2:  # iteration 2 (two agents per iteration)
-            with torch.no_grad():
-                for p in self.policy.parameters():
-                    p.fill_(float("nan"))
-        return update(self, batch)
-
-    monkeypatch.setattr(PPOActorLearner, "update", poisoned)
+def test_a_run_diverging_later_names_the_checkpoint_it_keeps(tmp_path, poison_happo):
+    poison_happo(after=2)  # iteration 2 (two agents per iteration)
     with pytest.raises(TrainingDiverged, match=r"iteration 2: .*keeps its last good checkpoint .*iter-000001\.pt"):
         T.train("happo", "toy", steps=64 * 3, out=tmp_path, quiet=True,
                 overrides=["train.num_envs=64", "eval.every=0", "run.checkpoint_every=1"])
