@@ -7,7 +7,7 @@ dataclass its registry entry names, defined beside its learner: e.g.
 mirror these dataclasses field for field; :mod:`haml.config.loader` merges them with command-line ``key=value`` overrides and rejects any
 unknown key or wrong type, naming it.
 
-The field defaults here are paper 000's common MaMuJoCo settings (Appendix E, Table 3), so that a
+The field defaults here are [HATRPO]'s common MaMuJoCo settings (Appendix E, Table 3), so that a
 dataclass built with no argument is a meaningful configuration; every family and task default
 lives in the YAML files.
 """
@@ -66,7 +66,7 @@ class TrainConfig:
     steps: int = 10_000_000
     """Total environment steps (transitions summed over the vectorised envs)."""
     num_envs: int = 4
-    """Envs stepped together (paper 000, Table 3: 4 rollout threads)."""
+    """Envs stepped together ([HATRPO], Table 3: 4 rollout threads)."""
     rollout_length: int = 1000
     """Steps per env per iteration; a batch holds num_envs × rollout_length transitions."""
     gamma: float = 0.99
@@ -101,7 +101,7 @@ class EvalConfig:
     every: int = 25
     """Evaluate every this many iterations (and after the last); 0 turns evaluation off."""
     episodes: int = 10
-    """Episodes per evaluation (paper 001, Table 2: 32)."""
+    """Episodes per evaluation ([HAML], Table 2: 32)."""
     num_envs: int = 5
     """Envs used for evaluation."""
 
@@ -133,7 +133,7 @@ class NetworkConfig:
     """An MLP (HARL's ``MLPBase``): [LayerNorm] → (Linear → activation → [LayerNorm]) × depth."""
 
     hidden: list[int] = field(default_factory=lambda: [64])
-    """Hidden widths (paper 000, Table 3: one hidden layer of 64)."""
+    """Hidden widths ([HATRPO], Table 3: one hidden layer of 64)."""
     activation: str = "relu"
     """``relu`` or ``tanh``."""
     layer_norm: bool = True
@@ -177,7 +177,7 @@ class CriticConfig:
 
     network: NetworkConfig = field(default_factory=NetworkConfig)
     lr: float = 5e-3
-    """Critic learning rate (paper 000, Table 3)."""
+    """Critic learning rate ([HATRPO], Table 3)."""
     epochs: int = 5
     """Passes over the batch per iteration."""
     num_minibatches: int = 1

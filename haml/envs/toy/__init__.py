@@ -5,8 +5,8 @@
 - :class:`DifferentiableGame` (``reward_fn``, ``action_dims``): continuous actions, a
   differentiable team reward.
 - Named tasks (:data:`TASKS`, :class:`Options`, :func:`make_vector_env`, the entry point of the
-  env registry): ``"homogeneity-trap"`` (000/001 Proposition 1), ``"heterogeneity-trap"``
-  (001 Proposition 2), ``"figure1"`` (000 Figure 1). :mod:`haml.envs.toy.presets` quotes what
+  env registry): ``"homogeneity-trap"`` ([HATRPO]/[HAML] Proposition 1), ``"heterogeneity-trap"``
+  ([HAML] Proposition 2), ``"figure1"`` ([HATRPO] Figure 1). :mod:`haml.envs.toy.presets` quotes what
   the papers state about each (payoff, initial policy, bound, optimum); and ``"memory"``
   (:class:`MemoryGame`, not from the papers): recall a cue seen a few steps earlier, with action
   masks and dying agents, the cheap test of recurrent policies.

@@ -3,7 +3,7 @@ the :class:`~haml.envs.base.EnvStep` it returns.
 
 A one-step game has one state. Every agent sees the same constant observation ``[1.0]`` (no agent
 id: with identical observations, a policy whose parameters are shared is the *same* distribution
-for every agent, which is the "shared policy constraint" of 000, Proposition 1). Each ``step()``
+for every agent, which is the "shared policy constraint" of [HATRPO], Proposition 1). Each ``step()``
 plays one whole game in every env: the episode terminates (``terminated`` True, ``truncated``
 False, V(s_{t+1}) = 0), and the env is at once back at the single state, so ``obs`` and
 ``final_obs`` are both the constant observation. Nothing is random: ``seed`` is accepted and

@@ -6,7 +6,7 @@ actions is available (:meth:`DifferentiableGame.reward`). There is one state; ev
 lasts one step. The action spaces are unbounded ``Box(-inf, inf, (d_i,))``: the games of the
 papers are played with Gaussian policies whose samples are used as they are.
 
-The game of 000, Figure 1 (``r(a^1, a^2) = a^1 a^2``) is built on it in
+The game of [HATRPO], Figure 1 (``r(a^1, a^2) = a^1 a^2``) is built on it in
 :mod:`haml.envs.toy.presets`.
 """
 

@@ -12,7 +12,7 @@ probabilities: the experiments compare *that* with the papers' numbers, rather t
 of sampled rewards.
 
 The games of the papers built on it are in :mod:`haml.envs.toy.presets` (the homogeneity trap of
-000/001 Proposition 1 and the heterogeneity trap of 001 Proposition 2).
+[HATRPO]/[HAML] Proposition 1 and the heterogeneity trap of [HAML] Proposition 2).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The papers' toy games as named tasks, with exactly what the papers state about them.
 
-Papers: 000 = Kuba et al., "Trust Region Policy Optimisation in Multi-Agent Reinforcement
-Learning" (ICLR 2022; HATRPO/HAPPO). 001 = Kuba et al., "Heterogeneous-Agent Mirror Learning:
+Papers: [HATRPO] = Kuba et al., "Trust Region Policy Optimisation in Multi-Agent Reinforcement
+Learning" (ICLR 2022; HATRPO/HAPPO). [HAML] = Kuba et al., "Heterogeneous-Agent Mirror Learning:
 A Continuum of Solutions to Cooperative MARL" (HAML, HAA2C, HADDPG). Beware: "Proposition 2"
-means different things in the two papers; the heterogeneity trap is 001's.
+means different things in the two papers; the heterogeneity trap is [HAML]'s.
 
-Task ``"homogeneity-trap"`` — 000, Proposition 1 (proof: 000, Appendix B); restated as
-001, Proposition 1 "Trap of Homogeneity". Stated:
+Task ``"homogeneity-trap"`` — [HATRPO], Proposition 1 (proof: [HATRPO], Appendix B); restated as
+[HAML], Proposition 1 "Trap of Homogeneity". Stated:
 
     "a fully-cooperative game with an even number of agents n, one state, and the joint action
     space {0,1}^n, where the reward is given by r(0^{n/2}, 1^{n/2}) = r(1^{n/2}, 0^{n/2}) = 1,
@@ -26,7 +26,7 @@ Task ``"homogeneity-trap"`` — 000, Proposition 1 (proof: 000, Appendix B); res
     parameter-shared policy here because every agent sees the same constant observation (no
     agent id is part of it).
 
-Task ``"heterogeneity-trap"`` — 001, Proposition 2 "Trap of Heterogeneity" (proof: 001,
+Task ``"heterogeneity-trap"`` — [HAML], Proposition 2 "Trap of Heterogeneity" (proof: [HAML],
 Appendix A.2). Stated:
 
     "a fully-cooperative game with 2 agents, one state, and the joint action space {0,1}^2,
@@ -49,7 +49,7 @@ Appendix A.2). Stated:
     maximises E_{a^{i_1} ~ π^{i_1}_new}[Q(a^{i_1}, a^{i_2})] and picks 0 (r(1,0) = 2 > r(1,1) = -1),
     so J = 2. E.g. from π^i_old(0) = 0.7: J(π_old) = 0.75.
 
-Task ``"figure1"`` — 000, Figure 1 (and the paragraph after Equation (5)). Stated:
+Task ``"figure1"`` — [HATRPO], Figure 1 (and the paragraph after Equation (5)). Stated:
 
     "Example of differentiable game with r(a^1, a^2) = a^1 a^2. We initialise agents' 1-D
     Gaussian policies with μ^1 = -0.25, μ^2 = 0.25. Orange intervals represent the KL-ball of
@@ -106,10 +106,10 @@ TASKS: tuple[str, ...] = ("homogeneity-trap", "heterogeneity-trap", "figure1", "
 papers: the cheap test of recurrent policies, masks and dying agents)."""
 """The named tasks of the ``toy`` environment family."""
 
-# -- homogeneity trap (000 Proposition 1 = 001 Proposition 1) ---------------------------------
+# -- homogeneity trap ([HATRPO] Proposition 1 = [HAML] Proposition 1) ---------------------------------
 
 HOMOGENEITY_TRAP_OPTIMUM = 1.0
-"""J*: the optimal joint reward (000, proof of Proposition 1: "Clearly J* = 1")."""
+"""J*: the optimal joint reward ([HATRPO], proof of Proposition 1: "Clearly J* = 1")."""
 
 DEFAULT_HOMOGENEITY_TRAP_AGENTS = 4
 """n when :attr:`Options.n_agents` is None (the paper states any even n)."""
@@ -134,7 +134,7 @@ def _check_homogeneity_agents(n_agents: Any) -> int:
 
 
 def homogeneity_trap_payoff(n_agents: int) -> torch.Tensor:
-    """The ``(2,) * n`` table of 000/001 Proposition 1: 1 at (0^{n/2}, 1^{n/2}) and (1^{n/2}, 0^{n/2})."""
+    """The ``(2,) * n`` table of [HATRPO]/[HAML] Proposition 1: 1 at (0^{n/2}, 1^{n/2}) and (1^{n/2}, 0^{n/2})."""
     half = _check_homogeneity_agents(n_agents) // 2
     payoff = torch.zeros((2,) * n_agents)
     payoff[(0,) * half + (1,) * half] = 1.0
@@ -143,29 +143,29 @@ def homogeneity_trap_payoff(n_agents: int) -> torch.Tensor:
 
 
 def homogeneity_trap_shared_optimum(n_agents: int) -> float:
-    """J*_share = J* · 2 / 2^n = 2 / 2^n: no shared policy does better (000 Proposition 1)."""
+    """J*_share = J* · 2 / 2^n = 2 / 2^n: no shared policy does better ([HATRPO] Proposition 1)."""
     _check_homogeneity_agents(n_agents)
     return HOMOGENEITY_TRAP_OPTIMUM * 2.0 / 2.0**n_agents
 
 
-# -- heterogeneity trap (001 Proposition 2) -----------------------------------------------------
+# -- heterogeneity trap ([HAML] Proposition 2) -----------------------------------------------------
 
 HETEROGENEITY_TRAP_OPTIMUM = 2.0
 """max_π J(π) = r(0,1) = r(1,0) = 2."""
 
 HETEROGENEITY_TRAP_MINIMUM = -1.0
-"""min_π J(π) = r(1,1) = -1: where simultaneous greedy updates land (001 Proposition 2)."""
+"""min_π J(π) = r(1,1) = -1: where simultaneous greedy updates land ([HAML] Proposition 2)."""
 
 HETEROGENEITY_TRAP_P0_THRESHOLD = 0.6
 """The proposition's initial condition: π^i_old(0) > 0.6 for both agents."""
 
 
 def heterogeneity_trap_payoff() -> torch.Tensor:
-    """``payoff[a^1, a^2]`` of 001 Proposition 2: r(0,0) = 0, r(0,1) = r(1,0) = 2, r(1,1) = -1."""
+    """``payoff[a^1, a^2]`` of [HAML] Proposition 2: r(0,0) = 0, r(0,1) = r(1,0) = 2, r(1,1) = -1."""
     return torch.tensor([[0.0, 2.0], [2.0, -1.0]])
 
 
-# -- the differentiable game of 000 Figure 1 ---------------------------------------------------
+# -- the differentiable game of [HATRPO] Figure 1 ---------------------------------------------------
 
 FIGURE1_INITIAL_MEANS = (-0.25, 0.25)
 """(μ^1, μ^2) of the agents' initial 1-D Gaussian policies."""
