@@ -24,16 +24,21 @@ TORCH_LIBRARY(haml, m) {
   m.class_<haml::FisherOperator>("FisherOperator")
       .def(torch::init<at::Tensor, std::vector<at::Tensor>, std::optional<at::Tensor>,
                        std::optional<at::Tensor>, std::string, std::string, bool, bool, double,
-                       double>())
-      .def("apply", &haml::FisherOperator::apply)
+                       double>(),
+           "", {torch::arg("obs"), torch::arg("params"), torch::arg("mask"),
+                torch::arg("action_mask"), torch::arg("head"), torch::arg("activation"),
+                torch::arg("input_norm"), torch::arg("layer_norm"), torch::arg("layer_norm_eps"),
+                torch::arg("damping")})
+      .def("apply", &haml::FisherOperator::apply, "", {torch::arg("vector")})
       .def("apply_out",
            [](const c10::intrusive_ptr<haml::FisherOperator>& self, at::Tensor v,
               at::Tensor out) { self->apply_out(v, out); })
-      .def("conjugate_gradient", &haml::FisherOperator::conjugate_gradient)
+      .def("conjugate_gradient", &haml::FisherOperator::conjugate_gradient, "",
+           {torch::arg("b"), torch::arg("iters"), torch::arg("residual_tol")})
       .def("last_solution_quadratic_form", &haml::FisherOperator::last_solution_quadratic_form)
       .def("num_params", &haml::FisherOperator::num_params)
       .def("head_output", &haml::FisherOperator::head_output)
-      .def("output_vjp", &haml::FisherOperator::output_vjp)
+      .def("output_vjp", &haml::FisherOperator::output_vjp, "", {torch::arg("grad_output")})
       .def("blocked_cpu_product", &haml::FisherOperator::blocked_cpu_product)
       .def("set_blocked_cpu_product", &haml::FisherOperator::set_blocked_cpu_product);
 }

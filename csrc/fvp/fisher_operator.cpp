@@ -6,6 +6,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 namespace haml {
@@ -38,7 +39,8 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
               ": 'head' must be \"gaussian\" or \"categorical\", got \"", head, "\"");
   TORCH_CHECK(activation == "tanh" || activation == "relu", kOp,
               ": 'activation' must be \"tanh\" or \"relu\", got \"", activation, "\"");
-  TORCH_CHECK(damping >= 0.0, kOp, ": 'damping' must be >= 0, got ", damping);
+  TORCH_CHECK(damping >= 0.0 && std::isfinite(damping), kOp,
+              ": 'damping' must be finite and >= 0, got ", damping);
   TORCH_CHECK(obs_in.dim() == 2 && obs_in.size(0) > 0, kOp,
               ": 'obs' must be [N, obs_dim] with N >= 1, got ", obs_in.sizes());
   TORCH_CHECK(obs_in.scalar_type() == at::kFloat || obs_in.scalar_type() == at::kDouble, kOp,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -58,6 +60,14 @@ def require_number(op: str, name: str, value: object, low: float, high: float) -
     value = float(value)
     if not low <= value <= high:
         raise ValueError(f"{op}: '{name}' must lie in [{low}, {high}], got {value}")
+    return value
+
+
+def require_finite_number(op: str, name: str, value: object, low: float, high: float) -> float:
+    """A finite number in [low, high] (the bounds may be infinite: only the value may not)."""
+    value = require_number(op, name, value, low, high)
+    if not math.isfinite(value):
+        raise ValueError(f"{op}: '{name}' must be finite, got {value}")
     return value
 
 

@@ -75,7 +75,7 @@ def clipped_surrogate(
     _validate.require_same_device(_NAME, "logp_old", logp_old, "logp_new", logp_new)
     if clip is not None:
         clip = _validate.require_number(_NAME, "clip", clip, 0.0, float("inf"))
-    entropy_coef = _validate.require_number(
+    entropy_coef = _validate.require_finite_number(
         _NAME, "entropy_coef", entropy_coef, float("-inf"), float("inf")
     )
     advantages, factor, mask, entropy = (

@@ -147,7 +147,7 @@ class FisherOperator:
         _validate.require_obs_width(_NAME, obs, policy)
         mask = _validate.require_per_sample(_NAME, "mask", mask, n, obs, is_mask=True)
         action_mask = _validate.require_action_mask(_NAME, action_mask, n, obs, policy)
-        self.damping = _validate.require_number(_NAME, "damping", damping, 0.0, float("inf"))
+        self.damping = _validate.require_finite_number(_NAME, "damping", damping, 0.0, float("inf"))
         self.kl = _validate.require_choice(_NAME, "kl", kl, KL_KINDS)
         self.num_params = sum(p.numel() for p in self._params)
         self.dtype = self._params[0].dtype

@@ -45,7 +45,7 @@ def _require_search_settings(
     if not 0.0 < backtrack_coef < 1.0:
         raise ValueError(f"{op}: 'backtrack_coef' must lie in (0, 1), got {backtrack_coef}")
     max_backtracks = _validate.require_int(op, "max_backtracks", max_backtracks, 1)
-    accept_ratio = _validate.require_number(op, "accept_ratio", accept_ratio, 0.0, _INF)
+    accept_ratio = _validate.require_finite_number(op, "accept_ratio", accept_ratio, 0.0, _INF)
     return backtrack_coef, max_backtracks, accept_ratio
 
 
@@ -195,7 +195,7 @@ def trust_region_step(
     mask = _validate.require_per_sample(op, "mask", mask, n, obs, is_mask=True)
     max_kl = _require_max_kl(op, max_kl)
     cg_iters = _validate.require_int(op, "cg_iters", cg_iters, 1)
-    damping = _validate.require_number(op, "damping", damping, 0.0, _INF)
+    damping = _validate.require_finite_number(op, "damping", damping, 0.0, _INF)
     backtrack_coef, max_backtracks, accept_ratio = _require_search_settings(
         op, backtrack_coef, max_backtracks, accept_ratio
     )
