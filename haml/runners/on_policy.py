@@ -53,6 +53,7 @@ from haml.models.recurrent import is_recurrent
 from haml.ops import gae
 from haml.runners.acting import JointActor
 from haml.runners.base import AgentUpdate, UpdateHook
+from haml.runners.env_position import restore_env_position, save_env_position
 from haml.runners.evaluate import EvalResult, evaluate
 from haml.runners.guards import check_finite, single_thread
 from haml.runners.sequential import agent_order, fold_factor
@@ -418,11 +419,10 @@ class OnPolicyRunner:
     # -- state ------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        try:
-            env_state = self.env.state_dict()
-        except NotImplementedError:
-            env_state = None
-        step = self._step
+        env_state, position = save_env_position(self.env, self._step)
+        if position is not None:
+            position["actor"] = self._actor.state_dict()
+            position["critic_states"] = list(self._critic_states)
         return {
             "algo": self.spec.name,
             "iteration": self.iteration,
@@ -431,14 +431,7 @@ class OnPolicyRunner:
             "actor_learners": [learner.state_dict() for learner in self.actor_learners],
             "critics": [critic.state_dict() for critic in self.critics],
             "env": env_state,
-            "env_step": None if step is None or env_state is None else {
-                "obs": list(step.obs),
-                "state": step.state,
-                "action_masks": None if step.action_masks is None else list(step.action_masks),
-                "active_masks": None if step.active_masks is None else list(step.active_masks),
-                "actor": self._actor.state_dict(),
-                "critic_states": list(self._critic_states),
-            },
+            "env_step": position,
         }
 
     def load_state_dict(self, state: dict[str, Any], on_warning: Callable[[str], None] = print) -> None:
@@ -454,30 +447,13 @@ class OnPolicyRunner:
         self.iteration = int(state["iteration"])
         self.env_steps = int(state["env_steps"])
         self.reset_envs()
-        if state["env"] is None:
-            on_warning(
-                "this environment cannot save its state: the resumed run starts from freshly "
-                "reset envs (the result will differ from an uninterrupted run)"
-            )
-            return
-        self.env.load_state_dict(state["env"])
         saved = state["env_step"]
-        dev = self.device
-        self._step = EnvStep(
-            obs=tuple(o.to(dev) for o in saved["obs"]),
-            state=saved["state"].to(dev),
-            reward=torch.zeros(self.env.num_envs, device=dev),
-            terminated=torch.zeros(self.env.num_envs, dtype=torch.bool, device=dev),
-            truncated=torch.zeros(self.env.num_envs, dtype=torch.bool, device=dev),
-            final_obs=tuple(o.to(dev) for o in saved["obs"]),
-            final_state=saved["state"].to(dev),
-            action_masks=None if saved["action_masks"] is None
-            else tuple(m.to(dev) for m in saved["action_masks"]),
-            active_masks=None if saved["active_masks"] is None
-            else tuple(m.to(dev) for m in saved["active_masks"]),
-        )
+        step = restore_env_position(self.env, state["env"], saved, self.device, on_warning)
+        if step is None:
+            return
+        self._step = step
         self._actor.load_state_dict(saved["actor"])
-        self._critic_states = [None if h is None else h.to(dev) for h in saved["critic_states"]]
+        self._critic_states = [None if h is None else h.to(self.device) for h in saved["critic_states"]]
 
     def close(self) -> None:
         """Drop the rollout buffer (the envs belong to whoever made them)."""
