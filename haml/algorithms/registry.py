@@ -40,9 +40,11 @@ class AlgoSpec:
     name: str
     config_cls: type
     """The dataclass of its ``algo:`` config section."""
-    actor_learner: type
-    """Updates one policy from one batch: ``actor_learner(policy, cfg.algo)``
-    (:class:`~haml.algorithms.base.ActorLearner`)."""
+    learner: type
+    """What the runner trains with. On-policy: one agent's (or a shared policy's) actor update,
+    ``learner(policy, cfg.algo)`` (:class:`~haml.algorithms.base.ActorLearner`); the runner keeps
+    the V critic. Off-policy: every actor and the Q critic,
+    ``learner(policies, critic, cfg.algo, gamma=..., sequential=...)``."""
     runner: str
     """Which runner trains it (one of :data:`RUNNER_KINDS`)."""
     sequential: bool

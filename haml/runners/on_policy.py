@@ -151,7 +151,7 @@ class OnPolicyRunner:
             share=self.spec.share_actors, owner=self.spec.name,
         )
         self.actor_learners = [
-            self.spec.actor_learner(self.policies[group[0]], self.cfg.algo) for group in self.groups
+            self.spec.learner(self.policies[group[0]], self.cfg.algo) for group in self.groups
         ]
 
     def _build_critics(self, espec: EnvSpec) -> None:
