@@ -140,7 +140,8 @@ CRITIC_LR = _metric(
 
 POLICY_LOSS = _metric(
     "losses/policy_loss",
-    "Actor objective being minimised (factor-weighted surrogate), mean over epochs and minibatches.",
+    "Actor objective being minimised (factor-weighted surrogate; -Q for deterministic policies), "
+    "mean over epochs and minibatches (or over the updates of an off-policy round).",
     per_agent=True,
 )
 VALUE_LOSS = _metric(
@@ -160,6 +161,11 @@ ACTOR_GRAD_NORM = _metric(
     "losses/actor_grad_norm",
     "Gradient norm of the actor before clipping, mean over its optimiser steps.",
     per_agent=True,
+)
+Q_MEAN = _metric(
+    "losses/q_mean",
+    "Off-policy: mean Q(s, a) of the sampled transitions (buffer actions), mean over the round's "
+    "updates.",
 )
 CRITIC_GRAD_NORM = _metric(
     "losses/critic_grad_norm",
