@@ -33,6 +33,7 @@ import torch
 
 __all__ = [
     "WIN_METRIC",
+    "EnvError",
     "EnvSpec",
     "EnvStep",
     "EpisodeMeans",
@@ -47,6 +48,14 @@ __all__ = [
 WIN_METRIC = "win"
 """The :attr:`EpisodeStats.metrics` key of tasks with a winner: 1.0 for a won episode, else 0.0
 (logged as the training and evaluation win rates)."""
+
+
+class EnvError(RuntimeError):
+    """An environment failed: an exception inside an env, an env worker process that died, or
+    one that did not answer within its time limit. The message names the env family and task,
+    the env index and the cause; the envs are unusable afterwards (their workers are stopped),
+    while a run's checkpoints are left as they were. ``haml train``/``haml eval`` print it as one
+    line."""
 
 
 class RenderUnavailable(RuntimeError):

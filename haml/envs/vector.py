@@ -20,16 +20,24 @@ training device. Nothing before this module sees torch; nothing after it sees nu
   next episode's first observation), and the spec says so. Without those keys both are ``None``.
 - **Actions**: ``Box`` actions are clipped to the action space's bounds before they are sent (the
   policies are unsquashed Gaussians, as in the papers' code); ``Discrete`` ones are sent as int64.
-- **Ctrl-C**: the workers ignore SIGINT, so it reaches only the main process, which can then
+- **Ctrl-C**: the workers ignore SIGINT (and each runs in its own process group, which a
+  terminal's Ctrl-C does not reach), so it reaches only the main process, which can then
   checkpoint (this env's :meth:`GymVectorEnv.state_dict` included) while the workers are alive.
   A Ctrl-C during a step/reset is held back until every env has finished it and it has been
   recorded, then raised (the caller loses that step's :class:`EnvStep`, but the envs are
   consistent and can be saved); a second Ctrl-C interrupts at once and gives the envs up.
 - **Failures**: an exception inside an env, a worker that dies (killed, crashed interpreter), or a
-  worker that does not answer within ``step_timeout`` seconds raises a ``RuntimeError`` that names
-  the env index and the cause, and shuts the remaining workers down; it never hangs. The default
-  timeout (:data:`DEFAULT_STEP_TIMEOUT`, 10 minutes) is far above any real step or reset, so it
-  only fires on a stuck worker; ``None`` waits forever.
+  worker that does not answer within ``step_timeout`` seconds raises an
+  :class:`~haml.envs.base.EnvError` that names the env index and the cause, and stops every
+  worker; it never hangs. Stopping means SIGTERM to each worker's process group (the worker and
+  whatever it started, e.g. a StarCraft II game), then, after :data:`_STOP_GRACE` seconds,
+  SIGKILL, which also ends a stopped (SIGSTOP) worker or one stuck in native code; no wait on a
+  worker is unbounded, so the run ends and its checkpoints stay as they were. ``close()`` of
+  healthy envs asks the workers to close and waits at most the step timeout before stopping them
+  the same way. The family sets ``step_timeout`` from its step time (:data:`DEFAULT_STEP_TIMEOUT`,
+  30 s, for millisecond steps; SMAC's is longer); starting (building the envs in the workers and
+  the first reset, which may launch a simulator) may take up to ``start_timeout``
+  (:data:`DEFAULT_START_TIMEOUT`) when that is longer. ``step_timeout=None`` waits forever.
 - **Exact resume**: :meth:`GymVectorEnv.state_dict` gathers each env's ``resume_state`` (simulator
   state, RNG, time-limit counter) with ``get_attr`` and adds the running episode returns/lengths
   and the last observation; :meth:`GymVectorEnv.load_state_dict` puts them back with ``set_attr``.
@@ -53,14 +61,37 @@ import gymnasium
 import numpy as np
 import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+from gymnasium.vector.async_vector_env import AsyncState
 
-from haml.envs.base import EnvSpec, EnvStep, EpisodeTracker, require_num_envs
+from haml.envs.base import EnvError, EnvSpec, EnvStep, EpisodeTracker, require_num_envs
 from haml.envs.gym_adapter import ACTIVE_KEY, STATE_KEY, action_mask_key, obs_key
 
-__all__ = ["DEFAULT_STEP_TIMEOUT", "GymVectorEnv", "check_vector_options", "make_gym_vector_env"]
+__all__ = [
+    "DEFAULT_START_TIMEOUT",
+    "DEFAULT_STEP_TIMEOUT",
+    "GymVectorEnv",
+    "check_vector_options",
+    "make_gym_vector_env",
+]
 
-DEFAULT_STEP_TIMEOUT: float = 600.0
-"""Seconds an async step/reset/call may take before the workers are declared stuck."""
+DEFAULT_STEP_TIMEOUT: float = 30.0
+"""Seconds an async step/reset/call may take before the workers are declared stuck: the default
+of the families whose step is well under a millisecond (MaMuJoCo, MPE). 30 s is tens of
+thousands of steps, so a loaded machine does not trip it, yet a stuck worker is an error within
+half a minute instead of a silent stall. A family with slower steps sets its own (SMAC: 120 s)."""
+
+DEFAULT_START_TIMEOUT: float = 300.0
+"""Seconds the workers may take to start, when longer than ``step_timeout``: building their envs
+(importing the simulator in every worker at once; with the "spawn" and "forkserver" start methods
+Python and torch too) and answering the first reset (for SMAC: launching one StarCraft II per
+env). On a machine with fewer cores than envs that takes minutes rather than seconds."""
+
+_STOP_GRACE: float = 1.0
+"""Seconds the workers' process groups get between SIGTERM and SIGKILL when they are stopped."""
+
+_REAP_TIMEOUT: float = 5.0
+"""Seconds to wait for SIGKILLed workers to exit. One in uninterruptible sleep (a hung disk) can
+take longer; it is left behind rather than waited on."""
 
 _STATE_FORMAT = "haml.envs.vector.GymVectorEnv/1"
 
@@ -85,11 +116,16 @@ def check_vector_options(
         raise ValueError(f"max_concurrency must be >= 1 or None, got {max_concurrency}")
 
 
-class _IgnoreSigintInWorker:
-    """An env factory that, when called inside a worker process, first ignores SIGINT.
+class _WorkerSetup:
+    """An env factory that, when called inside a worker process, first ignores SIGINT and makes
+    the worker the leader of its own process group.
 
-    ``AsyncVectorEnv`` also calls the first factory in the main process (to read the spaces):
-    the process id tells the two apart, so the main process keeps its Ctrl-C handler.
+    The group holds the worker and whatever it starts (a StarCraft II game), so that stopping
+    the worker (:func:`_stop_workers`) ends them together. A background group must not be
+    stopped by the terminal either: SIGTTOU/SIGTTIN are ignored (a write to the terminal then
+    proceeds, a read fails). ``AsyncVectorEnv`` also calls the first factory in the main process
+    (to read the spaces): the process id tells the two apart, so the main process keeps its
+    Ctrl-C handler and its group.
     """
 
     def __init__(self, make_env: Callable[[], gymnasium.Env]) -> None:
@@ -99,7 +135,102 @@ class _IgnoreSigintInWorker:
     def __call__(self) -> gymnasium.Env:
         if os.getpid() != self.main_pid:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if hasattr(os, "setpgid"):
+                for stop_signal in (signal.SIGTTOU, signal.SIGTTIN):
+                    signal.signal(stop_signal, signal.SIG_IGN)
+                with contextlib.suppress(OSError):
+                    os.setpgid(0, 0)
         return self.make_env()
+
+
+def _signal_worker(process: multiprocessing.process.BaseProcess, signum: int) -> None:
+    """Send ``signum`` to the worker's process group when it leads one (:class:`_WorkerSetup`),
+    else to the worker alone. A worker that is gone (reaped) gets nothing: its pid may belong to
+    another process by now."""
+    pid = process.pid
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        # getpgid answers for a live or exited-but-unreaped (zombie) worker, whose pid is still
+        # its own; a zombie leader's group may still hold what it started.
+        if hasattr(os, "killpg") and os.getpgid(pid) == pid:
+            os.killpg(pid, signum)
+        elif process.exitcode is None:
+            os.kill(pid, signum)
+
+
+def _stop_workers(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """End the workers and their process groups in bounded time: SIGTERM, at most
+    :data:`_STOP_GRACE` seconds for them to exit, SIGKILL (which a stopped or hung process cannot
+    ignore), at most :data:`_REAP_TIMEOUT` seconds to reap them."""
+    for process in processes:
+        _signal_worker(process, signal.SIGTERM)
+        if hasattr(signal, "SIGCONT"):  # a stopped process acts on SIGTERM only once continued
+            _signal_worker(process, signal.SIGCONT)
+    deadline = time.monotonic() + _STOP_GRACE
+    for process in processes:
+        if process.pid is not None:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        _signal_worker(process, getattr(signal, "SIGKILL", signal.SIGTERM))
+    deadline = time.monotonic() + _REAP_TIMEOUT
+    for process in processes:
+        if process.pid is not None:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
+class _DeadlinePipe:
+    """A worker's pipe whose ``recv`` waits until ``deadline`` (``time.monotonic()``) at most, then
+    raises ``multiprocessing.TimeoutError``; everything else is the pipe's."""
+
+    def __init__(self, pipe: Any, deadline: float | None) -> None:
+        self._pipe = pipe
+        self._deadline = deadline
+
+    def recv(self) -> Any:
+        if self._deadline is not None:
+            remaining = max(0.0, self._deadline - time.monotonic())
+            if not self._pipe.poll(remaining):
+                raise multiprocessing.TimeoutError("no answer in time")
+        return self._pipe.recv()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+
+class _AsyncVectorEnv(AsyncVectorEnv):
+    """gymnasium's ``AsyncVectorEnv`` whose start-up check does not wait forever.
+
+    The constructor sends every worker a check of its spaces and reads the answers without a time
+    limit, so a worker stuck while building its env would hang it. Here the answers are awaited
+    for ``start_timeout`` seconds at most (``None``: forever), and a failure stops the workers
+    before it propagates (the half-built object is never handed out to be closed).
+    """
+
+    def __init__(self, *args: Any, start_timeout: float | None, **kwargs: Any) -> None:
+        self._start_timeout = start_timeout
+        super().__init__(*args, **kwargs)
+
+    def _check_spaces(self) -> None:
+        pipes = self.parent_pipes
+        deadline = (
+            None if self._start_timeout is None else time.monotonic() + self._start_timeout
+        )
+        self.parent_pipes = [_DeadlinePipe(pipe, deadline) for pipe in pipes]
+        try:
+            super()._check_spaces()
+        except BaseException:
+            _stop_workers(self.processes)
+            for pipe in pipes:
+                with contextlib.suppress(Exception):
+                    pipe.close()
+            self.closed = True
+            raise
+        finally:
+            # gymnasium sets a failed worker's entry to None
+            self.parent_pipes = [
+                None if wrapped is None else pipe for wrapped, pipe in zip(self.parent_pipes, pipes)
+            ]
 
 
 class _DeferredSigint:
@@ -151,6 +282,28 @@ def _describe_exit(code: int) -> str:
         return f"killed by signal {-code}"
 
 
+def _peek_exit_code(process: multiprocessing.process.BaseProcess) -> int | None:
+    """The worker's exit code (negative: the signal that killed it), or ``None`` while it runs.
+
+    Where the platform can, the exited worker is left unreaped (``WNOWAIT``), so that its pid,
+    and with it its process group, stays its own until :func:`_stop_workers` has signalled it.
+    """
+    pid = process.pid
+    if pid is not None and hasattr(os, "waitid") and hasattr(os, "WNOWAIT"):
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # not our child (forkserver) or reaped already
+            pass
+        else:
+            if info is None:
+                return None
+            if info.si_code == os.CLD_EXITED:
+                return info.si_status
+            return -info.si_status
+    process.join(timeout=0)
+    return process.exitcode
+
+
 def _numpy_tree_to_torch(value: Any) -> Any:
     """numpy arrays (anywhere in dicts/lists/tuples) → CPU tensors, bit for bit."""
     if isinstance(value, np.ndarray):
@@ -188,6 +341,8 @@ class GymVectorEnv:
         asynchronous: subprocesses (``AsyncVectorEnv``, shared memory) or this process
             (``SyncVectorEnv``).
         step_timeout: seconds an async reset/step/call may take (``None``: wait forever).
+        start_timeout: seconds the async workers may take to build their envs and to answer the
+            first reset (or :meth:`load_state_dict`), when longer than ``step_timeout``.
         context: the multiprocessing start method of the workers (``None``: the platform's).
         max_concurrency: at most this many workers simulate at once (gymnasium's option; for
             more envs than cores). ``None``: no limit.
@@ -204,6 +359,7 @@ class GymVectorEnv:
         seed: int | None = None,
         asynchronous: bool = True,
         step_timeout: float | None = DEFAULT_STEP_TIMEOUT,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
         context: str | None = None,
         max_concurrency: int | None = None,
         episode_limit: int | None = None,
@@ -212,10 +368,14 @@ class GymVectorEnv:
             raise ValueError("env_fns: need at least one env factory")
         if step_timeout is not None and step_timeout <= 0:
             raise ValueError(f"step_timeout must be positive or None, got {step_timeout}")
+        if start_timeout <= 0:
+            raise ValueError(f"start_timeout must be positive, got {start_timeout}")
         self.num_envs = len(env_fns)
         self.device = torch.device(device)
         self.asynchronous = asynchronous
         self.step_timeout = step_timeout
+        self.start_timeout = start_timeout
+        self._started = False  # until the first reset/load_state_dict: start_timeout applies
         self._label = f"{env}/{task}"
         self._seed = seed
         self._failure: str | None = None
@@ -226,18 +386,23 @@ class GymVectorEnv:
             try:
                 # max_concurrency only where asked for: older gymnasium releases lack it
                 extra = {} if max_concurrency is None else {"max_concurrency": max_concurrency}
-                self._vec = AsyncVectorEnv(
-                    [_IgnoreSigintInWorker(fn) for fn in env_fns],
+                self._vec = _AsyncVectorEnv(
+                    [_WorkerSetup(fn) for fn in env_fns],
                     shared_memory=True,
                     copy=False,  # rows are copied into tensors below; no second copy
                     context=context,
                     autoreset_mode=AutoresetMode.SAME_STEP,
+                    start_timeout=self._time_limit(),
                     **extra,
                 )
             except Exception as err:
-                raise RuntimeError(
-                    f"{self._label}: the env workers failed to start: {type(err).__name__}: {err}"
-                ) from err
+                cause = (
+                    f"no answer within {self._time_limit()} s (start_timeout); a worker is stuck "
+                    "building its env"
+                    if isinstance(err, multiprocessing.TimeoutError)
+                    else f"{type(err).__name__}: {err}"
+                )
+                raise EnvError(f"{self._label}: the env workers failed to start: {cause}") from err
         else:
             self._vec = SyncVectorEnv(env_fns, copy=False, autoreset_mode=AutoresetMode.SAME_STEP)
 
@@ -281,7 +446,7 @@ class GymVectorEnv:
             self._exchange(
                 "reset",
                 send=lambda: vec.reset_async(seed=seed),
-                receive=lambda: vec.reset_wait(timeout=self.step_timeout),
+                receive=lambda: vec.reset_wait(timeout=self._time_limit()),
                 record=self._record_reset,
             )
         else:
@@ -298,7 +463,7 @@ class GymVectorEnv:
             recorded = self._exchange(
                 "step",
                 send=lambda: vec.step_async(np_actions),
-                receive=lambda: vec.step_wait(timeout=self.step_timeout),
+                receive=lambda: vec.step_wait(timeout=self._time_limit()),
                 record=self._record_step,
             )
         else:
@@ -325,6 +490,7 @@ class GymVectorEnv:
 
     def _record_reset(self, result: tuple[dict[str, np.ndarray], dict[str, Any]]) -> None:
         obs, _ = result
+        self._started = True
         self._episodes.reset()
         self._last_obs = {key: np.array(value, copy=True) for key, value in obs.items()}
 
@@ -413,23 +579,74 @@ class GymVectorEnv:
         env_states = [_torch_tree_to_numpy(env_state) for env_state in state["envs"]]
 
         def restore_bookkeeping(_: Any) -> None:
+            self._started = True
             self._episodes.load_state_dict(state)
             self._last_obs = None if state["obs"] is None else _torch_tree_to_numpy(state["obs"])
 
         vec = self._vec
-        self._exchange(
-            "load_state_dict",
-            None,
-            lambda: vec.set_attr("resume_state", env_states),
-            restore_bookkeeping,
-        )
+        if isinstance(vec, AsyncVectorEnv):
+            # gymnasium's set_attr sends and then reads the answers without a time limit: send
+            # its command here, so that the answers are awaited with the timeout first.
+            if vec._state != AsyncState.DEFAULT:
+                raise RuntimeError(f"{self._label}: a call to the envs is pending")
+
+            def send() -> None:
+                for pipe, env_state in zip(vec.parent_pipes, env_states, strict=True):
+                    pipe.send(("_setattr", ("resume_state", env_state)))
+
+            def receive() -> None:
+                _, successes = zip(*[pipe.recv() for pipe in vec.parent_pipes], strict=True)
+                vec._raise_if_errors(successes)
+
+            self._exchange("load_state_dict", send, receive, restore_bookkeeping)
+        else:
+            self._exchange(
+                "load_state_dict",
+                None,
+                lambda: vec.set_attr("resume_state", env_states),
+                restore_bookkeeping,
+            )
 
     def close(self) -> None:
+        """Close the envs. Async workers are asked to close and given ``step_timeout`` seconds
+        (the start allowance before the first reset) to do so; any still there are then stopped
+        (:func:`_stop_workers`), so this never waits on a stuck worker for longer. After a
+        failure the workers are already stopped."""
         if self._closed:
             return
         self._closed = True
-        if self._failure is None:
-            self._vec.close()
+        vec = self._vec
+        if self._failure is not None:
+            return
+        if not isinstance(vec, AsyncVectorEnv):
+            vec.close()
+            return
+        limit = self._time_limit()
+        deadline = None if limit is None else time.monotonic() + limit
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        try:
+            live = [pipe for pipe in vec.parent_pipes if pipe is not None and not pipe.closed]
+            for pipe in live:
+                with contextlib.suppress(OSError):
+                    pipe.send(("close", None))
+            for pipe in live:
+                with contextlib.suppress(OSError, EOFError):
+                    if pipe.poll(remaining()):
+                        pipe.recv()
+            for process in vec.processes:
+                process.join(timeout=remaining())
+        finally:
+            # whatever did not exit in time (and what the workers started) is stopped
+            _stop_workers(vec.processes)
+            for index, pipe in enumerate(vec.parent_pipes):
+                if pipe is not None:
+                    with contextlib.suppress(Exception):
+                        pipe.close()
+                    vec.parent_pipes[index] = None
+            vec.closed = True
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
@@ -446,7 +663,7 @@ class GymVectorEnv:
                 self._exchange(
                     what,
                     send=lambda: vec.call_async(name),
-                    receive=lambda: vec.call_wait(timeout=self.step_timeout),
+                    receive=lambda: vec.call_wait(timeout=self._time_limit()),
                     record=None,
                 )
             )
@@ -462,8 +679,8 @@ class GymVectorEnv:
         """One command to every env, its answers collected and recorded, as one unit.
 
         ``send()`` starts the command in the async workers (``None``: ``receive()`` does it all);
-        ``receive()`` collects the answers; ``record(answers)`` books them. Failures become a
-        ``RuntimeError`` (:meth:`_guard`).
+        ``receive()`` collects the answers; ``record(answers)`` books them. Failures become an
+        :class:`~haml.envs.base.EnvError` (:meth:`_guard`).
 
         A Ctrl-C during the exchange is held back until it is complete (so the envs are never left
         half-stepped with answers unread, which would make them unusable and unsaveable), then
@@ -480,17 +697,27 @@ class GymVectorEnv:
         deferred.deliver()
         return result
 
+    def _time_limit(self) -> float | None:
+        """Seconds the workers get to answer now: ``step_timeout``, or ``start_timeout`` when
+        longer until the envs have been reset (or loaded) once; ``None``: no limit."""
+        if self.step_timeout is None:
+            return None
+        if self._started:
+            return self.step_timeout
+        return max(self.step_timeout, self.start_timeout)
+
     def _wait_for_answers(self) -> None:
         """Block until every async worker has answered, or raise ``TimeoutError`` after
-        ``step_timeout`` seconds (gymnasium's own wait polls the same way)."""
+        :meth:`_time_limit` seconds (gymnasium's own wait polls the same way)."""
         assert isinstance(self._vec, AsyncVectorEnv)
-        deadline = None if self.step_timeout is None else time.monotonic() + self.step_timeout
+        limit = self._time_limit()
+        deadline = None if limit is None else time.monotonic() + limit
         for pipe in self._vec.parent_pipes:
             if pipe is None:
                 return  # a worker that failed before: receive() reports it
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             if not pipe.poll(remaining):
-                raise multiprocessing.TimeoutError(f"no answer within {self.step_timeout} s")
+                raise multiprocessing.TimeoutError(f"no answer within {limit} s")
 
     def _actions_to_numpy(self, actions: Sequence[torch.Tensor]) -> tuple[np.ndarray, ...]:
         if len(actions) != self.spec.n_agents:
@@ -552,11 +779,12 @@ class GymVectorEnv:
 
     @contextlib.contextmanager
     def _guard(self, what: str) -> Iterator[None]:
-        """Turn any failure of the workers into a ``RuntimeError`` naming the env and the cause."""
+        """Turn any failure of the workers into an :class:`~haml.envs.base.EnvError` naming the
+        env and the cause (and stop the workers)."""
         if self._closed:
             raise RuntimeError(f"{self._label}: the vector env is closed")
         if self._failure is not None:
-            raise RuntimeError(f"{self._label}: the vector env failed earlier: {self._failure}")
+            raise EnvError(f"{self._label}: the vector env failed earlier: {self._failure}")
         try:
             yield
         except KeyboardInterrupt:
@@ -566,7 +794,7 @@ class GymVectorEnv:
         except Exception as err:
             self._failure = f"{what}: {self._describe_failure(err)}"
             self._shut_down_after_failure()
-            raise RuntimeError(f"{self._label}: {self._failure}") from err
+            raise EnvError(f"{self._label}: {self._failure}") from err
 
     def _describe_failure(self, err: Exception) -> str:
         if not isinstance(self._vec, AsyncVectorEnv):
@@ -579,9 +807,9 @@ class GymVectorEnv:
         while True:
             dead = []
             for index, process in enumerate(vec.processes):
-                process.join(timeout=0)
-                if process.exitcode is not None:
-                    how = _describe_exit(process.exitcode)
+                code = _peek_exit_code(process)
+                if code is not None:
+                    how = _describe_exit(code)
                     dead.append(f"env {index} (worker pid {process.pid}, {how})")
             if dead or time.monotonic() >= deadline:
                 break
@@ -593,9 +821,13 @@ class GymVectorEnv:
                 for index, pipe in enumerate(vec.parent_pipes)
                 if pipe is not None and not pipe.closed and not pipe.poll()
             ]
+            if self._started or self._time_limit() == self.step_timeout:
+                limit = f"step_timeout={self.step_timeout} s"
+            else:
+                limit = f"{self._time_limit()} s (start_timeout, while starting)"
             return (
-                f"no answer within step_timeout={self.step_timeout} s from env(s) {busy}; "
-                "a worker is stuck (raise the step_timeout option if steps are really that slow)"
+                f"no answer within {limit} from env(s) {busy}; a worker is stuck (raise the "
+                "step_timeout option if steps are really that slow); the workers were stopped"
             )
         if raised:
             return f"env(s) {raised} raised {type(err).__name__}: {err}"
@@ -604,17 +836,14 @@ class GymVectorEnv:
         return f"{type(err).__name__}: {err}"
 
     def _shut_down_after_failure(self) -> None:
-        """Stop the workers without waiting on pipes that may never answer."""
+        """Stop the workers (:func:`_stop_workers`) without waiting on pipes that may never
+        answer."""
         if not isinstance(self._vec, AsyncVectorEnv):
             with contextlib.suppress(Exception):
                 self._vec.close()
             return
         vec = self._vec
-        for process in vec.processes:
-            if process.is_alive():
-                process.terminate()
-        for process in vec.processes:
-            process.join(timeout=5)
+        _stop_workers(vec.processes)
         for index, pipe in enumerate(vec.parent_pipes):
             if pipe is not None:
                 with contextlib.suppress(Exception):

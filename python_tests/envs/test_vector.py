@@ -6,20 +6,25 @@ seeded random number drawn at reset, and the action each agent just took.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import types
+from pathlib import Path
 
 import gymnasium
 import numpy as np
 import pytest
 import torch
 
-from haml.envs.base import VectorMultiAgentEnv
+from haml.envs.base import EnvError, VectorMultiAgentEnv
 from haml.envs.gym_adapter import ParallelEnvAdapter, SimStateHooks
 from haml.envs.vector import GymVectorEnv, make_gym_vector_env
 
@@ -29,11 +34,12 @@ class FakeParallelEnv:
 
     ``x`` is drawn from the env's RNG at every reset. The episode terminates at step
     ``terminate_at``; step ``fail_at`` raises; step ``hang_at`` sleeps for a minute; every step
-    takes ``step_seconds``.
+    takes ``step_seconds``, every reset ``reset_seconds``.
     """
 
     def __init__(
-        self, discrete=False, terminate_at=None, fail_at=None, hang_at=None, step_seconds=0.0
+        self, discrete=False, terminate_at=None, fail_at=None, hang_at=None, step_seconds=0.0,
+        reset_seconds=0.0,
     ):
         self.possible_agents = ["first", "second"]
         self.discrete = discrete
@@ -41,6 +47,7 @@ class FakeParallelEnv:
         self.fail_at = fail_at
         self.hang_at = hang_at
         self.step_seconds = step_seconds
+        self.reset_seconds = reset_seconds
         self.rng = np.random.default_rng()
         self.t, self.x = 0, 0.0
         self.last = [np.zeros(self._act_dim(i)) for i in range(2)]
@@ -68,6 +75,7 @@ class FakeParallelEnv:
         }
 
     def reset(self, seed=None, options=None):
+        time.sleep(self.reset_seconds)
         if seed is not None:
             self.rng = np.random.default_rng(seed)
         self.t, self.x = 0, float(self.rng.normal())
@@ -416,6 +424,144 @@ def test_stuck_worker_times_out_with_a_clear_error():
         assert not any(process.is_alive() for process in envs._vec.processes)
     finally:
         envs.close()
+
+
+_STOP_A_WORKER = r"""
+import functools, os, signal, sys, time
+sys.path.insert(0, {here!r})
+from test_vector import box_actions, make_fake
+from haml.envs.base import EnvError
+from haml.envs.vector import GymVectorEnv
+
+fns = [functools.partial(make_fake, e) for e in range(2)]
+envs = GymVectorEnv(fns, env="fake", task="pair", seed=0, asynchronous=True,
+                    step_timeout={step_timeout})
+envs.reset()
+state = envs.state_dict()
+print("workers", *[process.pid for process in envs._vec.processes], flush=True)
+os.kill(envs._vec.processes[1].pid, signal.SIGSTOP)
+print("stopped at", time.monotonic(), flush=True)
+try:
+    if {what!r} == "step":
+        envs.step(box_actions(2, 0.0))
+    elif {what!r} == "load_state_dict":
+        envs.load_state_dict(state)
+    envs.close()
+except EnvError as err:
+    print("EnvError:", err, flush=True)
+print("returned", flush=True)
+"""
+
+
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP")
+@pytest.mark.parametrize("what", ["step", "load_state_dict", "close"])
+def test_a_stopped_worker_ends_the_process_in_bounded_time(what):
+    """A SIGSTOPped worker (as one stuck in native code): the step or state load is an EnvError
+    after the timeout, close() gives up on it after the timeout, and the process then exits;
+    every worker is gone. Run in a subprocess with a hard limit, so that a hang fails the test
+    instead of the suite."""
+    step_timeout = 2.0
+    script = _STOP_A_WORKER.format(here=str(Path(__file__).parent), step_timeout=step_timeout,
+                                   what=what)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=120)
+        exited = time.monotonic()
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"the process did not exit:\n{output}")
+    lines = output.splitlines()
+    workers = next((list(map(int, line.split()[1:])) for line in lines
+                    if line.startswith("workers")), [])
+    try:
+        assert proc.returncode == 0 and "returned" in lines, output
+        stopped_at = float(next(line for line in lines if line.startswith("stopped at")).split()[-1])
+        assert exited - stopped_at < step_timeout + 15, output
+        if what == "close":
+            assert "EnvError" not in output, output
+        else:
+            assert f"no answer within step_timeout={step_timeout} s from env(s) [1]" in output
+        assert all(_gone(pid, within=5) for pid in workers), output
+    finally:
+        for pid in workers:  # a regression must not leave a stopped worker behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_the_first_reset_gets_the_start_allowance_later_ones_the_step_timeout():
+    envs = make_vec(num_envs=2, asynchronous=True, step_timeout=0.5, reset_seconds=1.0)
+    envs.start_timeout = 10.0
+    try:
+        envs.reset()  # 1 s > step_timeout, < start_timeout
+        with pytest.raises(EnvError, match=r"no answer within step_timeout=0.5 s"):
+            envs.reset()
+    finally:
+        envs.close()
+    envs = make_vec(num_envs=2, asynchronous=True, step_timeout=0.2, reset_seconds=1.0)
+    envs.start_timeout = 0.5
+    try:
+        with pytest.raises(EnvError, match=r"no answer within 0.5 s \(start_timeout"):
+            envs.reset()
+    finally:
+        envs.close()
+
+
+def _make_fake_that_starts_a_child(env_index, pid_file, main_pid):
+    """A fake env whose worker starts a long-lived child process (as SMAC starts StarCraft II)
+    and writes its pid to ``pid_file``; in the main process (spaces only) it starts none."""
+    if os.getpid() != main_pid:
+        child = subprocess.Popen(["sleep", "600"])
+        Path(pid_file).write_text(str(child.pid))
+    return make_fake(env_index, hang_at=1)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="process groups")
+def test_a_failure_stops_the_worker_with_the_processes_it_started(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    fns = [functools.partial(_make_fake_that_starts_a_child, 0, pid_file, os.getpid())]
+    envs = GymVectorEnv(fns, env="fake", task="one", seed=0, asynchronous=True, step_timeout=0.5)
+    try:
+        worker = envs._vec.processes[0]
+        assert os.getpgid(worker.pid) == worker.pid != os.getpgrp()  # its own group
+        child = int(pid_file.read_text())
+        envs.reset()
+        with pytest.raises(EnvError, match="no answer within"):
+            envs.step([torch.zeros(1, 1), torch.zeros(1, 2)])
+        assert _gone(child, within=5)
+    finally:
+        envs.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def _make_fake_stuck_building(env_index, main_pid):
+    if os.getpid() != main_pid:
+        time.sleep(60)
+    return make_fake(env_index)
+
+
+def test_a_worker_stuck_building_its_env_is_an_error_not_a_hang():
+    fns = [functools.partial(_make_fake_stuck_building, e, os.getpid()) for e in range(2)]
+    start = time.monotonic()
+    with pytest.raises(EnvError, match=r"failed to start: no answer within 1.0 s"):
+        GymVectorEnv(fns, env="fake", task="pair", asynchronous=True, step_timeout=0.5,
+                     start_timeout=1.0)
+    assert time.monotonic() - start < 10
+    assert not multiprocessing.active_children()
 
 
 def test_workers_ignore_sigint_and_the_main_process_keeps_its_handler():
