@@ -13,10 +13,11 @@ where ``o'_t``/``s'_t`` are the **true** next observation and state (the env's `
 next episode) and ``avail(o'_t)`` the next available-action masks (all True where the episode ended:
 they are not observed there, and no target uses them, since a terminated step does not bootstrap
 and a truncated one bootstraps from ``o'_t`` whose masks the env never reported).
+Available-action masks, as everywhere in haml, need every agent's action space to be Discrete.
 
-n-step returns ([HAML] Appendix, the authors' per-task ``n_step``) are computed at sample time, for
-the whole batch at once: a window of the ``n`` rows ``t .. t+n-1`` of the sampled env is gathered
-by index arithmetic (``[B, n]``) and cut at
+n-step returns (the authors' tuned HADDPG settings choose ``n`` per task) are computed at sample
+time, for the whole batch at once: a window of the ``n`` rows ``t .. t+n-1`` of the sampled env
+is gathered by index arithmetic (``[B, n]``) and cut at
 
 - the first episode end, inclusive (``terminated`` or ``truncated``: rewards of the next episode are
   never summed), and
@@ -46,7 +47,8 @@ Memory per transition, in bytes (float32 4, int64 8, bool 1):
     + n_agents                                 alive flags (tasks where agents die)
     + 6                                        reward (4), terminated (1), truncated (1)
 
-:func:`bytes_per_transition` evaluates it for an :class:`~haml.envs.base.EnvSpec`.
+:func:`bytes_per_transition` evaluates it for an :class:`~haml.envs.base.EnvSpec`; docs/OFF_POLICY.md
+works an example.
 
 Sampling is uniform over the stored transitions with ``torch.randint`` on the buffer's device from
 the global generator (so a checkpoint's RNG state reproduces the batches); its cost does not grow
@@ -176,7 +178,8 @@ class ReplayBuffer:
             for i, space in enumerate(spec.action_spaces):
                 if not _is_discrete(space):
                     raise ValueError(
-                        f"ReplayBuffer: spec.action_masks needs Discrete action spaces, agent {i} has {space!r}"
+                        "ReplayBuffer: spec.action_masks needs Discrete action spaces, "
+                        f"agent {i} has {space!r}"
                     )
             sizes = [int(space.n) for space in spec.action_spaces]
             self.action_masks = [torch.ones(R, E, k, dtype=torch.bool, **kw) for k in sizes]
@@ -237,13 +240,16 @@ class ReplayBuffer:
         """
         spec, E, n, S = self.spec, self.num_envs, self.spec.n_agents, self.spec.state_dim
         if len(actions) != n:
-            raise ValueError(f"ReplayBuffer.add: actions must hold {n} tensors (one per agent), got {len(actions)}")
+            raise ValueError(
+                f"ReplayBuffer.add: actions must hold {n} tensors (one per agent), got {len(actions)}"
+            )
         # Every input is checked before anything is written: a full ring's oldest row is overwritten.
         writes: list[tuple[torch.Tensor, torch.Tensor]] = []  # (storage [R, E, ...], row [E, ...])
         for i in range(n):
             d = spec.obs_dim(i)
             writes.append((self.obs[i], self._check(f"step.obs[{i}]", step.obs[i], (E, d))))
-            writes.append((self.next_obs[i], self._check(f"after.final_obs[{i}]", after.final_obs[i], (E, d))))
+            next_obs = self._check(f"after.final_obs[{i}]", after.final_obs[i], (E, d))
+            writes.append((self.next_obs[i], next_obs))
             shape = (E, *self.actions[i].shape[2:])
             writes.append((self.actions[i], self._check(f"actions[{i}]", actions[i], shape)))
         writes.append((self.state, self._check("step.state", step.state, (E, S))))
@@ -255,7 +261,7 @@ class ReplayBuffer:
         writes.append((self.truncated, truncated))
         if self.action_masks is not None:
             if step.action_masks is None or after.action_masks is None:
-                raise ValueError("ReplayBuffer.add: the spec has action masks but step or after has none")
+                raise ValueError("ReplayBuffer.add: the spec has action masks, step or after has none")
             ended = (terminated | truncated).to(self.device)
             for i in range(n):
                 shape = (E, self.action_masks[i].shape[2])
@@ -266,9 +272,10 @@ class ReplayBuffer:
                 writes.append((self.next_action_masks[i], nxt.to(self.device) | ended[:, None]))
         if self.active_masks is not None:
             if step.active_masks is None:
-                raise ValueError("ReplayBuffer.add: the spec has active masks but step.active_masks is None")
+                raise ValueError("ReplayBuffer.add: the spec has active masks, step has none")
             for i in range(n):
-                writes.append((self.active_masks[i], self._check(f"step.active_masks[{i}]", step.active_masks[i], (E,))))
+                alive = self._check(f"step.active_masks[{i}]", step.active_masks[i], (E,))
+                writes.append((self.active_masks[i], alive))
         r = self._ptr
         for storage, value in writes:
             storage[r].copy_(value)
@@ -281,13 +288,16 @@ class ReplayBuffer:
         """``batch_size`` n-step transitions drawn uniformly (with replacement) from those stored,
         with ``torch.randint`` from the global generator of the buffer's device."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"ReplayBuffer.sample: batch_size must be an integer >= 1, got {batch_size!r}")
+            raise ValueError(
+                f"ReplayBuffer.sample: batch_size must be an integer >= 1, got {batch_size!r}"
+            )
         stored = len(self)
         if stored == 0:
             raise ValueError("ReplayBuffer.sample: the buffer is empty; add steps before sampling")
         if batch_size > stored:
             raise ValueError(
-                f"ReplayBuffer.sample: the buffer holds {stored} transitions, fewer than batch_size {batch_size}"
+                f"ReplayBuffer.sample: the buffer holds {stored} transitions, "
+                f"fewer than batch_size {batch_size}"
             )
         index = torch.randint(stored, (batch_size,), device=self.device)
         return self._gather(index)
@@ -341,8 +351,8 @@ class ReplayBuffer:
         stored rows.
 
         With ``include_contents=False`` only the layout is saved and a buffer loaded from it is
-        **empty**: the resumed run refills it from scratch (its warm-up does not run again), so
-        it does not reproduce an uninterrupted run. The checkpoint is then small.
+        **empty**: the resumed run refills it with the steps it collects after the resume, so it
+        does not reproduce an uninterrupted run. The checkpoint is then small.
 
         The tensors returned are views of the buffer's own storage, not copies (a copy of a large
         buffer would double its memory): save the dict before the next ``add``. Only the written
@@ -369,16 +379,17 @@ class ReplayBuffer:
         """Restore from :meth:`state_dict`'s output; the layout must match this buffer's
         (``ValueError`` naming what differs). ``n_step`` and ``gamma`` may differ: they are
         applied at sample time, the stored contents do not depend on them."""
+        where = "ReplayBuffer.load_state_dict"
         if not isinstance(state, dict):
-            raise ValueError(f"ReplayBuffer.load_state_dict: expected a dict, got {type(state).__name__}")
+            raise ValueError(f"{where}: expected a dict, got {type(state).__name__}")
         if state.get("format") != REPLAY_STATE_FORMAT:
             raise ValueError(
-                f"ReplayBuffer.load_state_dict: format {state.get('format')!r} is not {REPLAY_STATE_FORMAT}"
+                f"{where}: format {state.get('format')!r} is not {REPLAY_STATE_FORMAT}"
             )
         for key, mine in (("capacity", self.requested_capacity), ("num_envs", self.num_envs)):
             if state.get(key) != mine:
                 raise ValueError(
-                    f"ReplayBuffer.load_state_dict: {key} is {state.get(key)!r} in the checkpoint, {mine} here"
+                    f"{where}: {key} is {state.get(key)!r} in the checkpoint, {mine} here"
                 )
         fields = self._fields()
         shapes = state.get("shapes", {})
@@ -386,18 +397,20 @@ class ReplayBuffer:
             missing = sorted(set(fields) - set(shapes))
             extra = sorted(set(shapes) - set(fields))
             raise ValueError(
-                "ReplayBuffer.load_state_dict: the stored fields differ from this buffer's "
+                f"{where}: the stored fields differ from this buffer's "
                 f"(missing: {missing}, unexpected: {extra}); agents or masks differ"
             )
         for name, t in fields.items():
             if list(shapes[name]) != list(t.shape[2:]):
                 raise ValueError(
-                    f"ReplayBuffer.load_state_dict: {name} has shape {list(shapes[name])} per transition "
+                    f"{where}: {name} has shape {list(shapes[name])} per transition "
                     f"in the checkpoint, {list(t.shape[2:])} here"
                 )
             dtype = state.get("dtypes", {}).get(name)
             if dtype != str(t.dtype):
-                raise ValueError(f"ReplayBuffer.load_state_dict: {name} has dtype {dtype} in the checkpoint, {t.dtype} here")
+                raise ValueError(
+                    f"{where}: {name} has dtype {dtype} in the checkpoint, {t.dtype} here"
+                )
         contents = state.get("contents")
         if contents is None:
             self._ptr = 0
@@ -405,22 +418,24 @@ class ReplayBuffer:
             return
         ptr, filled = state.get("ptr"), state.get("filled")
         if not (isinstance(filled, int) and 0 <= filled <= self.rows):
-            raise ValueError(f"ReplayBuffer.load_state_dict: filled must be in [0, {self.rows}], got {filled!r}")
+            raise ValueError(f"{where}: filled must be in [0, {self.rows}], got {filled!r}")
         expected_ptr = filled % self.rows if filled < self.rows else None
-        if not (isinstance(ptr, int) and 0 <= ptr < self.rows) or (expected_ptr is not None and ptr != expected_ptr):
-            raise ValueError(f"ReplayBuffer.load_state_dict: ptr {ptr!r} does not fit filled {filled}")
+        ptr_fits = isinstance(ptr, int) and 0 <= ptr < self.rows
+        if not ptr_fits or (expected_ptr is not None and ptr != expected_ptr):
+            raise ValueError(f"{where}: ptr {ptr!r} does not fit filled {filled}")
         if set(contents) != set(fields):
             raise ValueError(
-                "ReplayBuffer.load_state_dict: contents hold fields "
+                f"{where}: contents hold fields "
                 f"{sorted(contents)}, expected {sorted(fields)}"
             )
         for name, t in fields.items():
             src = contents[name]
             want = (filled, self.num_envs, *t.shape[2:])
             if not isinstance(src, torch.Tensor) or tuple(src.shape) != want or src.dtype != t.dtype:
-                got = (tuple(src.shape), src.dtype) if isinstance(src, torch.Tensor) else type(src).__name__
+                is_tensor = isinstance(src, torch.Tensor)
+                got = (tuple(src.shape), src.dtype) if is_tensor else type(src).__name__
                 raise ValueError(
-                    f"ReplayBuffer.load_state_dict: contents[{name!r}] must be {want} {t.dtype}, got {got}"
+                    f"{where}: contents[{name!r}] must be {want} {t.dtype}, got {got}"
                 )
         for name, t in fields.items():
             t[:filled].copy_(contents[name])

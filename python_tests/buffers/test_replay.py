@@ -91,7 +91,9 @@ def make_stream(
             final_state=torch.zeros(E, STATE_DIM),
             action_masks=_masks(spec, E, g),
             active_masks=(
-                tuple(torch.rand(E, generator=g) < 0.8 for _ in range(spec.n_agents)) if spec.active_masks else None
+                tuple(torch.rand(E, generator=g) < 0.8 for _ in range(spec.n_agents))
+                if spec.active_masks
+                else None
             ),
         )
         actions = []
@@ -350,11 +352,15 @@ def test_shapes_and_dtypes_of_a_sample():
     s = buffer.sample(6)
     assert [tuple(o.shape) for o in s.obs] == [(6, 3), (6, 5)]
     assert [tuple(o.shape) for o in s.next_obs] == [(6, 3), (6, 5)]
-    assert [(tuple(a.shape), a.dtype) for a in s.actions] == [((6, 2), torch.float32), ((6,), torch.int64)]
+    assert [(tuple(a.shape), a.dtype) for a in s.actions] == [
+        ((6, 2), torch.float32),
+        ((6,), torch.int64),
+    ]
     assert [(tuple(m.shape), m.dtype) for m in s.active_masks] == [((6,), torch.bool)] * 2
     assert s.action_masks is None and s.next_action_masks is None
     assert s.state.shape == s.next_state.shape == (6, STATE_DIM)
-    assert (s.reward.dtype, s.discount.dtype, s.steps.dtype) == (torch.float32, torch.float32, torch.int64)
+    assert s.reward.dtype == s.discount.dtype == torch.float32
+    assert s.steps.dtype == torch.int64
     assert s.reward.shape == s.discount.shape == s.steps.shape == (6,)
     buffer = ReplayBuffer(masked_spec(), 10, 2, 3, 0.9)
     fill(buffer, make_stream(masked_spec(), 2, 4, seed=5))
@@ -410,11 +416,12 @@ def test_state_dict_round_trip_is_exact(device, steps, masked):
                 assert (x is None and y is None) or torch.equal(x, y), name
 
     for _ in range(2):  # the same batches from the same RNG state, also after more steps
-        rng = torch.random.get_rng_state(), (torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
+        cpu_rng = torch.random.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
         a = buffer.sample(6)
-        torch.random.set_rng_state(rng[0])
-        if rng[1] is not None:
-            torch.cuda.set_rng_state(rng[1])
+        torch.random.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng)
         same(a, resumed.sample(6))
         fill(buffer, stream[steps:])
         fill(resumed, stream[steps:])
@@ -450,8 +457,10 @@ def test_load_state_dict_refuses_a_different_layout():
         ReplayBuffer(mixed_spec(), 10, 5, 3, 0.9).load_state_dict(state)
     with pytest.raises(ValueError, match="fields differ"):
         ReplayBuffer(masked_spec(), 10, 2, 3, 0.9).load_state_dict(state)
-    bigger = EnvSpec(**{**mixed_spec().__dict__, "obs_spaces": (spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (6,)))})
-    with pytest.raises(ValueError, match=r"obs\.1 has shape \[5\] per transition in the checkpoint, \[6\] here"):
+    obs_spaces = (spaces.Box(-1, 1, (3,)), spaces.Box(-1, 1, (6,)))
+    bigger = EnvSpec(**{**mixed_spec().__dict__, "obs_spaces": obs_spaces})
+    message = r"obs\.1 has shape \[5\] per transition in the checkpoint, \[6\] here"
+    with pytest.raises(ValueError, match=message):
         ReplayBuffer(bigger, 10, 2, 3, 0.9).load_state_dict(state)
     target = ReplayBuffer(mixed_spec(), 10, 2, 3, 0.9)
     broken = {**state, "contents": {**state["contents"], "reward": torch.zeros(2, 2)}}
@@ -515,7 +524,8 @@ def test_bad_add_input_names_the_field_and_writes_nothing():
         buffer.add(bad.before, bad.actions[:1], bad.after)
     with pytest.raises(ValueError, match=r"actions\[1\] must have shape \(2,\), got \(2, 1\)"):
         buffer.add(bad.before, [bad.actions[0], bad.actions[1][:, None]], bad.after)
-    wrong_obs = EnvStep(**{**bad.after.__dict__, "final_obs": (bad.after.final_obs[0], torch.zeros(E, 4))})
+    final_obs = (bad.after.final_obs[0], torch.zeros(E, 4))
+    wrong_obs = EnvStep(**{**bad.after.__dict__, "final_obs": final_obs})
     with pytest.raises(ValueError, match=r"after.final_obs\[1\] must have shape \(2, 5\)"):
         buffer.add(bad.before, bad.actions, wrong_obs)
     after = buffer._gather(torch.arange(len(buffer)))
