@@ -1,6 +1,6 @@
 // Per-element math of the clipped surrogate, shared by the CPU kernel, the CUDA kernel and the
-// C++ tests. No ATen, no CUDA runtime. Notation of paper 000, eq. (11) (HAPPO) and of the HAA2C
-// objective in paper 001: r = pi_new / pi_old, M the sequential factor, A the advantage.
+// C++ tests. No ATen, no CUDA runtime. Notation of [HATRPO], eq. (11) (HAPPO) and of the HAA2C
+// objective in [HAML]: r = pi_new / pi_old, M the sequential factor, A the advantage.
 #pragma once
 
 #include <cmath>

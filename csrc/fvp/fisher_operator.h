@@ -1,5 +1,5 @@
 // The exact Fisher-vector product of an MLP policy in Gauss–Newton form, with the activations
-// cached once per operator and every buffer allocated once (paper 000, Algorithm 2, line 11).
+// cached once per operator and every buffer allocated once ([HATRPO], Algorithm 2, line 11).
 //
 //   (F + damping I) v,   F = Σ_n w_n J_nᵀ M_n J_n / Σ_n w_n
 //

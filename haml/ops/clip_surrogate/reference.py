@@ -1,4 +1,4 @@
-"""The clipped surrogate of HAPPO (paper 000, eq. 11) and HAA2C (paper 001), readable form.
+"""The clipped surrogate of HAPPO ([HATRPO], eq. 11) and HAA2C ([HAML]), readable form.
 
 This is the definition that the native kernels are tested against.
 """
@@ -38,8 +38,8 @@ def clipped_surrogate(
     With r = exp(logp_new - logp_old), M the sequential factor (``factor``; 1 when None) and Â the
     advantage, per sample::
 
-        L = min(r M Â, clip(r, 1 - ε, 1 + ε) M Â)        (clip = ε; HAPPO, paper 000 eq. 11)
-        L = r M Â                                        (clip = None; HAA2C, paper 001)
+        L = min(r M Â, clip(r, 1 - ε, 1 + ε) M Â)        (clip = ε; HAPPO, [HATRPO] eq. 11)
+        L = r M Â                                        (clip = None; HAA2C, [HAML])
 
     ``loss = -Σ w L / Σ w - entropy_coef · Σ w H / Σ w`` with w the ``mask`` weights (1 when None).
     A sample of weight 0 is excluded even where its terms are inf or NaN; with no active sample

@@ -124,7 +124,7 @@ class FisherOperator:
         kl: ``"exact"`` (the Fisher matrix) or ``"harl"`` (the reference code's divergence; see
             :mod:`haml.ops.fvp.reference`).
 
-    H is the Hessian of (Σ_n w_n KL(π_old(·|o_n) ‖ π_θ(·|o_n)) / Σ_n w_n) at θ = θ_old (paper 000,
+    H is the Hessian of (Σ_n w_n KL(π_old(·|o_n) ‖ π_θ(·|o_n)) / Σ_n w_n) at θ = θ_old ([HATRPO],
     eq. (8); Algorithm 2, line 11). The first-order graph is built once, here; each call is one
     backward through it. Calling the operator after the policy's parameters were changed in place
     raises autograd's error: build a new operator.

@@ -1,4 +1,4 @@
-"""Conjugate gradient, readable form: x ≈ A⁻¹b from products A·p only (paper 000, Algorithm 2, line 11).
+"""Conjugate gradient, readable form: x ≈ A⁻¹b from products A·p only ([HATRPO], Algorithm 2, line 11).
 
 HATRPO solves (H + damping·I) x = g for the search direction x ≈ H⁻¹g without forming H; the
 matrix enters only through ``matvec`` (a :class:`~haml.ops.fvp.FisherOperator`).

@@ -1,8 +1,8 @@
-"""The Fisher-vector product of HATRPO, readable form (paper 000, eq. (8) and Algorithm 2, line 11).
+"""The Fisher-vector product of HATRPO, readable form ([HATRPO], eq. (8) and Algorithm 2, line 11).
 
 HATRPO's step for agent i_m is x ≈ H⁻¹g with
 
-    H = ∇²_θ (1/|B|) Σ_s D_KL(π_θk(·|s) ‖ π_θ(·|s)) |_{θ = θk}        (000, eq. (8); Alg. 2, line 11)
+    H = ∇²_θ (1/|B|) Σ_s D_KL(π_θk(·|s) ‖ π_θ(·|s)) |_{θ = θk}        ([HATRPO], eq. (8); Alg. 2, line 11)
 
 the Hessian of the mean KL at the old policy, that is the Fisher information matrix of the policy
 averaged over the batch. Conjugate gradient needs only products (H + damping·I)v. This module gives
@@ -37,7 +37,7 @@ divergence of the papers' reference code (HARL), for parity studies only:
   with zero gradient at θ = θk like a KL, but it is not a KL, and its Hessian is Jᵀ J over the
   log-probabilities (M = I) instead of the Fisher Jᵀ (diag(p) − ppᵀ) J: it gives every action,
   likely or not, the same weight, so the step is not the natural-gradient step and "KL ≤ δ" does
-  not bound the policy change the theory (000, Theorem 1) is about. Hence not the default.
+  not bound the policy change the theory ([HATRPO], Theorem 1) is about. Hence not the default.
 - Gaussian: HARL's KL is the exact Gaussian KL computed in float64; ``"harl"`` does the same (the
   result is cast back to the policy's dtype).
 """
@@ -148,7 +148,7 @@ def objective_gradient(
 ) -> tuple[torch.Tensor, torch.Tensor, Distribution]:
     """``(J(π_θ), ∇_θ J(π_θ), π_θ)`` for a scalar ``objective`` of ``policy.distribution(obs)``,
     by autograd through the policy: the value and π_θ detached, the gradient flat over the
-    trainable parameters (HATRPO: the surrogate L(θk) and ĝ, paper 000, Algorithm 2, line 11)."""
+    trainable parameters (HATRPO: the surrogate L(θk) and ĝ, [HATRPO], Algorithm 2, line 11)."""
     params = trainable_parameters(policy)
     with torch.enable_grad():
         dist = policy.distribution(obs, action_mask)

@@ -2,7 +2,7 @@
 
 - :func:`trust_region_step` ``(policy, obs, actions, logp_old, advantages, factor, mask, max_kl,
   cg_iters=10, damping=0.1, backtrack_coef=0.8, max_backtracks=10, accept_ratio=0.5, ...)
-  -> TrustRegionInfo``: the whole step of one agent (paper 000, eq. (8), Algorithm 2 lines 11–13);
+  -> TrustRegionInfo``: the whole step of one agent ([HATRPO], eq. (8), Algorithm 2 lines 11–13);
 - :func:`backtracking_line_search`: its last stage, for any parameters and objective.
 
 Both run the algorithm of :mod:`haml.ops.line_search.reference`, where the definitions (surrogate,

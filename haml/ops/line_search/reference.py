@@ -1,15 +1,15 @@
-"""HATRPO's trust-region step for one agent, readable form (paper 000, eq. (8), Algorithm 2 lines 11–13).
+"""HATRPO's trust-region step for one agent, readable form ([HATRPO], eq. (8), Algorithm 2 lines 11–13).
 
 Given the batch of agent i_m, with r = π_θ(a|o) / π_θk(a|o) and M the sequential factor of the
-agents already updated (000, eq. (10)):
+agents already updated ([HATRPO], eq. (10)):
 
 1. surrogate L(θ) = mean over active samples of r · M · Â, and its gradient g = ∇_θ L at θk
-   (000, Algorithm 2, line 11; at θk, ∇r = ∇ log π, so this is the paper's ĝ);
+   ([HATRPO], Algorithm 2, line 11; at θk, ∇r = ∇ log π, so this is the paper's ĝ);
 2. direction x ≈ (H + damping·I)⁻¹ g by conjugate gradient, H the Hessian of the mean KL
    (:mod:`haml.ops.fvp.reference`);
-3. step size β = sqrt(2δ / xᵀ(H + damping·I)x) (000, Algorithm 2, line 12), full step s = β x,
+3. step size β = sqrt(2δ / xᵀ(H + damping·I)x) ([HATRPO], Algorithm 2, line 12), full step s = β x,
    expected improvement gᵀs (the first-order prediction of L(θk + s) − L(θk));
-4. backtracking line search (000, eq. (8) and Algorithm 2, line 13): for j = 0, 1, …,
+4. backtracking line search ([HATRPO], eq. (8) and Algorithm 2, line 13): for j = 0, 1, …,
    max_backtracks − 1 and α = backtrack_coef^j, the first θ = θk + α s with
        mean KL(π_θk ‖ π_θ) ≤ δ,  L(θ) − L(θk) > 0  and  L(θ) − L(θk) ≥ accept_ratio · α · gᵀs
    is kept; if none qualifies, θk is restored bit for bit.
@@ -72,7 +72,7 @@ def surrogate(
     factor: torch.Tensor | None,
     mask: torch.Tensor | None,
 ) -> torch.Tensor:
-    """L = Σ w · r · M · Â / Σ w with r = exp(logp_new − logp_old) (000, eq. (10), Algorithm 2).
+    """L = Σ w · r · M · Â / Σ w with r = exp(logp_new − logp_old) ([HATRPO], eq. (10), Algorithm 2).
 
     ``factor`` is M (None means 1), ``mask`` the weights w (None means all samples, weight 1).
     All tensors are ``[N]``. To be maximised.
@@ -93,7 +93,7 @@ def backtracking_line_search(
     max_backtracks: int = 10,
     accept_ratio: float = 0.5,
 ) -> TrustRegionInfo:
-    """Find the first acceptable θ = θk + α s, α = backtrack_coef^j (000, Algorithm 2, line 13).
+    """Find the first acceptable θ = θk + α s, α = backtrack_coef^j ([HATRPO], Algorithm 2, line 13).
 
     ``params`` (a module's trainable parameters, or a sequence of tensors) hold θk on entry and
     are updated in place. ``evaluate()`` returns ``(L(θ), mean KL(π_θk ‖ π_θ))`` at their current
