@@ -9,6 +9,8 @@ and ratios, and writes the numbers with the device and versions to JSON. From Py
 
 ``haml bench train`` (or ``python -m haml.bench train``) measures training steps/s against the
 same vector env stepped with random actions, in one run (:mod:`haml.bench.train`).
+``python -m haml.bench haddpg`` times one HADDPG update against its plain PyTorch reference
+(:mod:`haml.bench.haddpg`).
 """
 
 from __future__ import annotations
@@ -210,12 +212,17 @@ def run_ops_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m haml.bench [ops] [options]`` or ``python -m haml.bench train [options]``."""
+    """``python -m haml.bench [ops] [options]``, ``python -m haml.bench train [options]`` or
+    ``python -m haml.bench haddpg [options]`` (:mod:`haml.bench.haddpg`)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["train"]:
         from haml.bench.train import main as train_main
 
         return train_main(arguments[1:])
+    if arguments[:1] == ["haddpg"]:
+        from haml.bench.haddpg import main as haddpg_main
+
+        return haddpg_main(arguments[1:])
     parser = argparse.ArgumentParser(
         prog="python -m haml.bench",
         description="Time haml's native kernels against their PyTorch references (ops, the "

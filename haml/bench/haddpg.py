@@ -1,0 +1,176 @@
+"""One HADDPG update, :class:`~haml.algorithms.haddpg.DDPGLearner` against its plain PyTorch
+specification :func:`~haml.algorithms.haddpg.reference_update`, measured in one run.
+
+An update is the critic step, every agent's actor step in a random order, and the target update,
+at the sizes of the authors' tuned MaMuJoCo runs: batch 1000, [256, 256] ReLU networks, 2 and 6
+agents with 17 observation and 3 action entries each, the state their concatenated observations.
+Both learners start from the same networks and update on the same batch; their calls are timed
+with blocks interleaved (:func:`haml.bench.timing.measure_interleaved`), so the machine's drift
+does not enter the ratio.
+
+What the learner does that the reference does not: the critic's first-layer state term
+``W_s s + b`` computed once per actor phase instead of once per agent; no gradient of the
+critic's weights in the actor phase; each agent's new action computed once, after its step,
+instead of by every successor; the targets updated by one multi-tensor lerp.
+
+``python -m haml.bench.haddpg`` (or ``python -m haml.bench haddpg``) prints the table; the cases
+have the :class:`haml.bench.ops.Case` form, the "native" column being the learner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from haml.bench import report
+from haml.bench.ops import Callables, Case, Options, Target, _generator, compile_skip_reason, run_case
+from haml.bench.timing import format_seconds
+
+__all__ = ["AGENTS", "TARGETS", "haddpg_cases", "main"]
+
+AGENTS = (2, 6)
+OBS_DIM, ACTION_DIM, BATCH, HIDDEN = 17, 3, 1000, (256, 256)
+TARGETS = {("cpu", 6): (Target("reference/native", ">=", 2.0),)}
+"""Issue 20's goal: at least twice the plain update's speed at 6 agents on the CPU."""
+
+
+def problem(n_agents: int, device: torch.device, dtype: torch.dtype = torch.float32):
+    """``(learner, batch)``: a fresh :class:`DDPGLearner` (HA, buffer successors) and one replay
+    batch of random transitions, the same numbers on every device."""
+    from gymnasium import spaces
+
+    from haml.algorithms.haddpg import DDPGLearner, HADDPGConfig
+    from haml.models import DeterministicPolicy, QCritic
+
+    torch.manual_seed(n_agents)  # the networks' initial weights
+    space = spaces.Box(-1.0, 1.0, (ACTION_DIM,))
+    state_dim = n_agents * OBS_DIM
+    policies = [
+        DeterministicPolicy(OBS_DIM, space, hidden=HIDDEN, dtype=dtype, device=device)
+        for _ in range(n_agents)
+    ]
+    critic = QCritic(state_dim, [ACTION_DIM] * n_agents, hidden=HIDDEN, dtype=dtype, device=device)
+    learner = DDPGLearner(policies, critic, HADDPGConfig(), gamma=0.99, sequential=True)
+
+    gen = _generator(1000 + n_agents)
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, dtype=dtype).to(device)
+
+    obs = tuple(draw(BATCH, OBS_DIM) for _ in range(n_agents))
+    next_obs = tuple(draw(BATCH, OBS_DIM) for _ in range(n_agents))
+    terminated = (torch.rand(BATCH, generator=gen) < 0.01).to(device=device, dtype=dtype)
+    batch = types.SimpleNamespace(  # the fields of haml.buffers.replay.ReplaySample
+        obs=obs,
+        state=torch.cat(obs, dim=-1),
+        actions=tuple(draw(BATCH, ACTION_DIM).clamp(-1, 1) for _ in range(n_agents)),
+        action_masks=None,
+        active_masks=None,
+        reward=draw(BATCH),
+        discount=0.99 * (1 - terminated),
+        next_obs=next_obs,
+        next_state=torch.cat(next_obs, dim=-1),
+        next_action_masks=None,
+        steps=torch.ones(BATCH, dtype=torch.int64, device=device),
+    )
+    return learner, batch
+
+
+def haddpg_cases(device: torch.device, options: Options) -> list[Case]:
+    """One case per agent count: "native" is ``DDPGLearner.update``, "reference" is
+    ``reference_update``, each on its own copy of the same learner."""
+    from haml.algorithms.haddpg import reference_update
+
+    cases = []
+    for n_agents in AGENTS[:1] if options.quick else AGENTS:
+
+        def build(n_agents=n_agents) -> Callables:
+            learner, batch = problem(n_agents, device)
+            twin = copy.deepcopy(learner)
+            return Callables(
+                reference=lambda: reference_update(twin, batch),
+                native=lambda: learner.update(batch),
+            )
+
+        cases.append(
+            Case(
+                op="haddpg_update",
+                shape={"agents": n_agents, "B": BATCH, "hidden": "x".join(map(str, HIDDEN)),
+                       "obs": OBS_DIM, "actions": ACTION_DIM},
+                device=device,
+                build=build,
+                native_op="haddpg_update",
+                compile_skip=compile_skip_reason(
+                    options, "not compiled: an update is n + 1 optimiser steps"
+                ),
+                targets=TARGETS.get((device.type, n_agents), ()),
+            )
+        )
+    return cases
+
+
+def _line(record: dict[str, Any]) -> str:
+    fast, ref = record["times"]["native"], record["times"]["reference"]
+    ratio = record["ratios"]["reference/native"]
+    met = "".join(
+        f"  target ref/fast {t['relation']} {t['bound']:g}: {'met' if t['met'] else 'NOT met'}"
+        for t in record["targets"]
+    )
+    load = fast.get("other_load")
+    return (
+        f"{record['device']:4} agents={record['shape']['agents']}  "
+        f"fast {format_seconds(fast['median'])} (IQR {format_seconds(fast['iqr'])})  "
+        f"reference {format_seconds(ref['median'])} (IQR {format_seconds(ref['iqr'])})  "
+        f"ref/fast {ratio:.2f}x{met}"
+        + ("" if load is None else f"  (other processes: {load:.0%} of the CPUs)")
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m haml.bench.haddpg [--device cpu|cuda|all] [--quick] [--out PATH]``."""
+    from haml.bench import DEVICE_CHOICES, BenchUsageError, resolve_devices
+
+    parser = argparse.ArgumentParser(
+        prog="python -m haml.bench.haddpg",
+        description="Time one HADDPG update (batch 1000, [256, 256], 2 and 6 agents): the learner "
+        "against the plain PyTorch reference update.",
+    )
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu")
+    parser.add_argument("--quick", action="store_true", help="2 agents only, short timings")
+    parser.add_argument("--out", type=Path, default=None, metavar="PATH",
+                        help="also write the records as JSON")
+    args = parser.parse_args(argv)
+    try:
+        devices = resolve_devices(args.device)
+    except BenchUsageError as err:
+        parser.error(str(err))
+    options = Options.make(quick=args.quick, compile=False)
+    env = report.environment(devices)
+    print(f"haml bench haddpg: {env['num_threads']} threads, torch {env['torch']}, "
+          + ", ".join(f"{d.type} ({env['device_names'][d.type]})" for d in devices), flush=True)
+    start = time.perf_counter()
+    records = []
+    for device in devices:
+        for case in haddpg_cases(device, options):
+            record = run_case(case, options)
+            records.append(record)
+            print(_line(record), flush=True)
+    if args.out is not None:
+        report.write_json(
+            {"benchmark": "haml bench haddpg", "schema_version": 1, "environment": env,
+             "cases": records, "total_seconds": time.perf_counter() - start},
+            args.out,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
