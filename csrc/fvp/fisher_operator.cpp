@@ -570,7 +570,7 @@ at::Tensor FisherOperator::conjugate_gradient(const at::Tensor& b, int64_t iters
   cg_p_.copy_(b);
   at::Tensor r_dot_r = at::dot(cg_r_, cg_r_);
   for (int64_t k = 0; k < iters; ++k) {
-    if (r_dot_r.item<double>() < residual_tol) break;  // host sync: the stopping rule
+    if (r_dot_r.item<double>() <= residual_tol) break;  // host sync: the stopping rule
     apply_out(cg_p_, cg_ap_);
     const auto alpha = r_dot_r / at::dot(cg_p_, cg_ap_);
     cg_x_.addcmul_(cg_p_, alpha);

@@ -41,8 +41,8 @@ class FisherOperator : public torch::CustomClassHolder {
   at::Tensor apply(const at::Tensor& v);
   // (F + damping I) v into out, allocating nothing.
   void apply_out(const at::Tensor& v, at::Tensor& out);
-  // x ≈ (F + damping I)⁻¹ b by at most iters conjugate-gradient steps, stopping once r·r falls
-  // below residual_tol (the iteration of haml/ops/fvp/cg.py).
+  // x ≈ (F + damping I)⁻¹ b by at most iters conjugate-gradient steps, stopping once r·r is
+  // at most residual_tol (the iteration of haml/ops/fvp/cg.py).
   at::Tensor conjugate_gradient(const at::Tensor& b, int64_t iters, double residual_tol);
   // xᵀ(F + damping I)x of the last conjugate_gradient solution x, read off its recurrence as
   // xᵀ(b − r) (r = b − A x): the step size of HATRPO without one more product.

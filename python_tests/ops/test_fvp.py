@@ -322,6 +322,9 @@ def test_cg_stops_at_residual_tolerance_and_iteration_cap():
     calls.clear()
     conjugate_gradient(matvec, b, iters=10, residual_tol=0.0)
     assert len(calls) == 10  # the cap
+    # An exactly solved system stops (r·r = 0 ≤ 0) instead of dividing 0 by 0 on the next step.
+    x = conjugate_gradient(lambda p: 2.0 * p, b, iters=10, residual_tol=0.0)
+    assert torch.equal(x, b / 2.0)
     calls.clear()
     x = conjugate_gradient(matvec, torch.zeros(40, dtype=torch.float64), iters=10)
     assert len(calls) == 0 and torch.count_nonzero(x) == 0

@@ -22,14 +22,15 @@ def conjugate_gradient(
     """The standard conjugate-gradient iteration for a symmetric positive-definite A, from x₀ = 0::
 
         r₀ = p₀ = b
-        for k = 0, 1, ..., iters − 1, while rₖ·rₖ ≥ residual_tol:
+        for k = 0, 1, ..., iters − 1, while rₖ·rₖ > residual_tol:
             αₖ = rₖ·rₖ / pₖ·A pₖ
             xₖ₊₁ = xₖ + αₖ pₖ
             rₖ₊₁ = rₖ − αₖ A pₖ
             pₖ₊₁ = rₖ₊₁ + (rₖ₊₁·rₖ₊₁ / rₖ·rₖ) pₖ
 
-    At most ``iters`` products; it stops as soon as the squared residual norm r·r falls below
-    ``residual_tol`` (checked before each product, so b = 0 returns 0 without a product). That
+    At most ``iters`` products; it stops as soon as the squared residual norm r·r is at most
+    ``residual_tol`` (checked before each product, so b = 0 returns 0 without a product, and an
+    exactly solved system stops instead of dividing 0 by 0 with ``residual_tol = 0``). That
     check reads r·r on the host once per iteration: the stopping rule of TRPO and HARL.
     """
     x = torch.zeros_like(b)
@@ -37,7 +38,7 @@ def conjugate_gradient(
     p = b.clone()
     r_dot_r = torch.dot(r, r)
     for _ in range(iters):
-        if r_dot_r < residual_tol:  # host sync: the stopping rule
+        if r_dot_r <= residual_tol:  # host sync: the stopping rule
             break
         a_p = matvec(p)
         alpha = r_dot_r / torch.dot(p, a_p)
