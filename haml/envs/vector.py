@@ -35,9 +35,10 @@ training device. Nothing before this module sees torch; nothing after it sees nu
   worker is unbounded, so the run ends and its checkpoints stay as they were. ``close()`` of
   healthy envs asks the workers to close and waits at most the step timeout before stopping them
   the same way. The family sets ``step_timeout`` from its step time (:data:`DEFAULT_STEP_TIMEOUT`,
-  30 s, for millisecond steps; SMAC's is longer); starting (building the envs in the workers and
-  the first reset, which may launch a simulator) may take up to ``start_timeout``
-  (:data:`DEFAULT_START_TIMEOUT`) when that is longer. ``step_timeout=None`` waits forever.
+  30 s, for sub-millisecond steps; SMAC's is longer). Building the envs in the workers may take
+  up to ``build_timeout`` (:data:`DEFAULT_BUILD_TIMEOUT`) and the first reset up to
+  ``first_reset_timeout`` (a family whose first reset launches a simulator; none by default)
+  where those are longer. ``step_timeout=None`` waits forever.
 - **Exact resume**: :meth:`GymVectorEnv.state_dict` gathers each env's ``resume_state`` (simulator
   state, RNG, time-limit counter) with ``get_attr`` and adds the running episode returns/lengths
   and the last observation; :meth:`GymVectorEnv.load_state_dict` puts them back with ``set_attr``.
@@ -55,7 +56,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium
 import numpy as np
@@ -67,7 +68,7 @@ from haml.envs.base import EnvError, EnvSpec, EnvStep, EpisodeTracker, require_n
 from haml.envs.gym_adapter import ACTIVE_KEY, STATE_KEY, action_mask_key, obs_key
 
 __all__ = [
-    "DEFAULT_START_TIMEOUT",
+    "DEFAULT_BUILD_TIMEOUT",
     "DEFAULT_STEP_TIMEOUT",
     "GymVectorEnv",
     "check_vector_options",
@@ -80,11 +81,11 @@ of the families whose step is well under a millisecond (MaMuJoCo, MPE). 30 s is 
 thousands of steps, so a loaded machine does not trip it, yet a stuck worker is an error within
 half a minute instead of a silent stall. A family with slower steps sets its own (SMAC: 120 s)."""
 
-DEFAULT_START_TIMEOUT: float = 300.0
-"""Seconds the workers may take to start, when longer than ``step_timeout``: building their envs
-(importing the simulator in every worker at once; with the "spawn" and "forkserver" start methods
-Python and torch too) and answering the first reset (for SMAC: launching one StarCraft II per
-env). On a machine with fewer cores than envs that takes minutes rather than seconds."""
+DEFAULT_BUILD_TIMEOUT: float = 300.0
+"""Seconds the workers may take to build their envs, when longer than ``step_timeout``: every
+worker imports the simulator at once (with the "spawn" and "forkserver" start methods, Python and
+torch too), which on a machine with fewer cores than envs takes a minute rather than seconds.
+Only construction gets it: a stall there is at start-up, where it is seen."""
 
 _STOP_GRACE: float = 1.0
 """Seconds the workers' process groups get between SIGTERM and SIGKILL when they are stopped."""
@@ -198,23 +199,51 @@ class _DeadlinePipe:
         return getattr(self._pipe, name)
 
 
+class _RemoteTraceback(Exception):
+    """The traceback of an exception raised inside a worker, as text: the cause of the exception
+    re-raised in the main process (as ``concurrent.futures`` does)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class _AsyncVectorEnv(AsyncVectorEnv):
-    """gymnasium's ``AsyncVectorEnv`` whose start-up check does not wait forever.
+    """gymnasium's ``AsyncVectorEnv`` whose start-up check does not wait forever, and which does
+    not print the workers' tracebacks.
 
     The constructor sends every worker a check of its spaces and reads the answers without a time
     limit, so a worker stuck while building its env would hang it. Here the answers are awaited
-    for ``start_timeout`` seconds at most (``None``: forever), and a failure stops the workers
+    for ``build_timeout`` seconds at most (``None``: forever), and a failure stops the workers
     before it propagates (the half-built object is never handed out to be closed).
     """
 
-    def __init__(self, *args: Any, start_timeout: float | None, **kwargs: Any) -> None:
-        self._start_timeout = start_timeout
+    def _raise_if_errors(self, successes: Sequence[bool]) -> None:
+        """gymnasium's, except that a worker's traceback becomes the cause of the exception
+        raised here instead of being printed (as warnings) on stderr, where a command-line user
+        would see a raw traceback before haml's one-line error."""
+        if all(successes):
+            return
+        errors = [self.error_queue.get(timeout=5) for _ in range(len(successes) - sum(successes))]
+        for index, *_ in errors:
+            if self.parent_pipes[index] is not None:
+                self.parent_pipes[index].close()
+                self.parent_pipes[index] = None
+        self._state = AsyncState.DEFAULT
+        _, exc_type, value, trace = errors[-1]
+        raise exc_type(value) from _RemoteTraceback(trace)
+
+    def __init__(self, *args: Any, build_timeout: float | None, **kwargs: Any) -> None:
+        self._build_timeout = build_timeout
         super().__init__(*args, **kwargs)
 
     def _check_spaces(self) -> None:
         pipes = self.parent_pipes
         deadline = (
-            None if self._start_timeout is None else time.monotonic() + self._start_timeout
+            None if self._build_timeout is None else time.monotonic() + self._build_timeout
         )
         self.parent_pipes = [_DeadlinePipe(pipe, deadline) for pipe in pipes]
         try:
@@ -341,8 +370,11 @@ class GymVectorEnv:
         asynchronous: subprocesses (``AsyncVectorEnv``, shared memory) or this process
             (``SyncVectorEnv``).
         step_timeout: seconds an async reset/step/call may take (``None``: wait forever).
-        start_timeout: seconds the async workers may take to build their envs and to answer the
-            first reset (or :meth:`load_state_dict`), when longer than ``step_timeout``.
+        build_timeout: seconds the async workers may take to build their envs, when longer
+            than ``step_timeout``.
+        first_reset_timeout: seconds the async workers may take to answer the first reset (or
+            :meth:`load_state_dict`), when longer than ``step_timeout``: for a family whose first
+            reset launches a simulator. ``None``: ``step_timeout``.
         context: the multiprocessing start method of the workers (``None``: the platform's).
         max_concurrency: at most this many workers simulate at once (gymnasium's option; for
             more envs than cores). ``None``: no limit.
@@ -359,7 +391,8 @@ class GymVectorEnv:
         seed: int | None = None,
         asynchronous: bool = True,
         step_timeout: float | None = DEFAULT_STEP_TIMEOUT,
-        start_timeout: float = DEFAULT_START_TIMEOUT,
+        build_timeout: float = DEFAULT_BUILD_TIMEOUT,
+        first_reset_timeout: float | None = None,
         context: str | None = None,
         max_concurrency: int | None = None,
         episode_limit: int | None = None,
@@ -368,14 +401,20 @@ class GymVectorEnv:
             raise ValueError("env_fns: need at least one env factory")
         if step_timeout is not None and step_timeout <= 0:
             raise ValueError(f"step_timeout must be positive or None, got {step_timeout}")
-        if start_timeout <= 0:
-            raise ValueError(f"start_timeout must be positive, got {start_timeout}")
+        if build_timeout <= 0:
+            raise ValueError(f"build_timeout must be positive, got {build_timeout}")
+        if first_reset_timeout is not None and first_reset_timeout <= 0:
+            raise ValueError(
+                f"first_reset_timeout must be positive or None, got {first_reset_timeout}"
+            )
         self.num_envs = len(env_fns)
         self.device = torch.device(device)
         self.asynchronous = asynchronous
         self.step_timeout = step_timeout
-        self.start_timeout = start_timeout
-        self._started = False  # until the first reset/load_state_dict: start_timeout applies
+        self.build_timeout = build_timeout
+        self.first_reset_timeout = first_reset_timeout
+        # what the workers are doing, for their time limit (_time_limit)
+        self._phase: Literal["build", "first_reset", "run"] = "build"
         self._label = f"{env}/{task}"
         self._seed = seed
         self._failure: str | None = None
@@ -392,12 +431,12 @@ class GymVectorEnv:
                     copy=False,  # rows are copied into tensors below; no second copy
                     context=context,
                     autoreset_mode=AutoresetMode.SAME_STEP,
-                    start_timeout=self._time_limit(),
+                    build_timeout=self._time_limit(),
                     **extra,
                 )
             except Exception as err:
                 cause = (
-                    f"no answer within {self._time_limit()} s (start_timeout); a worker is stuck "
+                    f"no answer within {self._time_limit()} s (build_timeout); a worker is stuck "
                     "building its env"
                     if isinstance(err, multiprocessing.TimeoutError)
                     else f"{type(err).__name__}: {err}"
@@ -431,6 +470,7 @@ class GymVectorEnv:
             for space in self.spec.action_spaces
         ]
         self._resumable = all(self._get_attr("resumable", "construction"))
+        self._phase = "first_reset"
 
         self._episodes = EpisodeTracker(self.num_envs)
         self._last_obs: dict[str, np.ndarray] | None = None
@@ -490,7 +530,7 @@ class GymVectorEnv:
 
     def _record_reset(self, result: tuple[dict[str, np.ndarray], dict[str, Any]]) -> None:
         obs, _ = result
-        self._started = True
+        self._phase = "run"
         self._episodes.reset()
         self._last_obs = {key: np.array(value, copy=True) for key, value in obs.items()}
 
@@ -579,7 +619,7 @@ class GymVectorEnv:
         env_states = [_torch_tree_to_numpy(env_state) for env_state in state["envs"]]
 
         def restore_bookkeeping(_: Any) -> None:
-            self._started = True
+            self._phase = "run"
             self._episodes.load_state_dict(state)
             self._last_obs = None if state["obs"] is None else _torch_tree_to_numpy(state["obs"])
 
@@ -609,7 +649,7 @@ class GymVectorEnv:
 
     def close(self) -> None:
         """Close the envs. Async workers are asked to close and given ``step_timeout`` seconds
-        (the start allowance before the first reset) to do so; any still there are then stopped
+        (:meth:`_time_limit`) to do so; any still there are then stopped
         (:func:`_stop_workers`), so this never waits on a stuck worker for longer. After a
         failure the workers are already stopped."""
         if self._closed:
@@ -698,13 +738,13 @@ class GymVectorEnv:
         return result
 
     def _time_limit(self) -> float | None:
-        """Seconds the workers get to answer now: ``step_timeout``, or ``start_timeout`` when
-        longer until the envs have been reset (or loaded) once; ``None``: no limit."""
+        """Seconds the workers get to answer now: ``step_timeout``, or while the envs are being
+        built ``build_timeout`` and until their first reset (or load) ``first_reset_timeout``,
+        where longer; ``None``: no limit."""
         if self.step_timeout is None:
             return None
-        if self._started:
-            return self.step_timeout
-        return max(self.step_timeout, self.start_timeout)
+        allowance = {"build": self.build_timeout, "first_reset": self.first_reset_timeout}
+        return max(self.step_timeout, allowance.get(self._phase) or 0.0)
 
     def _wait_for_answers(self) -> None:
         """Block until every async worker has answered, or raise ``TimeoutError`` after
@@ -821,10 +861,10 @@ class GymVectorEnv:
                 for index, pipe in enumerate(vec.parent_pipes)
                 if pipe is not None and not pipe.closed and not pipe.poll()
             ]
-            if self._started or self._time_limit() == self.step_timeout:
+            if self._time_limit() == self.step_timeout:
                 limit = f"step_timeout={self.step_timeout} s"
             else:
-                limit = f"{self._time_limit()} s (start_timeout, while starting)"
+                limit = f"{self._time_limit()} s ({self._phase}_timeout)"
             return (
                 f"no answer within {limit} from env(s) {busy}; a worker is stuck (raise the "
                 "step_timeout option if steps are really that slow); the workers were stopped"
@@ -872,8 +912,8 @@ def make_gym_vector_env(
     module-level function whose last argument is the env index). ``options`` is the family's
     ``Options``: ``vectorization`` ("sync", "async" or "auto": async when ``num_envs > 1`` and the
     machine has at least ``auto_async_min_cpus`` cores), ``step_timeout``, ``start_method`` and,
-    where the family has it, ``max_concurrency``. ``vector_class``: a subclass of
-    :class:`GymVectorEnv` (e.g. one that cannot save its state).
+    where the family has them, ``max_concurrency`` and ``first_reset_timeout``. ``vector_class``:
+    a subclass of :class:`GymVectorEnv` (e.g. one that cannot save its state).
     """
     require_num_envs(num_envs)
     asynchronous = options.vectorization == "async" or (
@@ -889,6 +929,7 @@ def make_gym_vector_env(
         seed=seed,
         asynchronous=asynchronous,
         step_timeout=options.step_timeout,
+        first_reset_timeout=getattr(options, "first_reset_timeout", None),
         context=options.start_method,
         max_concurrency=getattr(options, "max_concurrency", None),
         episode_limit=episode_limit,

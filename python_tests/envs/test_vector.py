@@ -387,8 +387,10 @@ def test_exception_inside_an_env_step_is_a_clear_error(asynchronous):
     try:
         envs.reset()
         envs.step(box_actions(2, 0.0))
-        with pytest.raises(RuntimeError, match=r"env 1\b.*ValueError: boom"):
+        with pytest.raises(EnvError, match=r"env 1\b.*ValueError: boom") as error:
             envs.step(box_actions(2, 0.0))
+        if asynchronous:  # the worker's traceback is the cause, not printed
+            assert 'raise ValueError("boom")' in str(error.value.__cause__.__cause__)
         with pytest.raises(RuntimeError, match="failed earlier"):
             envs.step(box_actions(2, 0.0))
     finally:
@@ -489,7 +491,7 @@ def test_a_stopped_worker_ends_the_process_in_bounded_time(what):
                     if line.startswith("workers")), [])
     try:
         assert proc.returncode == 0 and "returned" in lines, output
-        stopped_at = float(next(line for line in lines if line.startswith("stopped at")).split()[-1])
+        stopped_at = float(next(ln for ln in lines if ln.startswith("stopped at")).split()[-1])
         assert exited - stopped_at < step_timeout + 15, output
         if what == "close":
             assert "EnvError" not in output, output
@@ -502,19 +504,20 @@ def test_a_stopped_worker_ends_the_process_in_bounded_time(what):
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_the_first_reset_gets_the_start_allowance_later_ones_the_step_timeout():
-    envs = make_vec(num_envs=2, asynchronous=True, step_timeout=0.5, reset_seconds=1.0)
-    envs.start_timeout = 10.0
+def test_the_first_reset_may_take_first_reset_timeout_later_ones_step_timeout():
+    fns = [functools.partial(make_fake, e, reset_seconds=1.0) for e in range(2)]
+    envs = GymVectorEnv(fns, env="fake", task="pair", seed=0, asynchronous=True, step_timeout=0.5,
+                        first_reset_timeout=10.0)
     try:
-        envs.reset()  # 1 s > step_timeout, < start_timeout
+        envs.reset()  # 1 s: > step_timeout, < first_reset_timeout
         with pytest.raises(EnvError, match=r"no answer within step_timeout=0.5 s"):
             envs.reset()
     finally:
         envs.close()
-    envs = make_vec(num_envs=2, asynchronous=True, step_timeout=0.2, reset_seconds=1.0)
-    envs.start_timeout = 0.5
+    envs = GymVectorEnv(fns, env="fake", task="pair", seed=0, asynchronous=True, step_timeout=0.2,
+                        first_reset_timeout=0.5)
     try:
-        with pytest.raises(EnvError, match=r"no answer within 0.5 s \(start_timeout"):
+        with pytest.raises(EnvError, match=r"no answer within 0.5 s \(first_reset_timeout\)"):
             envs.reset()
     finally:
         envs.close()
@@ -557,9 +560,9 @@ def _make_fake_stuck_building(env_index, main_pid):
 def test_a_worker_stuck_building_its_env_is_an_error_not_a_hang():
     fns = [functools.partial(_make_fake_stuck_building, e, os.getpid()) for e in range(2)]
     start = time.monotonic()
-    with pytest.raises(EnvError, match=r"failed to start: no answer within 1.0 s"):
+    with pytest.raises(EnvError, match=r"failed to start: no answer within 1.0 s \(build_timeout"):
         GymVectorEnv(fns, env="fake", task="pair", asynchronous=True, step_timeout=0.5,
-                     start_timeout=1.0)
+                     build_timeout=1.0)
     assert time.monotonic() - start < 10
     assert not multiprocessing.active_children()
 
@@ -659,6 +662,7 @@ def test_make_gym_vector_env_picks_the_mode_and_builds_one_factory_per_env(
     assert [fn.args[-1] for fn in built["env_fns"]] == list(range(num_envs))  # the env index
     assert (built["env"], built["task"], built["seed"], built["episode_limit"]) == ("fake", "pair", 3, 7)
     assert (built["step_timeout"], built["context"], built["max_concurrency"]) == (5.0, None, None)
+    assert built["first_reset_timeout"] is None  # the option where the family has it
 
 
 def test_make_gym_vector_env_passes_max_concurrency_where_the_family_has_it():
