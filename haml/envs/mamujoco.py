@@ -78,7 +78,7 @@ PAPER_TASKS: tuple[str, ...] = (
     "Reacher-2x1",
     "ManyAgentSwimmer-10x2",
 )
-"""The MaMuJoCo tasks of the two papers (000: Figure 3, Table 6; 001: Figures 2-3, Table 4)."""
+"""The MaMuJoCo tasks of the two papers ([HATRPO]: Figure 3, Table 6; [HAML]: Figures 2-3, Table 4)."""
 
 AGENT_CONFS: dict[str, tuple[str, ...]] = {
     "HalfCheetah": ("2x3", "6x1"),
@@ -139,7 +139,8 @@ class Options:
     switches that parallel simulation must repay (docs/BENCHMARKS.md, "Environment adapters")."""
     step_timeout: float | None = DEFAULT_STEP_TIMEOUT
     """Seconds an async step/reset may take before the workers are declared stuck (None: wait
-    forever). Far above any real step; it only turns a hang into an error."""
+    forever): 30 s, where a step takes well under a millisecond, so only a stuck worker trips
+    it. Building the envs in the workers (importing MuJoCo) may take up to 300 s."""
     start_method: str | None = None
     """multiprocessing start method of the async workers ("fork", "forkserver", "spawn"; None:
     the platform's default)."""

@@ -161,7 +161,8 @@ class Options:
     may gain from async, given cores to spare (docs/BENCHMARKS.md, "Environment adapters")."""
     step_timeout: float | None = DEFAULT_STEP_TIMEOUT
     """Async only: seconds a step/reset may take before the workers are declared stuck (None: wait
-    forever)."""
+    forever): 30 s, where a step takes a fraction of a millisecond, so only a stuck worker trips
+    it."""
     start_method: str | None = None
     """Async only: multiprocessing start method ("fork", "forkserver", "spawn"; None: the
     platform's default)."""

@@ -58,7 +58,6 @@ import torch
 from haml.envs.base import require_num_envs
 from haml.envs.gym_adapter import ParallelEnvAdapter
 from haml.envs.vector import (
-    DEFAULT_STEP_TIMEOUT,
     GymVectorEnv,
     check_vector_options,
     make_gym_vector_env,
@@ -188,9 +187,11 @@ class Options:
     """"async": one worker process per env (each drives its own StarCraft II process, so the
     games advance in parallel); "sync": all envs from this process, one game after the other;
     "auto": async when num_envs > 1."""
-    step_timeout: float | None = DEFAULT_STEP_TIMEOUT
+    step_timeout: float | None = 300.0
     """Seconds an async step/reset may take before the workers are declared stuck (None: wait
-    forever). Launching StarCraft II (the first reset) takes seconds, not minutes."""
+    forever). A step is tens of milliseconds of StarCraft II (seconds with many games on few
+    cores), but the first reset launches every env's game at once and SMAC relaunches a crashed
+    game inside a step, each tens of seconds or more on a loaded machine: 300 s."""
     start_method: str | None = None
     """multiprocessing start method of the async workers (None: the platform's default)."""
     max_concurrency: int | None = None
