@@ -208,7 +208,34 @@ def _train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     return 0
 
 
+def _checkpoint_hint(args: argparse.Namespace) -> str:
+    """Where a stopped ``haml train`` run's latest checkpoint is and how to continue from it."""
+    from pathlib import Path
+
+    from haml.utils.checkpoint import latest_checkpoint
+
+    run_dir = args.resume or args.out
+    if run_dir is None and args.algo is not None and args.env is not None:
+        try:  # the default run directory, as haml.training.train resolves it
+            from haml.config.loader import load_config
+            from haml.training import default_run_dir
+
+            seed = 0 if args.seed is None else args.seed
+            cfg = load_config(args.algo, args.env, args.task, tuned=args.tuned,
+                              config_file=args.config, overrides=[*args.overrides, ("seed", seed)])
+            run_dir = str(default_run_dir(cfg))
+        except Exception:
+            run_dir = None
+    last = latest_checkpoint(Path(run_dir)) if run_dir is not None else None
+    if last is not None:
+        return f"its latest checkpoint is {last}; continue with `haml train --resume {run_dir}`"
+    if run_dir is not None:
+        return f"{run_dir} holds no checkpoint yet"
+    return "continue from the latest checkpoint, if any, with `haml train --resume RUN_DIR`"
+
+
 def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from haml.envs.base import EnvError
     from haml.runners import TrainingDiverged
     from haml.utils.checkpoint import CheckpointError
 
@@ -221,20 +248,14 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     except TrainingDiverged as err:
         print(f"haml train: {err}", file=sys.stderr)
         return 1
+    except EnvError as err:
+        # An env raised, its worker died or was stuck (and was stopped): one line, not a traceback.
+        print(f"haml train: error: {err}; {_checkpoint_hint(args)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         # A second Ctrl-C during training (the first one stops after the iteration and writes a
         # checkpoint), or one before the training loop started.
-        from haml.utils.checkpoint import latest_checkpoint
-
-        run_dir = args.resume or args.out
-        last = latest_checkpoint(run_dir) if run_dir is not None else None
-        if last is not None:
-            hint = f"its latest checkpoint is {last}; continue with `haml train --resume {run_dir}`"
-        elif run_dir is not None:
-            hint = f"{run_dir} holds no checkpoint yet"
-        else:
-            hint = "continue from the latest checkpoint, if any, with `haml train --resume RUN_DIR`"
-        print(f"\nhaml train: stopped at once by Ctrl-C; {hint}", file=sys.stderr)
+        print(f"\nhaml train: stopped at once by Ctrl-C; {_checkpoint_hint(args)}", file=sys.stderr)
         return 130
 
 
@@ -265,6 +286,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from haml.envs.base import EnvError
     from haml.evaluation import evaluate_run
     from haml.utils.checkpoint import CheckpointError
 
@@ -276,6 +298,9 @@ def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (ValueError, TypeError, FileNotFoundError, ImportError, CheckpointError) as err:
         print(f"haml eval: error: {err}", file=sys.stderr)
         return 2
+    except EnvError as err:  # an env raised, its worker died or was stuck: one line
+        print(f"haml eval: error: {err}", file=sys.stderr)
+        return 1
     print(report.summary())
     return 0
 

@@ -185,3 +185,127 @@ def test_a_failing_env_stops_training_with_an_error_naming_it(
     assert time.monotonic() - started < 30  # an error, not a wait for the step timeout
     # The iteration that failed wrote nothing; nothing was checkpointed before it.
     assert list_checkpoints(tmp_path) == []
+
+
+@pytest.mark.parametrize("how", ["raise", "exit"])
+def test_haml_train_reports_a_failing_env_in_one_line_and_keeps_the_checkpoint(
+    how, failing_mamujoco_step, tmp_path, capsys
+):
+    """An async worker that raises or dies in iteration 2: `haml train` prints one line naming
+    the env and the run's latest checkpoint (iteration 1's), exits 1, and the checkpoint loads."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("the patched step reaches the workers only when they are forked")
+    failing_mamujoco_step(how)  # each worker fails at its 21st step: iteration 2 of 16 steps
+    run_dir = tmp_path / "run"
+    code = cli.main(["train", "--algo", "happo", "--env", "mamujoco", "--task", "HalfCheetah-2x3",
+                     "--steps", "128", "--out", str(run_dir), "--quiet", *MAMUJOCO,
+                     "env.options.vectorization=async", "env.options.start_method=fork",
+                     "run.checkpoint_every=1"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("haml train: error: mamujoco/HalfCheetah-2x3: step: "), err
+    cause = "ValueError: simulated physics failure" if how == "raise" else "env worker died"
+    assert cause in line
+    checkpoint = latest_checkpoint(run_dir)
+    assert checkpoint is not None and checkpoint.name == "iter-000001.pt"
+    assert line.endswith(f"its latest checkpoint is {checkpoint}; continue with "
+                         f"`haml train --resume {run_dir}`")
+    assert load_checkpoint(checkpoint)["runner"]["iteration"] == 1
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
+def test_stopped_env_workers_end_haml_train_in_bounded_time_keeping_the_checkpoint(tmp_path):
+    """Every env worker of a `haml train` run SIGSTOPped (as if stuck in native code) after its
+    first checkpoint: the run ends within step_timeout + 15 s with one line naming the stuck env
+    and the checkpoint, exit code 1; the checkpoint loads; no worker is left."""
+    pytest.importorskip("gymnasium_robotics")
+    step_timeout = 5
+    run_dir = tmp_path / "run"
+    argv = ["--algo", "happo", "--env", "mamujoco", "--task", "HalfCheetah-2x3", "--steps",
+            "1000000", "--out", str(run_dir), "--quiet", *MAMUJOCO,
+            "env.options.vectorization=async", f"env.options.step_timeout={step_timeout}",
+            "run.checkpoint_every=1", "train.torch_threads=1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "haml.cli", "train", *argv], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while latest_checkpoint(run_dir) is None:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert len(workers) == 4  # 2 training + 2 evaluation envs
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        out, err = proc.communicate(timeout=step_timeout + 60)
+        took = time.monotonic() - stopped
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        for pid in workers:  # a regression must not leave stopped workers behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert proc.returncode == 1, err
+    assert took < step_timeout + 15, err
+    assert "Traceback" not in err and "Warning" not in err, err
+    line = err.strip().splitlines()[-1]  # (after gymnasium_robotics' import-time notice)
+    assert line.startswith("haml train: error: mamujoco/HalfCheetah-2x3: "), err
+    assert f"no answer within step_timeout={float(step_timeout)} s" in line
+    checkpoint = latest_checkpoint(run_dir)
+    assert f"its latest checkpoint is {checkpoint}; continue with" in line
+    assert load_checkpoint(checkpoint)["runner"]["iteration"] >= 1
+
+
+def test_an_env_error_names_the_default_run_directory(tmp_path, monkeypatch, capsys):
+    """Without --out, the one-line error names the run directory that train() resolved."""
+    from haml.envs.base import EnvError
+
+    def failing_train(*args, **kwargs):
+        raise EnvError("toy/heterogeneity-trap: step: env(s) [0] raised ValueError: boom")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(T, "train", failing_train)
+    assert cli.main(["train", "--algo", "happo", "--env", "toy", "--seed", "3"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "haml train: error: toy/heterogeneity-trap: step: env(s) [0] raised ValueError: boom; "
+        "runs/toy/heterogeneity-trap/happo/seed-3 holds no checkpoint yet\n"
+    )
+
+
+def test_haml_eval_reports_an_env_error_in_one_line(tmp_path, monkeypatch, capsys):
+    import haml.evaluation
+    from haml.envs.base import EnvError
+
+    def failing_eval(*args, **kwargs):
+        raise EnvError("mpe/simple_spread: reset: env worker died: env 1 (worker pid 7, "
+                       "exit code 3)")
+
+    monkeypatch.setattr(haml.evaluation, "evaluate_run", failing_eval)
+    assert cli.main(["eval", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        "haml eval: error: mpe/simple_spread: reset: env worker died: env 1 (worker pid 7, "
+        "exit code 3)\n"
+    )
