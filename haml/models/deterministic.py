@@ -55,9 +55,10 @@ class DeterministicPolicy(nn.Module):
         obs_dim: size of the (flat) observation.
         action_space: a 1-D gymnasium ``spaces.Box``. A dimension whose bounds are both finite is
             squashed, ``a_j = low_j + (tanh(x_j) + 1)/2 · (high_j - low_j)`` (computed as
-            ``c_j + h_j tanh(x_j)`` with the centre c and half-width h); a dimension with an
-            infinite bound is left as the head's output (the toy ``DifferentiableGame`` is
-            unbounded).
+            ``c_j + h_j tanh(x_j)`` with the centre c and half-width h, then clipped to the
+            bounds against rounding); a dimension with an infinite bound (one or both) is left
+            as the head's output (the toy ``DifferentiableGame`` is unbounded), which
+            :meth:`explore` clips to its finite bound if it has one.
         hidden, activation, layer_norm, input_norm, layer_norm_eps: the trunk (:class:`MLP`).
         dtype, device: where to put the parameters and the bound buffers.
 
@@ -119,9 +120,9 @@ class DeterministicPolicy(nn.Module):
         if self._squash == "none":
             return x
         squashed = torch.addcmul(self.action_center, self.action_scale, torch.tanh(x))
-        if self._squash == "all":
-            return squashed
-        return torch.where(self.bounded, squashed, x)
+        # c ± h can round past a bound (float32: -2.2 + 5.1 > 2.9).
+        squashed = torch.clamp(squashed, self.action_low, self.action_high)
+        return squashed if self._squash == "all" else torch.where(self.bounded, squashed, x)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """μ_θ(o): actions ``[*B, d]`` for observations ``[*B, obs_dim]`` (differentiable)."""
