@@ -92,6 +92,9 @@ class HADDPGConfig:
     Algorithm 3) or ``policy`` (their current policies', as the authors' released code)."""
     max_grad_norm: float = 0.0
     """Gradient-norm clip of every actor and critic step; 0 turns it off."""
+    checkpoint_buffer: bool = True
+    """Keep the replay buffer's contents in every checkpoint (exact resume, at the buffer's size
+    on disk); false: a resumed run refills the buffer from empty."""
 
     def __post_init__(self) -> None:
         for name in ("actor_lr", "critic_lr", "tau", "n_step", "batch_size", "buffer_size",
@@ -213,7 +216,9 @@ class DDPGLearner:
         self._step(self.critic_optimizer, self._critic_params, q_loss)
         return q_loss.detach(), q.detach().mean()
 
-    def actor_phase(self, batch: ReplaySample, on_agent: OnAgent | None = None) -> list[torch.Tensor]:
+    def actor_phase(
+        self, batch: ReplaySample, on_agent: OnAgent | None = None
+    ) -> list[torch.Tensor]:
         """Steps 2-3 of the module doc; returns each agent's actor loss (agent order), detached.
 
         ``joint`` holds the actions the critic sees for every agent: the batch's or the current
@@ -269,7 +274,8 @@ class DDPGLearner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if len(state["target_policies"]) != self.n_agents or len(state["actor_optimizers"]) != self.n_agents:
+        saved_agents = {len(state["target_policies"]), len(state["actor_optimizers"])}
+        if saved_agents != {self.n_agents}:
             raise ValueError(
                 f"DDPGLearner: the saved state is for {len(state['target_policies'])} agents, "
                 f"this learner has {self.n_agents}"

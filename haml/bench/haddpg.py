@@ -31,7 +31,15 @@ from typing import Any
 import torch
 
 from haml.bench import report
-from haml.bench.ops import Callables, Case, Options, Target, _generator, compile_skip_reason, run_case
+from haml.bench.ops import (
+    Callables,
+    Case,
+    Options,
+    Target,
+    _generator,
+    compile_skip_reason,
+    run_case,
+)
 from haml.bench.timing import format_seconds
 
 __all__ = ["AGENTS", "TARGETS", "haddpg_cases", "main"]
@@ -135,7 +143,8 @@ def _line(record: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m haml.bench.haddpg [--device cpu|cuda|all] [--quick] [--out PATH]``."""
+    """``python -m haml.bench.haddpg [--device cpu|cuda|all] [--quick] [--threads N]
+    [--out PATH]``."""
     from haml.bench import DEVICE_CHOICES, BenchUsageError, resolve_devices
 
     parser = argparse.ArgumentParser(
@@ -145,9 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu")
     parser.add_argument("--quick", action="store_true", help="2 agents only, short timings")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch CPU threads (default: torch's own choice)")
     parser.add_argument("--out", type=Path, default=None, metavar="PATH",
                         help="also write the records as JSON")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     try:
         devices = resolve_devices(args.device)
     except BenchUsageError as err:

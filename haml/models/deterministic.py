@@ -100,7 +100,9 @@ class DeterministicPolicy(nn.Module):
         self.register_buffer("action_scale", scale.to(dtype_now))
         self.register_buffer("bounded", bounded)
         # "all", "none" or "some" dimensions squashed: the first two skip the torch.where.
-        self._squash = "all" if bool(bounded.all()) else ("none" if not bool(bounded.any()) else "some")
+        self._squash = (
+            "all" if bool(bounded.all()) else "none" if not bool(bounded.any()) else "some"
+        )
         if dtype is not None or device is not None:
             self.to(device=device, dtype=dtype)
 
@@ -130,7 +132,10 @@ class DeterministicPolicy(nn.Module):
         return self.squash(self.head(self.body(obs)))
 
     def sample(
-        self, obs: torch.Tensor, action_mask: torch.Tensor | None = None, deterministic: bool = False
+        self,
+        obs: torch.Tensor,
+        action_mask: torch.Tensor | None = None,
+        deterministic: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(μ(o) [*B, d], zeros [*B])`` without gradient, whatever ``deterministic`` says.
 
@@ -216,7 +221,8 @@ class QCritic(nn.Module):
         self.nets = nn.ModuleList()
         for _ in range(2 if self.twin else 1):
             body = MLP(in_dim, hidden, activation, layer_norm, input_norm, layer_norm_eps)
-            self.nets.append(nn.Sequential(*body.layers, init_linear(nn.Linear(body.out_dim, 1), 1.0)))
+            head = init_linear(nn.Linear(body.out_dim, 1), 1.0)
+            self.nets.append(nn.Sequential(*body.layers, head))
         self.splits = not input_norm
         if dtype is not None or device is not None:
             self.to(device=device, dtype=dtype)
@@ -227,7 +233,8 @@ class QCritic(nn.Module):
         else:
             if len(actions) != len(self.action_dims):
                 raise ValueError(
-                    f"QCritic: {len(actions)} agents' actions given, expected {len(self.action_dims)}"
+                    f"QCritic: {len(actions)} agents' actions given, "
+                    f"expected {len(self.action_dims)}"
                 )
             joint = actions[0] if len(actions) == 1 else torch.cat(tuple(actions), dim=-1)
         if joint.shape[-1] != sum(self.action_dims):

@@ -178,7 +178,8 @@ class Recorder:
         original = getattr(critic, method)
 
         def record(first, actions):
-            self.calls.append(([a.detach().clone() for a in actions], [a.requires_grad for a in actions]))
+            joint = [a.detach().clone() for a in actions]
+            self.calls.append((joint, [a.requires_grad for a in actions]))
             return original(first, actions)
 
         setattr(critic, method, record)
@@ -295,7 +296,8 @@ def test_targets_move_by_tau():
     learner = make_learner(tau=0.25)
     targets_before = [p.detach().clone() for p in learner.target_critic.parameters()]
     learner.update(make_batch())
-    for t, t0, s in zip(learner.target_critic.parameters(), targets_before, learner.critic.parameters()):
+    pairs = zip(learner.target_critic.parameters(), learner.critic.parameters())
+    for (t, s), t0 in zip(pairs, targets_before):
         torch.testing.assert_close(t, 0.75 * t0 + 0.25 * s.detach(), rtol=1e-6, atol=1e-6)
 
 
@@ -365,3 +367,15 @@ def test_load_state_dict_refuses_another_agent_count():
     state["target_policies"] = state["target_policies"][:2]
     with pytest.raises(ValueError, match="2 agents"):
         make_learner().load_state_dict(state)
+
+
+def test_the_bench_runs_both_updates(capsys):
+    from haml.bench.haddpg import AGENTS, haddpg_cases, main
+    from haml.bench.ops import Options
+
+    cases = haddpg_cases(torch.device("cpu"), Options.make(compile=False))
+    assert [c.shape["agents"] for c in cases] == list(AGENTS) == [2, 6]
+    assert cases[1].targets and cases[1].targets[0].bound == 2.0
+    assert main(["--quick", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "agents=2" in out and "ref/fast" in out

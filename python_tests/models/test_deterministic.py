@@ -129,7 +129,8 @@ def test_explore_clips_to_the_bounds_and_scales_the_noise_by_the_half_width():
     # Small noise: no clipping, std = sigma * half-width (1, 10 and 1 for the unbounded one).
     noisy = policy.explore(obs, 0.01, generator=_gen(3))
     std = (noisy - mu).std(0)
-    torch.testing.assert_close(std, torch.tensor([0.01, 0.1, 0.01], dtype=torch.float64), rtol=0.05, atol=0)
+    expected = torch.tensor([0.01, 0.1, 0.01], dtype=torch.float64)
+    torch.testing.assert_close(std, expected, rtol=0.05, atol=0)
     # Huge noise: clipped to the bounds, the unbounded dimension is not.
     noisy = policy.explore(obs, 100.0, generator=_gen(4))
     assert noisy[:, 0].min() == -1.0 and noisy[:, 0].max() == 1.0
@@ -142,7 +143,8 @@ def test_explore_clips_to_the_bounds_and_scales_the_noise_by_the_half_width():
 
 
 def test_policy_init_conventions_and_dtype():
-    policy = DeterministicPolicy(6, spaces.Box(-1.0, 1.0, (2,)), hidden=(32, 32), dtype=torch.float64)
+    box = spaces.Box(-1.0, 1.0, (2,))
+    policy = DeterministicPolicy(6, box, hidden=(32, 32), dtype=torch.float64)
     assert policy.head.weight.dtype == torch.float64 and policy.action_low.dtype == torch.float64
     assert policy.bounded.dtype == torch.bool
     assert torch.equal(policy.head.bias, torch.zeros(2, dtype=torch.float64))
@@ -202,7 +204,8 @@ def test_input_norm_falls_back_to_the_whole_network():
     action = torch.randn(9, 2, generator=_gen(1), dtype=torch.float64)
     h_s = critic.state_term(state)
     assert h_s[0] is state
-    torch.testing.assert_close(critic.q_from(h_s, [action]), critic(state, [action]), rtol=0, atol=0)
+    q = critic(state, [action])
+    torch.testing.assert_close(critic.q_from(h_s, [action]), q, rtol=0, atol=0)
 
 
 def test_critic_bad_input():
