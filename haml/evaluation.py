@@ -57,15 +57,13 @@ class EvalReport:
 def _load_policies(checkpoint: dict, spec, device: torch.device, cfg=None):
     """``(config, policies)`` of a checkpoint, the policies built for ``spec`` with its weights;
     ``cfg`` is the checkpoint's config when the caller has already read it."""
-    from haml.algorithms import algo_spec
     from haml.config.loader import config_from_dict
-    from haml.models.build import build_policies, load_policy_weights
+    from haml.models.build import load_policy_weights
+    from haml.runners import acting_policies
 
     if cfg is None:
         cfg = config_from_dict(checkpoint["config"])
-    algo = algo_spec(cfg.algo_name)
-    policies, _ = build_policies(cfg.actor, spec.obs_spaces, spec.action_spaces, device,
-                                 share=algo.share_actors, owner=algo.name)
+    policies = acting_policies(cfg, spec, device)
     load_policy_weights(policies, checkpoint["runner"]["policies"])
     for policy in policies:
         policy.eval()

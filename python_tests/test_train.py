@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import haml.training as T
-from haml.algorithms import algo_names
+from haml.algorithms import algo_names, algo_spec, algos_for_action_kind
 from haml.config.loader import ConfigError
 from haml.runners import TrainingDiverged
 from haml.utils.checkpoint import latest_checkpoint, load_checkpoint
@@ -31,12 +31,15 @@ MAMUJOCO = [
 ]
 
 
+ON_POLICY = [a for a in algo_names() if algo_spec(a).runner == "on_policy"]
+
+
 def _rows(run_dir):
     with open(run_dir / "metrics.csv") as f:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("algo", algo_names())
+@pytest.mark.parametrize("algo", algos_for_action_kind("discrete"))
 def test_every_algorithm_trains_two_iterations_on_a_toy_game(algo, tmp_path):
     result = T.train(algo, "toy", "heterogeneity-trap", steps=128, out=tmp_path, quiet=True,
                      overrides=TOY)
@@ -51,7 +54,7 @@ def test_every_algorithm_trains_two_iterations_on_a_toy_game(algo, tmp_path):
     assert latest_checkpoint(tmp_path).name == "iter-000002.pt"
 
 
-@pytest.mark.parametrize("algo", [a for a in algo_names()])
+@pytest.mark.parametrize("algo", ON_POLICY)
 def test_every_algorithm_trains_two_iterations_on_mamujoco(algo, tmp_path):
     pytest.importorskip("gymnasium_robotics")
     result = T.train(algo, "mamujoco", "HalfCheetah-2x3", steps=64, out=tmp_path, quiet=True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from haml.algorithms.haa2c import A2CActorLearner, A2CConfig
+from haml.algorithms.haddpg import DDPGLearner, HADDPGConfig
 from haml.algorithms.happo import PPOActorLearner, PPOConfig
 from haml.algorithms.hatrpo import TRPOActorLearner, TRPOConfig
 
@@ -24,13 +25,14 @@ __all__ = [
     "algos_for_action_kind",
 ]
 
-RUNNER_KINDS = ("on_policy",)
+RUNNER_KINDS = ("on_policy", "off_policy")
 """The runner families (:func:`haml.runners.make_runner` maps each to its runner class)."""
 
 ACTION_KINDS = ("continuous", "discrete")
 """``continuous``: every agent's action space is a Box; ``discrete``: a Discrete one."""
 
 _BOTH = frozenset(ACTION_KINDS)
+_CONTINUOUS = frozenset({"continuous"})
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,8 @@ class AlgoSpec:
     share_actors: bool
     """One policy for all agents (parameter sharing; needs equal spaces)."""
     critic: str
-    """``"central"``, one V(s) on the global state, or ``"local"``, one V(o^i) per agent on its
-    own observation (IPPO)."""
+    """``"central"``, one critic on the global state (V(s) on-policy, Q(s, a¹..aⁿ) off-policy),
+    or ``"local"``, one V(o^i) per agent on its own observation (IPPO)."""
     action_kinds: frozenset[str]
     """The kinds of action space it can act in (subset of :data:`ACTION_KINDS`)."""
     summary: str
@@ -77,6 +79,10 @@ _ENTRIES = (
              "MAA2C-S ([HAML]): shared-parameter A2C, simultaneous updates"),
     AlgoSpec("maa2c_ns", A2CConfig, A2CActorLearner, "on_policy", False, False, "central", _BOTH,
              "MAA2C-NS ([HAML]): per-agent A2C, simultaneous updates"),
+    AlgoSpec("haddpg", HADDPGConfig, DDPGLearner, "off_policy", True, False, "central", _CONTINUOUS,
+             "HADDPG ([HAML], Algorithm 3): deterministic actors stepping in a random order on Q"),
+    AlgoSpec("maddpg", HADDPGConfig, DDPGLearner, "off_policy", False, False, "central", _CONTINUOUS,
+             "MADDPG ([HAML], eq. (3)): deterministic actors stepping at once on Q"),
 )
 
 for _entry in _ENTRIES:

@@ -19,7 +19,9 @@ from haml.models.recurrent import GRUCritic, GRUPolicy
 from haml.models.value import VCritic
 
 __all__ = [
+    "build_deterministic_policies",
     "build_policies",
+    "build_q_critic",
     "build_value_network",
     "load_policy_weights",
     "policy_state_dicts",
@@ -87,6 +89,32 @@ def build_value_network(net: Any, in_dim: int, device: torch.device) -> VCritic 
     else:
         critic = VCritic(in_dim, tuple(net.hidden), net.activation, net.layer_norm, net.input_norm)
     return critic.to(device)
+
+
+def build_deterministic_policies(
+    net: Any, obs_spaces: Sequence[Any], action_spaces: Sequence[Any], device: torch.device
+) -> list[nn.Module]:
+    """One :class:`~haml.models.deterministic.DeterministicPolicy` μ^i(o^i) per agent, each
+    squashed into its agent's action box."""
+    from haml.models.deterministic import DeterministicPolicy
+
+    return [
+        DeterministicPolicy(int(obs.shape[0]), action, hidden=tuple(net.hidden), activation=net.activation,
+                            layer_norm=net.layer_norm, input_norm=net.input_norm, device=device)
+        for obs, action in zip(obs_spaces, action_spaces)
+    ]
+
+
+def build_q_critic(
+    net: Any, state_dim: int, action_spaces: Sequence[Any], device: torch.device, twin: bool = False
+) -> nn.Module:
+    """The centralised :class:`~haml.models.deterministic.QCritic` Q(s, a¹..aⁿ) on the global
+    state and the joint action (``twin``: two Q estimates, for the TD3-style algorithms)."""
+    from haml.models.deterministic import QCritic
+
+    action_dims = [int(space.shape[0]) for space in action_spaces]
+    return QCritic(state_dim, action_dims, hidden=tuple(net.hidden), activation=net.activation,
+                   layer_norm=net.layer_norm, input_norm=net.input_norm, twin=twin, device=device)
 
 
 def unique_policies(policies: Sequence[nn.Module]) -> list[nn.Module]:

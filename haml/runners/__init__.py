@@ -24,11 +24,15 @@ __all__ = [
     "TrainingDiverged",
     "UpdateHook",
     "action_kinds",
+    "acting_policies",
     "evaluate",
     "make_runner",
 ]
 
-_RUNNER_CLASSES = {"on_policy": "haml.runners.on_policy:OnPolicyRunner"}
+_RUNNER_CLASSES = {
+    "on_policy": "haml.runners.on_policy:OnPolicyRunner",
+    "off_policy": "haml.runners.off_policy:OffPolicyRunner",
+}
 """Runner kind (``AlgoSpec.runner``) → ``module:class``, imported when first used."""
 
 
@@ -38,6 +42,19 @@ def action_kinds(espec: EnvSpec) -> set[str]:
     from gymnasium.spaces import Discrete
 
     return {"discrete" if isinstance(s, Discrete) else "continuous" for s in espec.action_spaces}
+
+
+def _runner_class(algo: str) -> type:
+    from haml.algorithms.registry import algo_spec
+
+    module, name = _RUNNER_CLASSES[algo_spec(algo).runner].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def acting_policies(cfg: ExperimentConfig, espec: EnvSpec, device: Any) -> list[Any]:
+    """The policies ``cfg``'s runner acts with (one per agent, untrained): what a checkpoint's
+    ``policies`` entry loads into (``haml eval``)."""
+    return _runner_class(cfg.algo_name).build_acting_policies(cfg, espec, device)
 
 
 def make_runner(
@@ -60,6 +77,4 @@ def make_runner(
                 f"{spec.name} cannot act in {kind} action spaces ({env.spec.env} {env.spec.task}); "
                 f"algorithms that can: {', '.join(algos_for_action_kind(kind))}"
             )
-    module, name = _RUNNER_CLASSES[spec.runner].split(":")
-    runner_cls = getattr(importlib.import_module(module), name)
-    return runner_cls(cfg, env, eval_env, **options)
+    return _runner_class(spec.name)(cfg, env, eval_env, **options)

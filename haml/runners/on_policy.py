@@ -145,11 +145,19 @@ class OnPolicyRunner:
 
     # -- construction -------------------------------------------------------------------------
 
+    @staticmethod
+    def build_acting_policies(cfg: ExperimentConfig, espec: EnvSpec, device: torch.device) -> list[nn.Module]:
+        """The stochastic policies of ``cfg`` (one per agent; shared when the algorithm shares)."""
+        return OnPolicyRunner._policies_and_groups(cfg, espec, device)[0]
+
+    @staticmethod
+    def _policies_and_groups(cfg: ExperimentConfig, espec: EnvSpec, device: torch.device):
+        spec = algo_spec(cfg.algo_name)
+        return build_policies(cfg.actor, espec.obs_spaces, espec.action_spaces, device,
+                              share=spec.share_actors, owner=spec.name)
+
     def _build_actors(self, espec: EnvSpec) -> None:
-        self.policies, self.groups = build_policies(
-            self.cfg.actor, espec.obs_spaces, espec.action_spaces, self.device,
-            share=self.spec.share_actors, owner=self.spec.name,
-        )
+        self.policies, self.groups = self._policies_and_groups(self.cfg, espec, self.device)
         self.actor_learners = [
             self.spec.learner(self.policies[group[0]], self.cfg.algo) for group in self.groups
         ]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from fake_starcraft import FakeStarCraft2Env
 
-from haml.algorithms import algo_names
+from haml.algorithms import algos_for_action_kind
 from haml.config.loader import load_config
 from haml.envs import smac
 from haml.runners.on_policy import OnPolicyRunner
@@ -41,7 +41,7 @@ def make_runner(algo: str, rnn: str = "none") -> OnPolicyRunner:
     return OnPolicyRunner(cfg, env)
 
 
-@pytest.mark.parametrize("algo", algo_names())
+@pytest.mark.parametrize("algo", algos_for_action_kind("discrete"))
 def test_every_algorithm_runs_on_the_smac_fake(algo):
     runner = make_runner(algo)
     try:

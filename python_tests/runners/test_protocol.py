@@ -10,8 +10,7 @@ import pytest
 import torch
 
 import haml.training as T
-from haml.algorithms import algo_names
-from haml.algorithms import registry
+from haml.algorithms import algos_for_action_kind, registry
 from haml.config.loader import load_config
 from haml.envs.toy import MatrixGame
 from haml.runners import AgentUpdate, Runner, TrainingDiverged, make_runner
@@ -33,7 +32,7 @@ def _runner(algo: str, **options) -> Runner:
     return make_runner(cfg, MatrixGame(PAYOFF, num_envs=32), **options)
 
 
-@pytest.mark.parametrize("algo", algo_names())
+@pytest.mark.parametrize("algo", algos_for_action_kind("discrete"))
 def test_make_runner_builds_the_registered_runner_for_every_algorithm(algo):
     runner = _runner(algo)
     assert isinstance(runner, Runner)

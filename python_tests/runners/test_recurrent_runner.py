@@ -22,7 +22,7 @@ import torch
 
 import haml.runners.on_policy as on_policy
 import haml.training as T
-from haml.algorithms import algo_names, algo_spec
+from haml.algorithms import algo_spec, algos_for_action_kind
 from haml.buffers.layout import ChunkLayout
 from haml.config.loader import load_config
 from haml.envs.toy import MemoryGame
@@ -254,7 +254,7 @@ def test_joint_actor_reports_the_states_it_acted_from_and_restores_them():
 
 @pytest.mark.filterwarnings("ignore:haml.ops.FisherOperator.*SequenceView:RuntimeWarning")
 @pytest.mark.parametrize("rnn", ["none", "gru"])
-@pytest.mark.parametrize("algo", algo_names())
+@pytest.mark.parametrize("algo", algos_for_action_kind("discrete"))
 def test_every_algorithm_runs_with_dying_agents(algo, rnn):
     torch.manual_seed(0)
     runner = _runner(algo, rnn, extra=("critic.epochs=2",) + (() if algo == "hatrpo" else ("algo.epochs=2",)))
@@ -366,7 +366,7 @@ def _factor_where_first_agent_dead(algo: str, rnn: str) -> tuple[torch.Tensor, t
 
 @pytest.mark.filterwarnings("ignore:haml.ops.FisherOperator.*SequenceView:RuntimeWarning")
 @pytest.mark.parametrize("rnn", ["none", "gru"])
-@pytest.mark.parametrize("algo", [a for a in algo_names() if algo_spec(a).sequential])
+@pytest.mark.parametrize("algo", [a for a in algos_for_action_kind("discrete") if algo_spec(a).sequential])
 def test_the_runner_keeps_the_factor_at_one_where_the_updated_agent_was_dead(algo, rnn):
     dead, alive = _factor_where_first_agent_dead(algo, rnn)
     assert dead.numel() > 0

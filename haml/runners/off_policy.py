@@ -1,0 +1,292 @@
+"""The one off-policy runner: act with exploration → replay buffer → rounds of critic and actor updates.
+
+Every registered off-policy algorithm (HADDPG and MADDPG, [HAML] Algorithm 3 and eq. (7)) runs
+through :class:`OffPolicyRunner`; what differs between them comes from the registry entry: the
+learner and whether the actors update in a fresh random order, each seeing its predecessors' new
+actions (HA), or all at once against the buffer's actions (MA). The runner never looks at the
+algorithm's or the environment's name.
+
+One iteration:
+
+1. ``algo.train_every`` vector steps of the ``E`` envs: uniform random actions until
+   ``algo.warmup_steps`` env steps have been taken, then μ(o) + Gaussian noise
+   (``algo.exploration_noise`` × the action's half-width) clipped to the action box; every
+   transition goes to the replay buffer (:class:`~haml.buffers.replay.ReplayBuffer`, which keeps
+   the true final observation at time limits and computes n-step returns when sampling);
+2. once past the warm-up, the updates owed so far at ``algo.updates_per_step`` per env step
+   (counted from the end of the warm-up; a fraction carries over to the next round), each on a
+   uniform batch of ``algo.batch_size`` transitions: the critic's step on the n-step target,
+   the actors' steps, the polyak update of the targets (the learner's ``update``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from haml.algorithms.registry import algo_spec
+from haml.buffers.replay import ReplayBuffer
+from haml.config.schema import ExperimentConfig
+from haml.envs.base import (
+    WIN_METRIC,
+    EnvSpec,
+    EnvStep,
+    EpisodeStats,
+    VectorMultiAgentEnv,
+    episode_means,
+)
+from haml.logging import metrics as M
+from haml.models.build import (
+    build_deterministic_policies,
+    build_q_critic,
+    load_policy_weights,
+    policy_state_dicts,
+)
+from haml.runners.base import AgentUpdate, UpdateHook
+from haml.runners.env_position import restore_env_position, save_env_position
+from haml.runners.evaluate import EvalResult, evaluate
+from haml.runners.guards import check_finite, single_thread
+
+__all__ = ["OffPolicyRunner"]
+
+
+def check_schedule(cfg: ExperimentConfig) -> None:
+    """Cross-checks of the off-policy keys against the run (each error names its key)."""
+    algo, train = cfg.algo, cfg.train
+    if algo.buffer_size < algo.batch_size:
+        raise ValueError(
+            f"algo.buffer_size ({algo.buffer_size}) is smaller than algo.batch_size ({algo.batch_size})"
+        )
+    if cfg.actor.rnn != "none" or cfg.critic.network.rnn != "none":
+        raise ValueError(
+            "actor.rnn / critic.network.rnn: the off-policy algorithms have feed-forward networks "
+            "only; set both to none"
+        )
+    if algo.warmup_steps >= train.steps:
+        raise ValueError(
+            f"algo.warmup_steps ({algo.warmup_steps}) must be smaller than train.steps "
+            f"({train.steps}): the run would never update"
+        )
+
+
+class OffPolicyRunner:
+    """Trains ``cfg.algo_name`` (an off-policy algorithm) on ``env``, evaluating on ``eval_env``;
+    follows :class:`haml.runners.Runner`.
+
+    ``sequential`` overrides the registry entry's actor scheme (True: HA, a fresh random order,
+    predecessors' new actions; False: MA, every actor against the buffer's actions).
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        env: VectorMultiAgentEnv,
+        eval_env: VectorMultiAgentEnv | None = None,
+        sequential: bool | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.spec = algo_spec(cfg.algo_name)
+        self.sequential = self.spec.sequential if sequential is None else bool(sequential)
+        self.env = env
+        self.eval_env = eval_env
+        self.device = torch.device(cfg.train.device)
+        if env.num_envs != cfg.train.num_envs:
+            raise ValueError(
+                f"the env has {env.num_envs} copies but train.num_envs is {cfg.train.num_envs}"
+            )
+        check_schedule(cfg)
+        algo = cfg.algo
+        espec: EnvSpec = env.spec
+        self.n_agents = espec.n_agents
+        self.policies = self.build_acting_policies(cfg, espec, self.device)
+        self.critic = build_q_critic(cfg.critic.network, espec.state_dim, espec.action_spaces, self.device)
+        self.learner = self.spec.learner(
+            self.policies, self.critic, algo, gamma=cfg.train.gamma, sequential=self.sequential
+        )
+        self.buffer = ReplayBuffer(espec, algo.buffer_size, env.num_envs, algo.n_step, cfg.train.gamma,
+                                   self.device)
+        self.iteration = 0
+        self.env_steps = 0
+        self.batch_steps = algo.train_every * env.num_envs
+        self.total_iterations = max(1, math.ceil(cfg.train.steps / self.batch_steps))
+        self.updates_done = 0
+        self.last_eval: EvalResult | None = None
+        self.last_timing: dict[str, float] = {}
+        self._hooks: list[UpdateHook] = []
+        self._step: EnvStep | None = None
+        self._random_actions = _uniform_action_sampler(espec, env.num_envs, self.device)
+
+    @staticmethod
+    def build_acting_policies(cfg: ExperimentConfig, espec: EnvSpec, device: torch.device) -> list[nn.Module]:
+        """The deterministic policies μ^i of ``cfg``, one per agent."""
+        return build_deterministic_policies(cfg.actor, espec.obs_spaces, espec.action_spaces, device)
+
+    # -- acting ------------------------------------------------------------------------------------
+
+    def add_update_hook(self, hook: UpdateHook) -> None:
+        """Call ``hook`` with an :class:`~haml.runners.base.AgentUpdate` after every actor step
+        (``factor`` is None: there is no factor M off-policy)."""
+        if not callable(hook):
+            raise TypeError(f"add_update_hook: 'hook' must be callable, got {type(hook).__name__}")
+        self._hooks.append(hook)
+
+    def reset_envs(self) -> None:
+        self._step = self.env.reset(seed=self.cfg.seed)
+
+    @torch.no_grad()
+    def _actions(self, step: EnvStep) -> list[torch.Tensor]:
+        """Uniform random actions during the warm-up, then μ(o) plus clipped exploration noise."""
+        if self.env_steps < self.cfg.algo.warmup_steps:
+            return self._random_actions()
+        noise = self.cfg.algo.exploration_noise
+        return [policy.explore(obs, noise) for policy, obs in zip(self.policies, step.obs)]
+
+    def collect(self) -> list[EpisodeStats]:
+        """``algo.train_every`` vector steps into the replay buffer; returns the episodes that
+        ended meanwhile."""
+        if self._step is None:
+            self.reset_envs()
+        episodes: list[EpisodeStats] = []
+        step = self._step
+        with single_thread():
+            for _ in range(self.cfg.algo.train_every):
+                actions = self._actions(step)
+                after = self.env.step(actions)
+                self.buffer.add(step, actions, after)
+                episodes.extend(after.episodes)
+                self.env_steps += self.env.num_envs
+                step = after
+        self._step = step
+        return episodes
+
+    # -- learning ----------------------------------------------------------------------------------
+
+    def update(self) -> dict[str, torch.Tensor]:
+        """One round of the updates owed, once past the warm-up (and with a batch's worth of
+        transitions stored); detached metrics, means over the round (no host sync)."""
+        algo = self.cfg.algo
+        if self.env_steps < algo.warmup_steps or len(self.buffer) < algo.batch_size:
+            return {}
+        # Owed since the warm-up ended, counted from the totals (no float drift across rounds).
+        owed = math.floor((self.env_steps - algo.warmup_steps) * algo.updates_per_step + 1e-9)
+        updates = owed - self.updates_done
+        if updates <= 0:
+            return {}
+        self.updates_done = owed
+        q_losses, q_means = [], []
+        actor_losses: list[list[torch.Tensor]] = [[] for _ in range(self.n_agents)]
+        for _ in range(updates):
+            result = self.learner.update(self.buffer.sample(algo.batch_size), on_agent=self._on_agent)
+            q_losses.append(result.q_loss)
+            q_means.append(result.q_mean)
+            for agent, loss in enumerate(result.actor_losses):
+                if loss is not None:
+                    actor_losses[agent].append(loss)
+        metrics = {M.VALUE_LOSS: torch.stack(q_losses).mean(), M.Q_MEAN: torch.stack(q_means).mean()}
+        for agent, losses in enumerate(actor_losses):
+            if losses:
+                metrics[M.agent_metric(M.POLICY_LOSS, agent)] = torch.stack(losses).mean()
+        return metrics
+
+    def _on_agent(self, position: int, agent: int, actor_loss: torch.Tensor) -> None:
+        for hook in self._hooks:
+            hook(AgentUpdate(self.iteration, position, [agent], self.policies[agent], None,
+                             {"policy_loss": actor_loss}))
+
+    def check_finite(self, metrics: dict[str, torch.Tensor]) -> None:
+        """:func:`~haml.runners.guards.check_finite` of this iteration's metrics and modules."""
+        check_finite(metrics, self.modules(), self.iteration + 1)
+
+    def modules(self) -> list[nn.Module]:
+        return [*self.policies, self.critic]
+
+    def iterate(self) -> dict[str, float]:
+        """One whole iteration; returns host-side metrics (this is where the host syncs)."""
+        start = time.perf_counter()
+        episodes = self.collect()
+        collected = time.perf_counter()
+        metrics = self.update()
+        self.check_finite(metrics)
+        self.iteration += 1
+        end = time.perf_counter()
+        out = {k: float(v) for k, v in metrics.items()}
+        out[M.STEPS_PER_SECOND] = self.batch_steps / (end - start)
+        self.last_timing = {"collect_seconds": collected - start, "update_seconds": end - collected}
+        if episodes:
+            means = episode_means(episodes)
+            out[M.TRAIN_RETURN] = means.ret
+            out[M.TRAIN_EPISODE_LENGTH] = means.length
+            for key, value in means.metrics.items():
+                out[f"{M.ENV_PREFIX}{key}"] = value
+            if WIN_METRIC in means.metrics:
+                out[M.TRAIN_WIN_RATE] = means.metrics[WIN_METRIC]
+        return out
+
+    def run_eval(self, episodes: int, seed: int) -> EvalResult:
+        if self.eval_env is None:
+            raise RuntimeError("this runner has no evaluation env")
+        self.last_eval = evaluate(self.policies, self.eval_env, episodes, seed=seed)
+        return self.last_eval
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        env_state, position = save_env_position(self.env, self._step)
+        return {
+            "algo": self.spec.name,
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "updates_done": self.updates_done,
+            "policies": policy_state_dicts(self.policies),
+            "critic": self.critic.state_dict(),
+            "learner": self.learner.state_dict(),
+            "buffer": self.buffer.state_dict(include_contents=self.cfg.algo.checkpoint_buffer),
+            "env": env_state,
+            "env_step": position,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], on_warning: Callable[[str], None] = print) -> None:
+        if state["algo"] != self.spec.name:
+            raise ValueError(
+                f"the checkpoint is of algorithm {state['algo']!r}, not {self.spec.name!r}"
+            )
+        load_policy_weights(self.policies, state["policies"])
+        self.critic.load_state_dict(state["critic"])
+        self.learner.load_state_dict(state["learner"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.iteration = int(state["iteration"])
+        self.env_steps = int(state["env_steps"])
+        self.updates_done = int(state["updates_done"])
+        self.reset_envs()
+        step = restore_env_position(self.env, state["env"], state["env_step"], self.device, on_warning)
+        if step is not None:
+            self._step = step
+
+    def close(self) -> None:
+        """Nothing to release beyond what garbage collection frees; the envs belong to their maker."""
+
+
+def _uniform_action_sampler(
+    espec: EnvSpec, num_envs: int, device: torch.device
+) -> Callable[[], list[torch.Tensor]]:
+    """Warm-up actions: uniform in each agent's action box, per env (global torch RNG, so a
+    checkpoint's RNG state reproduces them); a dimension without finite bounds draws from
+    U(-1, 1)."""
+    bounds = []
+    for space in espec.action_spaces:
+        low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
+        high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
+        finite = torch.isfinite(low) & torch.isfinite(high)
+        low = torch.where(finite, low, torch.full_like(low, -1.0))
+        high = torch.where(finite, high, torch.full_like(high, 1.0))
+        bounds.append((low, high - low))
+
+    def sample() -> list[torch.Tensor]:
+        return [low + width * torch.rand(num_envs, *low.shape, device=device) for low, width in bounds]
+
+    return sample
