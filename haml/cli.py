@@ -144,7 +144,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "bench",
-        help="benchmarks (haml bench ops, haml bench train)",
+        help="benchmarks (haml bench ops, haml bench train, haml bench haddpg)",
         description="Benchmarks of haml's native kernels and of training throughput.",
     )
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
@@ -165,6 +165,21 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     )
     bench_train.add_train_arguments(train)
     train.set_defaults(handler=bench_train.run_train_command, command_parser=train)
+    haddpg = benchmarks.add_parser(
+        "haddpg",
+        help="one HADDPG update against its plain PyTorch reference",
+        description="Time one HADDPG update (batch 1000, [256, 256], 2 and 6 agents) against the "
+        "plain PyTorch reference update; options as `python -m haml.bench.haddpg --help`.",
+        add_help=False,
+    )
+    # Its options belong to haml.bench.haddpg's own parser: main() hands them over unparsed.
+    haddpg.set_defaults(handler=_run_bench_haddpg, command_parser=haddpg, passthrough=[])
+
+
+def _run_bench_haddpg(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from haml.bench.haddpg import main as haddpg_main
+
+    return haddpg_main(list(args.passthrough))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,7 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``haml`` console script; returns the exit status."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra:
+    if extra and hasattr(args, "passthrough"):
+        args.passthrough = [*args.passthrough, *extra]
+    elif extra:
         # KEY=VALUE overrides may follow options (`haml train ... --seed 1 algo.clip=0.1`):
         # argparse gives the positional list only the run before the first option.
         if hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):

@@ -379,3 +379,13 @@ def test_the_bench_runs_both_updates(capsys):
     assert main(["--quick", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "agents=2" in out and "ref/fast" in out
+
+
+def test_haml_bench_haddpg_reaches_the_bench(monkeypatch):
+    from haml import cli
+    from haml.bench import haddpg
+
+    seen = []
+    monkeypatch.setattr(haddpg, "main", lambda argv: seen.append(argv) or 0)
+    assert cli.main(["bench", "haddpg", "--quick", "--threads", "1"]) == 0
+    assert seen == [["--quick", "--threads", "1"]]
