@@ -13,7 +13,8 @@ experiments use it to record each agent's step of a sequential update.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -21,10 +22,12 @@ import torch
 from torch import nn
 
 from haml.config.schema import ExperimentConfig
-from haml.envs.base import VectorMultiAgentEnv
-from haml.runners.evaluate import EvalResult
+from haml.envs.base import WIN_METRIC, EpisodeStats, VectorMultiAgentEnv, episode_means
+from haml.logging import metrics as M
+from haml.runners.evaluate import EvalResult, evaluate
+from haml.runners.guards import check_finite
 
-__all__ = ["AgentUpdate", "Runner", "UpdateHook"]
+__all__ = ["AgentUpdate", "Runner", "RunnerBase", "UpdateHook"]
 
 
 @dataclass
@@ -102,3 +105,82 @@ class Runner(Protocol):
     def close(self) -> None:
         """Release what the runner allocated (buffers); the envs belong to whoever made them."""
         ...
+
+
+class RunnerBase:
+    """What both runner families share: the iteration's frame (time the collection and the update,
+    check for divergence, count, turn the metrics into host floats with the episodes' means),
+    evaluation and the update hooks. A subclass sets ``cfg``, ``env``, ``eval_env``, ``policies``
+    and ``batch_steps`` (env steps per iteration) and implements :meth:`_collect_phase`,
+    :meth:`_update_phase` and :meth:`modules`."""
+
+    cfg: ExperimentConfig
+    eval_env: VectorMultiAgentEnv | None
+    policies: list[nn.Module]
+    batch_steps: int
+
+    def _init_loop(self) -> None:
+        self.iteration = 0
+        self.env_steps = 0
+        self.last_eval: EvalResult | None = None
+        self.last_timing: dict[str, float] = {}
+        self._hooks: list[UpdateHook] = []
+
+    def _collect_phase(self) -> tuple[Any, list[EpisodeStats]]:
+        """Act in the envs: ``(what the update needs, the episodes that ended)``."""
+        raise NotImplementedError
+
+    def _update_phase(self, collected: Any) -> dict[str, torch.Tensor]:
+        """Learn from it: detached metrics under the fixed names (no host sync)."""
+        raise NotImplementedError
+
+    def modules(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def add_update_hook(self, hook: UpdateHook) -> None:
+        """Call ``hook`` with an :class:`AgentUpdate` after every actor update."""
+        if not callable(hook):
+            raise TypeError(f"add_update_hook: 'hook' must be callable, got {type(hook).__name__}")
+        self._hooks.append(hook)
+
+    def _notify(self, update: AgentUpdate) -> None:
+        for hook in self._hooks:
+            hook(update)
+
+    def check_finite(self, metrics: dict[str, torch.Tensor]) -> None:
+        """:func:`~haml.runners.guards.check_finite` of this iteration's metrics and modules."""
+        check_finite(metrics, self.modules(), self.iteration + 1)
+
+    def iterate(self) -> dict[str, float]:
+        """One whole iteration; returns host-side metrics (this is where the host syncs)."""
+        start = time.perf_counter()
+        collected, episodes = self._collect_phase()
+        mid = time.perf_counter()
+        metrics = self._update_phase(collected)
+        self.check_finite(metrics)
+        self.iteration += 1
+        end = time.perf_counter()
+        out = {k: float(v) for k, v in metrics.items()}
+        out[M.STEPS_PER_SECOND] = self.batch_steps / (end - start)
+        self.last_timing = {"collect_seconds": mid - start, "update_seconds": end - mid}
+        out.update(_episode_metrics(episodes))
+        return out
+
+    def run_eval(self, episodes: int, seed: int) -> EvalResult:
+        if self.eval_env is None:
+            raise RuntimeError("this runner has no evaluation env")
+        self.last_eval = evaluate(self.policies, self.eval_env, episodes, seed=seed)
+        return self.last_eval
+
+
+def _episode_metrics(episodes: Sequence[EpisodeStats]) -> dict[str, float]:
+    """The training episodes' means under the fixed names (none when no episode ended)."""
+    if not episodes:
+        return {}
+    means = episode_means(episodes)
+    out = {M.TRAIN_RETURN: means.ret, M.TRAIN_EPISODE_LENGTH: means.length}
+    for key, value in means.metrics.items():
+        out[f"{M.ENV_PREFIX}{key}"] = value
+    if WIN_METRIC in means.metrics:
+        out[M.TRAIN_WIN_RATE] = means.metrics[WIN_METRIC]
+    return out

@@ -22,7 +22,6 @@ One iteration:
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,14 +31,7 @@ from torch import nn
 from haml.algorithms.registry import algo_spec
 from haml.buffers.replay import ReplayBuffer
 from haml.config.schema import ExperimentConfig
-from haml.envs.base import (
-    WIN_METRIC,
-    EnvSpec,
-    EnvStep,
-    EpisodeStats,
-    VectorMultiAgentEnv,
-    episode_means,
-)
+from haml.envs.base import EnvSpec, EnvStep, EpisodeStats, VectorMultiAgentEnv
 from haml.logging import metrics as M
 from haml.models.build import (
     build_deterministic_policies,
@@ -47,10 +39,9 @@ from haml.models.build import (
     load_policy_weights,
     policy_state_dicts,
 )
-from haml.runners.base import AgentUpdate, UpdateHook
+from haml.runners.base import AgentUpdate, RunnerBase
 from haml.runners.env_position import restore_env_position, save_env_position
-from haml.runners.evaluate import EvalResult, evaluate
-from haml.runners.guards import check_finite, single_thread
+from haml.runners.guards import single_thread
 
 __all__ = ["OffPolicyRunner"]
 
@@ -74,7 +65,7 @@ def check_schedule(cfg: ExperimentConfig) -> None:
         )
 
 
-class OffPolicyRunner:
+class OffPolicyRunner(RunnerBase):
     """Trains ``cfg.algo_name`` (an off-policy algorithm) on ``env``, evaluating on ``eval_env``;
     follows :class:`haml.runners.Runner`.
 
@@ -110,14 +101,10 @@ class OffPolicyRunner:
         )
         self.buffer = ReplayBuffer(espec, algo.buffer_size, env.num_envs, algo.n_step, cfg.train.gamma,
                                    self.device)
-        self.iteration = 0
-        self.env_steps = 0
+        self._init_loop()
         self.batch_steps = algo.train_every * env.num_envs
         self.total_iterations = max(1, math.ceil(cfg.train.steps / self.batch_steps))
         self.updates_done = 0
-        self.last_eval: EvalResult | None = None
-        self.last_timing: dict[str, float] = {}
-        self._hooks: list[UpdateHook] = []
         self._step: EnvStep | None = None
         self._random_actions = _uniform_action_sampler(espec, env.num_envs, self.device)
 
@@ -127,13 +114,6 @@ class OffPolicyRunner:
         return build_deterministic_policies(cfg.actor, espec.obs_spaces, espec.action_spaces, device)
 
     # -- acting ------------------------------------------------------------------------------------
-
-    def add_update_hook(self, hook: UpdateHook) -> None:
-        """Call ``hook`` with an :class:`~haml.runners.base.AgentUpdate` after every actor step
-        (``factor`` is None: there is no factor M off-policy)."""
-        if not callable(hook):
-            raise TypeError(f"add_update_hook: 'hook' must be callable, got {type(hook).__name__}")
-        self._hooks.append(hook)
 
     def reset_envs(self) -> None:
         self._step = self.env.reset(seed=self.cfg.seed)
@@ -194,44 +174,18 @@ class OffPolicyRunner:
         return metrics
 
     def _on_agent(self, position: int, agent: int, actor_loss: torch.Tensor) -> None:
-        for hook in self._hooks:
-            hook(AgentUpdate(self.iteration, position, [agent], self.policies[agent], None,
-                             {"policy_loss": actor_loss}))
-
-    def check_finite(self, metrics: dict[str, torch.Tensor]) -> None:
-        """:func:`~haml.runners.guards.check_finite` of this iteration's metrics and modules."""
-        check_finite(metrics, self.modules(), self.iteration + 1)
+        """Hooks see each actor step (``factor`` is None: there is no factor M off-policy)."""
+        self._notify(AgentUpdate(self.iteration, position, [agent], self.policies[agent], None,
+                                 {"policy_loss": actor_loss}))
 
     def modules(self) -> list[nn.Module]:
         return [*self.policies, self.critic]
 
-    def iterate(self) -> dict[str, float]:
-        """One whole iteration; returns host-side metrics (this is where the host syncs)."""
-        start = time.perf_counter()
-        episodes = self.collect()
-        collected = time.perf_counter()
-        metrics = self.update()
-        self.check_finite(metrics)
-        self.iteration += 1
-        end = time.perf_counter()
-        out = {k: float(v) for k, v in metrics.items()}
-        out[M.STEPS_PER_SECOND] = self.batch_steps / (end - start)
-        self.last_timing = {"collect_seconds": collected - start, "update_seconds": end - collected}
-        if episodes:
-            means = episode_means(episodes)
-            out[M.TRAIN_RETURN] = means.ret
-            out[M.TRAIN_EPISODE_LENGTH] = means.length
-            for key, value in means.metrics.items():
-                out[f"{M.ENV_PREFIX}{key}"] = value
-            if WIN_METRIC in means.metrics:
-                out[M.TRAIN_WIN_RATE] = means.metrics[WIN_METRIC]
-        return out
+    def _collect_phase(self) -> tuple[None, list[EpisodeStats]]:
+        return None, self.collect()
 
-    def run_eval(self, episodes: int, seed: int) -> EvalResult:
-        if self.eval_env is None:
-            raise RuntimeError("this runner has no evaluation env")
-        self.last_eval = evaluate(self.policies, self.eval_env, episodes, seed=seed)
-        return self.last_eval
+    def _update_phase(self, collected: None) -> dict[str, torch.Tensor]:
+        return self.update()
 
     # -- state -------------------------------------------------------------------------------------
 

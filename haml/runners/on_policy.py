@@ -20,7 +20,6 @@ One iteration ([HATRPO], Algorithms 2–3; [HAML], Algorithm 1):
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,14 +32,7 @@ from haml.algorithms.registry import algo_spec
 from haml.buffers.layout import ChunkLayout, FlatLayout, SampleLayout
 from haml.buffers.rollout import RolloutBuffer
 from haml.config.schema import ExperimentConfig
-from haml.envs.base import (
-    WIN_METRIC,
-    EnvSpec,
-    EnvStep,
-    EpisodeStats,
-    VectorMultiAgentEnv,
-    episode_means,
-)
+from haml.envs.base import EnvSpec, EnvStep, EpisodeStats, VectorMultiAgentEnv
 from haml.logging import metrics as M
 from haml.models.build import (
     build_policies,
@@ -52,10 +44,9 @@ from haml.models.build import (
 from haml.models.recurrent import is_recurrent
 from haml.ops import gae
 from haml.runners.acting import JointActor
-from haml.runners.base import AgentUpdate, UpdateHook
+from haml.runners.base import AgentUpdate, RunnerBase
 from haml.runners.env_position import restore_env_position, save_env_position
-from haml.runners.evaluate import EvalResult, evaluate
-from haml.runners.guards import check_finite, single_thread
+from haml.runners.guards import single_thread
 from haml.runners.sequential import agent_order, fold_factor
 
 __all__ = ["OnPolicyRunner"]
@@ -87,7 +78,7 @@ def _explained_variance(
     return 1.0 - (returns - values).var(unbiased=False) / var.clamp(min=1e-12)
 
 
-class OnPolicyRunner:
+class OnPolicyRunner(RunnerBase):
     """Trains ``cfg.algo_name`` on ``env`` (a :class:`VectorMultiAgentEnv` with
     ``cfg.train.num_envs`` envs), evaluating on ``eval_env`` when given; follows
     :class:`haml.runners.Runner`.
@@ -122,14 +113,10 @@ class OnPolicyRunner:
         self.n_agents = espec.n_agents
         self._build_actors(espec)
         self._build_critics(espec)
-        self.iteration = 0
-        self.env_steps = 0
+        self._init_loop()
         self.batch_steps = cfg.train.rollout_length * cfg.train.num_envs
         self.total_iterations = max(1, math.ceil(cfg.train.steps / self.batch_steps))
-        self.last_eval: EvalResult | None = None
-        self.last_timing: dict[str, float] = {}
         self.last_order: list[int] = []
-        self._hooks: list[UpdateHook] = []
         self._step: EnvStep | None = None
         self._buffer: RolloutBuffer | None = None
         self._actor = JointActor(self.policies, cfg.train.num_envs)
@@ -171,12 +158,6 @@ class OnPolicyRunner:
         self.critics = [
             CriticLearner(build_value_network(net, d, self.device), self.cfg.critic) for d in in_dims
         ]
-
-    def add_update_hook(self, hook: UpdateHook) -> None:
-        """Call ``hook`` with an :class:`~haml.runners.base.AgentUpdate` after every actor update."""
-        if not callable(hook):
-            raise TypeError(f"add_update_hook: 'hook' must be callable, got {type(hook).__name__}")
-        self._hooks.append(hook)
 
     def _initial_critic_states(self) -> list[torch.Tensor | None]:
         E = self.cfg.train.num_envs
@@ -340,8 +321,7 @@ class OnPolicyRunner:
             for key, value in learned.items():
                 if key in M.LEARNER_METRICS:
                     metrics[name(M.LEARNER_METRICS[key])] = value
-            for hook in self._hooks:
-                hook(AgentUpdate(self.iteration, position, list(agents), learner.policy, factor, learned))
+            self._notify(AgentUpdate(self.iteration, position, list(agents), learner.policy, factor, learned))
             if self.sequential:
                 logp_after = self._batch_log_prob(learner.policy, batch)
                 back = lambda x: self._actor_layout.from_samples(x, T, E)  # noqa: E731
@@ -388,41 +368,15 @@ class OnPolicyRunner:
     def _batch_log_prob(policy: nn.Module, batch: ActorBatch) -> torch.Tensor:
         return batch.view(policy).log_prob(batch.obs, batch.actions, batch.action_mask)
 
-    def check_finite(self, metrics: dict[str, torch.Tensor]) -> None:
-        """:func:`~haml.runners.guards.check_finite` of this iteration's metrics and modules."""
-        check_finite(metrics, self.modules(), self.iteration + 1)
-
     def modules(self) -> list[nn.Module]:
         unique = unique_policies(self.policies)
         return [*unique, *(c.critic for c in self.critics)]
 
-    def iterate(self) -> dict[str, float]:
-        """One whole iteration; returns host-side metrics (this is where the host syncs)."""
-        start = time.perf_counter()
-        buffer, episodes = self.collect()
-        collected = time.perf_counter()
-        metrics = self.update(buffer)
-        self.check_finite(metrics)
-        self.iteration += 1
-        end = time.perf_counter()
-        out = {k: float(v) for k, v in metrics.items()}
-        out[M.STEPS_PER_SECOND] = self.batch_steps / (end - start)
-        self.last_timing = {"collect_seconds": collected - start, "update_seconds": end - collected}
-        if episodes:
-            means = episode_means(episodes)
-            out[M.TRAIN_RETURN] = means.ret
-            out[M.TRAIN_EPISODE_LENGTH] = means.length
-            for key, value in means.metrics.items():
-                out[f"{M.ENV_PREFIX}{key}"] = value
-            if WIN_METRIC in means.metrics:
-                out[M.TRAIN_WIN_RATE] = means.metrics[WIN_METRIC]
-        return out
+    def _collect_phase(self) -> tuple[RolloutBuffer, list[EpisodeStats]]:
+        return self.collect()
 
-    def run_eval(self, episodes: int, seed: int) -> EvalResult:
-        if self.eval_env is None:
-            raise RuntimeError("this runner has no evaluation env")
-        self.last_eval = evaluate(self.policies, self.eval_env, episodes, seed=seed)
-        return self.last_eval
+    def _update_phase(self, collected: RolloutBuffer) -> dict[str, torch.Tensor]:
+        return self.update(collected)
 
     # -- state ------------------------------------------------------------------------------------
 
