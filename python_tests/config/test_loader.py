@@ -504,6 +504,19 @@ def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
         read_yaml(path)
 
 
+def test_tuned_haddpg_takes_the_authors_per_task_settings() -> None:
+    halfcheetah = load_config("haddpg", "mamujoco", "HalfCheetah-2x3", tuned=True)
+    ant = load_config("haddpg", "mamujoco", "Ant-4x2", tuned=True)
+    walker = load_config("haddpg", "mamujoco", "Walker2d-2x3", tuned=True)
+    assert (halfcheetah.algo.n_step, ant.algo.n_step, walker.algo.n_step) == (20, 20, 10)
+    assert ant.algo.exploration_noise == ant.algo.updates_per_step == 0.05
+    assert halfcheetah.actor.hidden == halfcheetah.critic.network.hidden == [256, 256]
+    assert halfcheetah.algo.tau == 0.005 and halfcheetah.train.num_envs == 10
+    # Without tuned=True the paper's settings stay: [HAML] Tables 3-4.
+    paper = load_config("haddpg", "mamujoco", "Ant-4x2")
+    assert (paper.algo.n_step, paper.algo.tau, paper.actor.hidden) == (20, 0.1, [64, 64])
+
+
 def test_tuned_configs_listing() -> None:
     shipped = tuned_configs("mamujoco")
     assert ("mamujoco", "HalfCheetah-2x3", "mappo") in shipped
@@ -511,4 +524,6 @@ def test_tuned_configs_listing() -> None:
     for task in tasks:
         for algo in ("happo", "hatrpo", "haa2c"):
             assert ("mamujoco", task, algo) in shipped
-    assert len(shipped) == 13
+    for task in ("HalfCheetah-2x3", "Ant-4x2", "Walker2d-2x3"):
+        assert ("mamujoco", task, "haddpg") in shipped
+    assert len(shipped) == 16
