@@ -160,6 +160,19 @@ def _signal_worker(process: multiprocessing.process.BaseProcess, signum: int) ->
             os.kill(pid, signum)
 
 
+def _release_workers(vec: Any) -> None:
+    """Stop an async vector env's workers (:func:`_stop_workers`), close its pipes and mark it
+    closed, so that gymnasium's own ``close`` (which would wait on the workers) has nothing left
+    to do."""
+    _stop_workers(vec.processes)
+    for index, pipe in enumerate(vec.parent_pipes):
+        if pipe is not None:
+            with contextlib.suppress(Exception):
+                pipe.close()
+            vec.parent_pipes[index] = None
+    vec.closed = True
+
+
 def _stop_workers(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
     """End the workers and their process groups in bounded time: SIGTERM, at most
     :data:`_STOP_GRACE` seconds for them to exit, SIGKILL (which a stopped or hung process cannot
@@ -680,13 +693,7 @@ class GymVectorEnv:
                 process.join(timeout=remaining())
         finally:
             # whatever did not exit in time (and what the workers started) is stopped
-            _stop_workers(vec.processes)
-            for index, pipe in enumerate(vec.parent_pipes):
-                if pipe is not None:
-                    with contextlib.suppress(Exception):
-                        pipe.close()
-                    vec.parent_pipes[index] = None
-            vec.closed = True
+            _release_workers(vec)
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
@@ -882,14 +889,7 @@ class GymVectorEnv:
             with contextlib.suppress(Exception):
                 self._vec.close()
             return
-        vec = self._vec
-        _stop_workers(vec.processes)
-        for index, pipe in enumerate(vec.parent_pipes):
-            if pipe is not None:
-                with contextlib.suppress(Exception):
-                    pipe.close()
-                vec.parent_pipes[index] = None
-        vec.closed = True
+        _release_workers(self._vec)
 
 
 def make_gym_vector_env(

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from haml.config.schema import ExperimentConfig
-from haml.envs.base import WIN_METRIC, EpisodeStats, VectorMultiAgentEnv, episode_means
+from haml.algorithms.registry import algo_spec
+from haml.envs.base import WIN_METRIC, EnvSpec, EpisodeStats, VectorMultiAgentEnv, episode_means
 from haml.logging import metrics as M
 from haml.runners.evaluate import EvalResult, evaluate
 from haml.runners.guards import check_finite
@@ -110,8 +111,8 @@ class Runner(Protocol):
 class RunnerBase:
     """What both runner families share: the iteration's frame (time the collection and the update,
     check for divergence, count, turn the metrics into host floats with the episodes' means),
-    evaluation and the update hooks. A subclass sets ``cfg``, ``env``, ``eval_env``, ``policies``
-    and ``batch_steps`` (env steps per iteration) and implements :meth:`_collect_phase`,
+    evaluation and the update hooks. A subclass calls :meth:`_init_run` first, sets ``policies``
+    and ``batch_steps`` (env steps per iteration), and implements :meth:`_collect_phase`,
     :meth:`_update_phase` and :meth:`modules`."""
 
     cfg: ExperimentConfig
@@ -119,12 +120,33 @@ class RunnerBase:
     policies: list[nn.Module]
     batch_steps: int
 
-    def _init_loop(self) -> None:
+    def _init_run(
+        self,
+        cfg: ExperimentConfig,
+        env: VectorMultiAgentEnv,
+        eval_env: VectorMultiAgentEnv | None,
+        sequential: bool | None,
+    ) -> EnvSpec:
+        """The state every runner starts with: the config, its registry entry, the update scheme
+        (``sequential`` overrides the entry's), the envs, the device and zeroed counters; returns
+        the env's spec."""
+        self.cfg = cfg
+        self.spec = algo_spec(cfg.algo_name)
+        self.sequential = self.spec.sequential if sequential is None else bool(sequential)
+        self.env = env
+        self.eval_env = eval_env
+        self.device = torch.device(cfg.train.device)
+        if env.num_envs != cfg.train.num_envs:
+            raise ValueError(
+                f"the env has {env.num_envs} copies but train.num_envs is {cfg.train.num_envs}"
+            )
+        self.n_agents = env.spec.n_agents
         self.iteration = 0
         self.env_steps = 0
         self.last_eval: EvalResult | None = None
         self.last_timing: dict[str, float] = {}
         self._hooks: list[UpdateHook] = []
+        return env.spec
 
     def _collect_phase(self) -> tuple[Any, list[EpisodeStats]]:
         """Act in the envs: ``(what the update needs, the episodes that ended)``."""

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from haml.algorithms.registry import algo_spec
 from haml.buffers.replay import ReplayBuffer
 from haml.config.schema import ExperimentConfig
 from haml.envs.base import EnvSpec, EnvStep, EpisodeStats, VectorMultiAgentEnv
@@ -80,20 +79,9 @@ class OffPolicyRunner(RunnerBase):
         eval_env: VectorMultiAgentEnv | None = None,
         sequential: bool | None = None,
     ) -> None:
-        self.cfg = cfg
-        self.spec = algo_spec(cfg.algo_name)
-        self.sequential = self.spec.sequential if sequential is None else bool(sequential)
-        self.env = env
-        self.eval_env = eval_env
-        self.device = torch.device(cfg.train.device)
-        if env.num_envs != cfg.train.num_envs:
-            raise ValueError(
-                f"the env has {env.num_envs} copies but train.num_envs is {cfg.train.num_envs}"
-            )
         check_schedule(cfg)
+        espec = self._init_run(cfg, env, eval_env, sequential)
         algo = cfg.algo
-        espec: EnvSpec = env.spec
-        self.n_agents = espec.n_agents
         self.policies = self.build_acting_policies(cfg, espec, self.device)
         self.critic = build_q_critic(cfg.critic.network, espec.state_dim, espec.action_spaces, self.device)
         self.learner = self.spec.learner(
@@ -101,7 +89,6 @@ class OffPolicyRunner(RunnerBase):
         )
         self.buffer = ReplayBuffer(espec, algo.buffer_size, env.num_envs, algo.n_step, cfg.train.gamma,
                                    self.device)
-        self._init_loop()
         self.batch_steps = algo.train_every * env.num_envs
         self.total_iterations = max(1, math.ceil(cfg.train.steps / self.batch_steps))
         self.updates_done = 0

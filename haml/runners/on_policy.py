@@ -99,21 +99,9 @@ class OnPolicyRunner(RunnerBase):
         eval_env: VectorMultiAgentEnv | None = None,
         sequential: bool | None = None,
     ) -> None:
-        self.cfg = cfg
-        self.spec = algo_spec(cfg.algo_name)
-        self.sequential = self.spec.sequential if sequential is None else bool(sequential)
-        self.env = env
-        self.eval_env = eval_env
-        self.device = torch.device(cfg.train.device)
-        if env.num_envs != cfg.train.num_envs:
-            raise ValueError(
-                f"the env has {env.num_envs} copies but train.num_envs is {cfg.train.num_envs}"
-            )
-        espec: EnvSpec = env.spec
-        self.n_agents = espec.n_agents
+        espec = self._init_run(cfg, env, eval_env, sequential)
         self._build_actors(espec)
         self._build_critics(espec)
-        self._init_loop()
         self.batch_steps = cfg.train.rollout_length * cfg.train.num_envs
         self.total_iterations = max(1, math.ceil(cfg.train.steps / self.batch_steps))
         self.last_order: list[int] = []
