@@ -46,12 +46,9 @@ __all__ = ["OffPolicyRunner"]
 
 
 def check_schedule(cfg: ExperimentConfig) -> None:
-    """Cross-checks of the off-policy keys against the run (each error names its key)."""
+    """Cross-checks of the off-policy keys against the rest of the run (each error names its key;
+    the algo section's own checks are :class:`~haml.algorithms.haddpg.HADDPGConfig`'s)."""
     algo, train = cfg.algo, cfg.train
-    if algo.buffer_size < algo.batch_size:
-        raise ValueError(
-            f"algo.buffer_size ({algo.buffer_size}) is smaller than algo.batch_size ({algo.batch_size})"
-        )
     if cfg.actor.rnn != "none" or cfg.critic.network.rnn != "none":
         raise ValueError(
             "actor.rnn / critic.network.rnn: the off-policy algorithms have feed-forward networks "
