@@ -1,6 +1,8 @@
 // Argument checks of the clip_surrogate ops, shared by the CPU kernels and the CUDA glue.
 #pragma once
 
+#include <cmath>
+
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -32,7 +34,7 @@ inline void check_clip_surrogate_fwd_args(const at::Tensor& logp_new, const at::
                                           const std::optional<at::Tensor>& factor,
                                           const std::optional<at::Tensor>& mask,
                                           const std::optional<at::Tensor>& entropy,
-                                          std::optional<double> clip) {
+                                          std::optional<double> clip, double entropy_coef) {
   constexpr const char* op = "clip_surrogate_fwd";
   HAML_CHECK_FLOATING("clip_surrogate_fwd", "logp_new", logp_new);
   check_optional_like(op, "logp_old", logp_old, logp_new);
@@ -41,6 +43,8 @@ inline void check_clip_surrogate_fwd_args(const at::Tensor& logp_new, const at::
   check_optional_like(op, "mask", mask, logp_new);
   check_optional_like(op, "entropy", entropy, logp_new);
   check_clip(op, clip);
+  TORCH_CHECK(std::isfinite(entropy_coef), op, ": 'entropy_coef' must be finite, got ",
+              entropy_coef);
 }
 
 inline void check_clip_surrogate_bwd_args(const at::Tensor& grad_loss, const at::Tensor& ratio,
@@ -76,8 +80,10 @@ inline SurrogateFwdCall prepare_clip_surrogate_fwd(const at::Tensor& logp_new,
                                                    const std::optional<at::Tensor>& factor,
                                                    const std::optional<at::Tensor>& mask,
                                                    const std::optional<at::Tensor>& entropy,
-                                                   std::optional<double> clip) {
-  check_clip_surrogate_fwd_args(logp_new, logp_old, advantages, factor, mask, entropy, clip);
+                                                   std::optional<double> clip,
+                                                   double entropy_coef) {
+  check_clip_surrogate_fwd_args(logp_new, logp_old, advantages, factor, mask, entropy, clip,
+                                entropy_coef);
   SurrogateFwdCall call;
   call.logp_new = logp_new.contiguous();
   call.logp_old = logp_old.contiguous();

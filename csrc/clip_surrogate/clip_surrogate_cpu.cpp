@@ -134,7 +134,7 @@ SurrogateFwdOut clip_surrogate_fwd_cpu(const at::Tensor& logp_new_in, const at::
                                        std::optional<double> clip, double entropy_coef) {
   auto [logp_new, logp_old, advantages, ratio, factor, mask, entropy] =
       detail::prepare_clip_surrogate_fwd(logp_new_in, logp_old_in, advantages_in, factor_in,
-                                         mask_in, entropy_in, clip);
+                                         mask_in, entropy_in, clip, entropy_coef);
   const int64_t n = logp_new.numel();
 
   Sums total{};

@@ -22,7 +22,7 @@ SurrogateFwdOut clip_surrogate_fwd_cuda(const at::Tensor& logp_new_in, const at:
   const c10::cuda::CUDAGuard guard(logp_new_in.device());
   auto [logp_new, logp_old, advantages, ratio, factor, mask, entropy] =
       detail::prepare_clip_surrogate_fwd(logp_new_in, logp_old_in, advantages_in, factor_in,
-                                         mask_in, entropy_in, clip);
+                                         mask_in, entropy_in, clip, entropy_coef);
   const auto options = logp_new.options();
   auto loss = at::empty({}, options);
   auto clip_fraction = at::empty({}, options);

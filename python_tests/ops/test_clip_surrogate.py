@@ -789,3 +789,13 @@ def test_raw_fwd_refuses_constant_inputs_that_require_grad(name, require_native)
         torch.ops.haml.clip_surrogate_fwd(*args.values())
     with torch.no_grad():  # no gradient asked for: nothing to refuse
         torch.ops.haml.clip_surrogate_fwd(*args.values())
+
+
+@pytest.mark.parametrize("coef", [math.inf, -math.inf, math.nan])
+def test_raw_fwd_refuses_a_non_finite_entropy_coef(coef, require_native):
+    """The raw op checks entropy_coef itself, as the public op does."""
+    require_native(OP, "cpu")
+    x = make_inputs((4, 3), torch.float64, seed=43)
+    with pytest.raises(RuntimeError, match="'entropy_coef' must be finite"):
+        torch.ops.haml.clip_surrogate_fwd(x.logp_new, x.logp_old, x.advantages, x.factor,
+                                          x.mask_float, None, 0.2, coef)
