@@ -23,8 +23,10 @@ from torch import nn
 
 from haml.config.schema import ExperimentConfig
 from haml.algorithms.registry import algo_spec
-from haml.envs.base import WIN_METRIC, EnvSpec, EpisodeStats, VectorMultiAgentEnv, episode_means
+from haml.envs.base import WIN_METRIC, EnvSpec, EnvStep, EpisodeStats, VectorMultiAgentEnv, episode_means
 from haml.logging import metrics as M
+from haml.models.build import load_policy_weights, policy_state_dicts
+from haml.runners.env_position import restore_env_position, save_env_position
 from haml.runners.evaluate import EvalResult, evaluate
 from haml.runners.guards import check_finite
 
@@ -146,6 +148,7 @@ class RunnerBase:
         self.last_eval: EvalResult | None = None
         self.last_timing: dict[str, float] = {}
         self._hooks: list[UpdateHook] = []
+        self._step: EnvStep | None = None
         return env.spec
 
     def _collect_phase(self) -> tuple[Any, list[EpisodeStats]]:
@@ -187,6 +190,40 @@ class RunnerBase:
         self.last_timing = {"collect_seconds": mid - start, "update_seconds": end - mid}
         out.update(_episode_metrics(episodes))
         return out
+
+    def _common_state(self) -> dict[str, Any]:
+        """The part of :meth:`state_dict` every runner has: its algorithm, counters, policies,
+        and where its envs are (:mod:`~haml.runners.env_position`)."""
+        env_state, position = save_env_position(self.env, self._step)
+        return {
+            "algo": self.spec.name,
+            "iteration": self.iteration,
+            "env_steps": self.env_steps,
+            "policies": policy_state_dicts(self.policies),
+            "env": env_state,
+            "env_step": position,
+        }
+
+    def _load_common_state(self, state: dict[str, Any]) -> None:
+        """Check that ``state`` is of this algorithm; load its policies and counters."""
+        if state["algo"] != self.spec.name:
+            raise ValueError(
+                f"the checkpoint is of algorithm {state['algo']!r}, not {self.spec.name!r}"
+            )
+        load_policy_weights(self.policies, state["policies"])
+        self.iteration = int(state["iteration"])
+        self.env_steps = int(state["env_steps"])
+
+    def _restore_envs(self, state: dict[str, Any], on_warning: Callable[[str], None]) -> dict[str, Any] | None:
+        """Reset the envs, then put them where ``state`` left them; returns the saved position
+        (None when the envs stay freshly reset, which ``on_warning`` is told where it matters)."""
+        self.reset_envs()
+        saved = state["env_step"]
+        step = restore_env_position(self.env, state["env"], saved, self.device, on_warning)
+        if step is None:
+            return None
+        self._step = step
+        return saved
 
     def run_eval(self, episodes: int, seed: int) -> EvalResult:
         if self.eval_env is None:

@@ -32,14 +32,8 @@ from haml.buffers.replay import ReplayBuffer
 from haml.config.schema import ExperimentConfig
 from haml.envs.base import EnvSpec, EnvStep, EpisodeStats, VectorMultiAgentEnv
 from haml.logging import metrics as M
-from haml.models.build import (
-    build_deterministic_policies,
-    build_q_critic,
-    load_policy_weights,
-    policy_state_dicts,
-)
+from haml.models.build import build_deterministic_policies, build_q_critic
 from haml.runners.base import AgentUpdate, RunnerBase
-from haml.runners.env_position import restore_env_position, save_env_position
 from haml.runners.guards import single_thread
 
 __all__ = ["OffPolicyRunner"]
@@ -89,7 +83,6 @@ class OffPolicyRunner(RunnerBase):
         self.batch_steps = algo.train_every * env.num_envs
         self.total_iterations = max(1, math.ceil(cfg.train.steps / self.batch_steps))
         self.updates_done = 0
-        self._step: EnvStep | None = None
         self._random_actions = _uniform_action_sampler(espec, env.num_envs, self.device)
 
     @staticmethod
@@ -174,36 +167,20 @@ class OffPolicyRunner(RunnerBase):
     # -- state -------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        env_state, position = save_env_position(self.env, self._step)
-        return {
-            "algo": self.spec.name,
-            "iteration": self.iteration,
-            "env_steps": self.env_steps,
-            "updates_done": self.updates_done,
-            "policies": policy_state_dicts(self.policies),
-            "critic": self.critic.state_dict(),
-            "learner": self.learner.state_dict(),
-            "buffer": self.buffer.state_dict(include_contents=self.cfg.algo.checkpoint_buffer),
-            "env": env_state,
-            "env_step": position,
-        }
+        state = self._common_state()
+        state["updates_done"] = self.updates_done
+        state["critic"] = self.critic.state_dict()
+        state["learner"] = self.learner.state_dict()
+        state["buffer"] = self.buffer.state_dict(include_contents=self.cfg.algo.checkpoint_buffer)
+        return state
 
     def load_state_dict(self, state: dict[str, Any], on_warning: Callable[[str], None] = print) -> None:
-        if state["algo"] != self.spec.name:
-            raise ValueError(
-                f"the checkpoint is of algorithm {state['algo']!r}, not {self.spec.name!r}"
-            )
-        load_policy_weights(self.policies, state["policies"])
+        self._load_common_state(state)
         self.critic.load_state_dict(state["critic"])
         self.learner.load_state_dict(state["learner"])
         self.buffer.load_state_dict(state["buffer"])
-        self.iteration = int(state["iteration"])
-        self.env_steps = int(state["env_steps"])
         self.updates_done = int(state["updates_done"])
-        self.reset_envs()
-        step = restore_env_position(self.env, state["env"], state["env_step"], self.device, on_warning)
-        if step is not None:
-            self._step = step
+        self._restore_envs(state, on_warning)
 
     def close(self) -> None:
         """Nothing to release beyond what garbage collection frees; the envs belong to their maker."""

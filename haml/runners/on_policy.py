@@ -34,18 +34,11 @@ from haml.buffers.rollout import RolloutBuffer
 from haml.config.schema import ExperimentConfig
 from haml.envs.base import EnvSpec, EnvStep, EpisodeStats, VectorMultiAgentEnv
 from haml.logging import metrics as M
-from haml.models.build import (
-    build_policies,
-    build_value_network,
-    load_policy_weights,
-    policy_state_dicts,
-    unique_policies,
-)
+from haml.models.build import build_policies, build_value_network, unique_policies
 from haml.models.recurrent import is_recurrent
 from haml.ops import gae
 from haml.runners.acting import JointActor
 from haml.runners.base import AgentUpdate, RunnerBase
-from haml.runners.env_position import restore_env_position, save_env_position
 from haml.runners.guards import single_thread
 from haml.runners.sequential import agent_order, fold_factor
 
@@ -105,7 +98,6 @@ class OnPolicyRunner(RunnerBase):
         self.batch_steps = cfg.train.rollout_length * cfg.train.num_envs
         self.total_iterations = max(1, math.ceil(cfg.train.steps / self.batch_steps))
         self.last_order: list[int] = []
-        self._step: EnvStep | None = None
         self._buffer: RolloutBuffer | None = None
         self._actor = JointActor(self.policies, cfg.train.num_envs)
         chunk = cfg.train.chunk_length
@@ -369,41 +361,24 @@ class OnPolicyRunner(RunnerBase):
     # -- state ------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        env_state, position = save_env_position(self.env, self._step)
-        if position is not None:
-            position["actor"] = self._actor.state_dict()
-            position["critic_states"] = list(self._critic_states)
-        return {
-            "algo": self.spec.name,
-            "iteration": self.iteration,
-            "env_steps": self.env_steps,
-            "policies": policy_state_dicts(self.policies),
-            "actor_learners": [learner.state_dict() for learner in self.actor_learners],
-            "critics": [critic.state_dict() for critic in self.critics],
-            "env": env_state,
-            "env_step": position,
-        }
+        state = self._common_state()
+        if state["env_step"] is not None:
+            state["env_step"]["actor"] = self._actor.state_dict()
+            state["env_step"]["critic_states"] = list(self._critic_states)
+        state["actor_learners"] = [learner.state_dict() for learner in self.actor_learners]
+        state["critics"] = [critic.state_dict() for critic in self.critics]
+        return state
 
     def load_state_dict(self, state: dict[str, Any], on_warning: Callable[[str], None] = print) -> None:
-        if state["algo"] != self.spec.name:
-            raise ValueError(
-                f"the checkpoint is of algorithm {state['algo']!r}, not {self.spec.name!r}"
-            )
-        load_policy_weights(self.policies, state["policies"])
+        self._load_common_state(state)
         for learner, s in zip(self.actor_learners, state["actor_learners"]):
             learner.load_state_dict(s)
         for critic, s in zip(self.critics, state["critics"]):
             critic.load_state_dict(s)
-        self.iteration = int(state["iteration"])
-        self.env_steps = int(state["env_steps"])
-        self.reset_envs()
-        saved = state["env_step"]
-        step = restore_env_position(self.env, state["env"], saved, self.device, on_warning)
-        if step is None:
-            return
-        self._step = step
-        self._actor.load_state_dict(saved["actor"])
-        self._critic_states = [None if h is None else h.to(self.device) for h in saved["critic_states"]]
+        saved = self._restore_envs(state, on_warning)
+        if saved is not None:
+            self._actor.load_state_dict(saved["actor"])
+            self._critic_states = [None if h is None else h.to(self.device) for h in saved["critic_states"]]
 
     def close(self) -> None:
         """Drop the rollout buffer (the envs belong to whoever made them)."""
