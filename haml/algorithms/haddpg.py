@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from haml.config.schema import check_choice, check_positive
+from haml.models.build import build_deterministic_policies, build_q_critic
 from haml.models.deterministic import DeterministicPolicy, QCritic, frozen_copy, polyak_update
 from haml.ops.masked import masked_mean
 
@@ -181,6 +182,27 @@ class DDPGLearner:
             torch.optim.Adam(params, lr=cfg.actor_lr, fused=True) for params in self._actor_params
         ]
         self.critic_optimizer = torch.optim.Adam(self._critic_params, lr=cfg.critic_lr, fused=True)
+
+    # -- what the off-policy runner asks of its learner --------------------------------------------
+
+    @staticmethod
+    def build_policies(cfg: Any, espec: Any, device: torch.device) -> list[nn.Module]:
+        """The deterministic policies μ^i of an experiment config ``cfg`` (its ``actor``
+        section), one per agent of the env spec ``espec``."""
+        return build_deterministic_policies(cfg.actor, espec.obs_spaces, espec.action_spaces, device)
+
+    @staticmethod
+    def build_critic(cfg: Any, espec: Any, device: torch.device) -> QCritic:
+        """The centralised critic Q_φ(s, a¹..aⁿ) of ``cfg.critic.network`` (one Q network)."""
+        return build_q_critic(cfg.critic.network, espec.state_dim, espec.action_spaces, device)
+
+    def explore(
+        self, obs: Sequence[torch.Tensor], action_masks: Sequence[torch.Tensor] | None = None
+    ) -> list[torch.Tensor]:
+        """Acting actions after the warm-up: μ^i(o^i) plus Gaussian noise of σ =
+        ``exploration_noise`` × the half-width, clipped to the box, without gradient."""
+        noise = self.cfg.exploration_noise
+        return [policy.explore(o, noise) for policy, o in zip(self.policies, obs)]
 
     @property
     def n_agents(self) -> int:

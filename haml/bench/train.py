@@ -85,59 +85,17 @@ def random_action_sampler(
     action_spaces: Sequence[Any], num_envs: int, device: torch.device, seed: int = 0
 ) -> Callable[[tuple[torch.Tensor, ...] | None], list[torch.Tensor]]:
     """A function ``masks -> actions``: one uniformly random action per agent per env, as the
-    tensors a policy would hand to ``env.step``.
-
-    ``Box``: uniform between the bounds (a standard normal along unbounded dimensions), float32
-    ``[E, d]``. ``Discrete``: uniform over the actions, or over the available ones when the env
-    gives masks, int64 ``[E]``. Draws come from an own generator seeded with ``seed``.
-    """
-    from gymnasium import spaces
+    tensors a policy would hand to ``env.step``, drawn as the off-policy warm-up draws them
+    (:func:`haml.envs.random_actions.random_action_sampler`) from an own generator seeded with
+    ``seed``."""
+    from haml.envs.random_actions import random_action_sampler as env_sampler
 
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
-    draws: list[Callable[[torch.Tensor | None], torch.Tensor]] = []
-    for agent, space in enumerate(action_spaces):
-        if isinstance(space, spaces.Box):
-            low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
-            high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
-            shape = (num_envs, *low.shape)
-            if bool(torch.isfinite(low).all() and torch.isfinite(high).all()):
-                width = high - low
-
-                def draw_box(mask, low=low, width=width, shape=shape):
-                    return low + width * torch.rand(shape, generator=generator, device=device)
-            else:
-                finite = torch.isfinite(low) & torch.isfinite(high)
-                low0 = torch.where(finite, low, torch.zeros_like(low))
-                width0 = torch.where(finite, high - low, torch.zeros_like(low))
-
-                def draw_box(mask, low=low0, width=width0, finite=finite, shape=shape):
-                    uniform = low + width * torch.rand(shape, generator=generator, device=device)
-                    normal = torch.randn(shape, generator=generator, device=device)
-                    return torch.where(finite, uniform, normal)
-
-            draws.append(draw_box)
-        elif isinstance(space, spaces.Discrete):
-            n = int(space.n)
-            start = int(getattr(space, "start", 0))
-
-            def draw_discrete(mask, n=n, start=start):
-                if mask is None:
-                    return torch.randint(n, (num_envs,), generator=generator, device=device) + start
-                index = torch.multinomial(mask.to(torch.float32), 1, generator=generator)
-                return index.squeeze(-1) + start
-
-            draws.append(draw_discrete)
-        else:
-            raise BenchTrainError(
-                f"agent {agent}'s action space {space} is neither Box nor Discrete (the only kinds "
-                "haml's envs have)"
-            )
-
-    def sample(masks: tuple[torch.Tensor, ...] | None) -> list[torch.Tensor]:
-        return [draw(None if masks is None else masks[i]) for i, draw in enumerate(draws)]
-
-    return sample
+    try:
+        return env_sampler(action_spaces, num_envs, device, generator=generator)
+    except TypeError as error:
+        raise BenchTrainError(str(error)) from None
 
 
 # ----------------------------------------------------------------------------------------------

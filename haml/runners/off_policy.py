@@ -32,7 +32,8 @@ from haml.buffers.replay import ReplayBuffer
 from haml.config.schema import ExperimentConfig
 from haml.envs.base import EnvSpec, EnvStep, EpisodeStats, VectorMultiAgentEnv
 from haml.logging import metrics as M
-from haml.models.build import build_deterministic_policies, build_q_critic
+from haml.algorithms.registry import algo_spec
+from haml.envs.random_actions import random_action_sampler
 from haml.runners.base import AgentUpdate, RunnerBase
 from haml.runners.guards import single_thread
 
@@ -73,8 +74,8 @@ class OffPolicyRunner(RunnerBase):
         check_schedule(cfg)
         espec = self._init_run(cfg, env, eval_env, sequential)
         algo = cfg.algo
-        self.policies = self.build_acting_policies(cfg, espec, self.device)
-        self.critic = build_q_critic(cfg.critic.network, espec.state_dim, espec.action_spaces, self.device)
+        self.policies = self.spec.learner.build_policies(cfg, espec, self.device)
+        self.critic = self.spec.learner.build_critic(cfg, espec, self.device)
         self.learner = self.spec.learner(
             self.policies, self.critic, algo, gamma=cfg.train.gamma, sequential=self.sequential
         )
@@ -83,12 +84,13 @@ class OffPolicyRunner(RunnerBase):
         self.batch_steps = algo.train_every * env.num_envs
         self.total_iterations = max(1, math.ceil(cfg.train.steps / self.batch_steps))
         self.updates_done = 0
-        self._random_actions = _uniform_action_sampler(espec, env.num_envs, self.device)
+        # The global RNG (no generator of its own): a checkpoint's RNG state reproduces the warm-up.
+        self._random_actions = random_action_sampler(espec.action_spaces, env.num_envs, self.device)
 
     @staticmethod
     def build_acting_policies(cfg: ExperimentConfig, espec: EnvSpec, device: torch.device) -> list[nn.Module]:
-        """The deterministic policies μ^i of ``cfg``, one per agent."""
-        return build_deterministic_policies(cfg.actor, espec.obs_spaces, espec.action_spaces, device)
+        """The policies of ``cfg``'s algorithm, one per agent (its learner builds them)."""
+        return algo_spec(cfg.algo_name).learner.build_policies(cfg, espec, device)
 
     # -- acting ------------------------------------------------------------------------------------
 
@@ -97,11 +99,11 @@ class OffPolicyRunner(RunnerBase):
 
     @torch.no_grad()
     def _actions(self, step: EnvStep) -> list[torch.Tensor]:
-        """Uniform random actions during the warm-up, then μ(o) plus clipped exploration noise."""
+        """Uniform random actions (among the available ones) during the warm-up, then the
+        learner's exploring actions."""
         if self.env_steps < self.cfg.algo.warmup_steps:
-            return self._random_actions()
-        noise = self.cfg.algo.exploration_noise
-        return [policy.explore(obs, noise) for policy, obs in zip(self.policies, step.obs)]
+            return self._random_actions(step.action_masks)
+        return self.learner.explore(step.obs, step.action_masks)
 
     def collect(self) -> list[EpisodeStats]:
         """``algo.train_every`` vector steps into the replay buffer; returns the episodes that
@@ -185,23 +187,3 @@ class OffPolicyRunner(RunnerBase):
     def close(self) -> None:
         """Nothing to release beyond what garbage collection frees; the envs belong to their maker."""
 
-
-def _uniform_action_sampler(
-    espec: EnvSpec, num_envs: int, device: torch.device
-) -> Callable[[], list[torch.Tensor]]:
-    """Warm-up actions: uniform in each agent's action box, per env (global torch RNG, so a
-    checkpoint's RNG state reproduces them); a dimension without finite bounds draws from
-    U(-1, 1)."""
-    bounds = []
-    for space in espec.action_spaces:
-        low = torch.as_tensor(space.low, dtype=torch.float32, device=device)
-        high = torch.as_tensor(space.high, dtype=torch.float32, device=device)
-        finite = torch.isfinite(low) & torch.isfinite(high)
-        low = torch.where(finite, low, torch.full_like(low, -1.0))
-        high = torch.where(finite, high, torch.full_like(high, 1.0))
-        bounds.append((low, high - low))
-
-    def sample() -> list[torch.Tensor]:
-        return [low + width * torch.rand(num_envs, *low.shape, device=device) for low, width in bounds]
-
-    return sample
