@@ -28,7 +28,7 @@ specification, which the parity test and ``python -m haml.bench.haddpg`` compare
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -122,8 +122,12 @@ class DDPGMetrics:
     """The critic loss before its step."""
     q_mean: torch.Tensor
     """Mean Q_φ(s, a) of the batch before the critic step."""
-    actor_losses: list[torch.Tensor]
-    """Per agent (agent order, not update order): -mean Q at its step, before it."""
+    actor_losses: list[torch.Tensor | None]
+    """Per agent (agent order, not update order): -mean Q at its step, before it; None for an
+    agent that took no actor step in this update (a delayed actor phase)."""
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Further diagnostics under their fixed metric names (:mod:`haml.logging.metrics`), e.g. a
+    per-agent temperature; the runner logs each one's mean over an update round."""
 
 
 def _critic_loss(q: torch.Tensor, y: torch.Tensor, cfg: HADDPGConfig) -> torch.Tensor:

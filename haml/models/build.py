@@ -19,6 +19,7 @@ from haml.models.recurrent import GRUCritic, GRUPolicy
 from haml.models.value import VCritic
 
 __all__ = [
+    "action_input_size",
     "build_deterministic_policies",
     "build_policies",
     "build_q_critic",
@@ -105,14 +106,24 @@ def build_deterministic_policies(
     ]
 
 
+def action_input_size(space: Any) -> int:
+    """How many entries an agent's action takes in a critic's input: a Box's size, or a
+    Discrete space's ``n`` (the action enters one-hot)."""
+    n = getattr(space, "n", None)
+    if n is not None and not getattr(space, "shape", None):
+        return int(n)
+    return int(space.shape[0])
+
+
 def build_q_critic(
     net: Any, state_dim: int, action_spaces: Sequence[Any], device: torch.device, twin: bool = False
 ) -> nn.Module:
     """The centralised :class:`~haml.models.deterministic.QCritic` Q(s, a¹..aⁿ) on the global
-    state and the joint action (``twin``: two Q estimates, for the TD3-style algorithms)."""
+    state and the joint action (``twin``: two Q estimates, for the TD3-style algorithms). A
+    Discrete agent's action enters one-hot (:func:`action_input_size`)."""
     from haml.models.deterministic import QCritic
 
-    action_dims = [int(space.shape[0]) for space in action_spaces]
+    action_dims = [action_input_size(space) for space in action_spaces]
     return QCritic(state_dim, action_dims, hidden=tuple(net.hidden), activation=net.activation,
                    layer_norm=net.layer_norm, input_norm=net.input_norm, twin=twin, device=device)
 

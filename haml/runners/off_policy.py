@@ -139,6 +139,7 @@ class OffPolicyRunner(RunnerBase):
         self.updates_done = owed
         q_losses, q_means = [], []
         actor_losses: list[list[torch.Tensor]] = [[] for _ in range(self.n_agents)]
+        extra: dict[str, list[torch.Tensor]] = {}
         for _ in range(updates):
             result = self.learner.update(self.buffer.sample(algo.batch_size), on_agent=self._on_agent)
             q_losses.append(result.q_loss)
@@ -146,10 +147,14 @@ class OffPolicyRunner(RunnerBase):
             for agent, loss in enumerate(result.actor_losses):
                 if loss is not None:
                     actor_losses[agent].append(loss)
+            for name, value in result.extra.items():
+                extra.setdefault(name, []).append(value)
         metrics = {M.VALUE_LOSS: torch.stack(q_losses).mean(), M.Q_MEAN: torch.stack(q_means).mean()}
         for agent, losses in enumerate(actor_losses):
             if losses:
                 metrics[M.agent_metric(M.POLICY_LOSS, agent)] = torch.stack(losses).mean()
+        for name, values in extra.items():
+            metrics[name] = torch.stack(values).mean()
         return metrics
 
     def _on_agent(self, position: int, agent: int, actor_loss: torch.Tensor) -> None:
