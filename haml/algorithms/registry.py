@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from haml.algorithms.haa2c import A2CActorLearner, A2CConfig
+from haml.algorithms.had3qn import HAD3QNConfig, HAD3QNLearner
 from haml.algorithms.haddpg import DDPGLearner, HADDPGConfig
 from haml.algorithms.happo import PPOActorLearner, PPOConfig
 from haml.algorithms.hatrpo import TRPOActorLearner, TRPOConfig
@@ -33,6 +34,7 @@ ACTION_KINDS = ("continuous", "discrete")
 
 _BOTH = frozenset(ACTION_KINDS)
 _CONTINUOUS = frozenset({"continuous"})
+_DISCRETE = frozenset({"discrete"})
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ _ENTRIES = (
              "HADDPG ([HAML], Algorithm 3): deterministic actors stepping in a random order on Q"),
     AlgoSpec("maddpg", HADDPGConfig, DDPGLearner, "off_policy", False, False, "central", _CONTINUOUS,
              "MADDPG ([HAML], eq. (3)): deterministic actors stepping at once on Q"),
+    AlgoSpec("had3qn", HAD3QNConfig, HAD3QNLearner, "off_policy", True, False, "central", _DISCRETE,
+             "HAD3QN ([HARL]): dueling agent Q networks regressed in a random order on a joint-action Q"),
 )
 
 for _entry in _ENTRIES:
