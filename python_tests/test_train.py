@@ -18,6 +18,9 @@ from haml.runners import TrainingDiverged
 from haml.utils.checkpoint import latest_checkpoint, load_checkpoint
 
 TOY = ["train.num_envs=64", "eval.every=1", "eval.episodes=4", "eval.num_envs=4"]
+TOY_OFF_POLICY = ["algo.warmup_steps=64", "algo.batch_size=64", "algo.train_every=1",
+                  "algo.updates_per_step=0.03125"]
+"""An off-policy algorithm on the toy game: one vector step of warm-up, then 2 updates."""
 MAMUJOCO = [
     "train.num_envs=2",
     "train.rollout_length=16",
@@ -41,8 +44,9 @@ def _rows(run_dir):
 
 @pytest.mark.parametrize("algo", algos_for_action_kind("discrete"))
 def test_every_algorithm_trains_two_iterations_on_a_toy_game(algo, tmp_path):
+    off_policy = TOY_OFF_POLICY if algo_spec(algo).runner == "off_policy" else []
     result = T.train(algo, "toy", "heterogeneity-trap", steps=128, out=tmp_path, quiet=True,
-                     overrides=TOY)
+                     overrides=[*TOY, *off_policy])
     assert result.iterations == 2 and result.env_steps == 128
     assert result.eval_return is not None
     rows = _rows(tmp_path)
