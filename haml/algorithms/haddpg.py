@@ -150,6 +150,9 @@ class DDPGLearner:
     update itself reads γ^K from the batch's ``discount``, which the replay buffer computed with it.
     """
 
+    twin_critic = False
+    """Whether the critic has two Q networks (TD3's subclass) or one."""
+
     def __init__(
         self,
         policies: Sequence[DeterministicPolicy],
@@ -161,8 +164,9 @@ class DDPGLearner:
         self.policies = list(policies)
         if len({id(p) for p in self.policies}) != len(self.policies):
             raise ValueError("DDPGLearner: every agent needs its own policy module (no sharing)")
-        if critic.twin:
-            raise ValueError("DDPGLearner: the critic must have one Q network (twin=False)")
+        if critic.twin != self.twin_critic:
+            wanted = "two Q networks (twin=True)" if self.twin_critic else "one Q network (twin=False)"
+            raise ValueError(f"{type(self).__name__}: the critic must have {wanted}")
         dims = tuple(p.action_dim for p in self.policies)
         if dims != critic.action_dims:
             raise ValueError(
@@ -195,10 +199,12 @@ class DDPGLearner:
         section), one per agent of the env spec ``espec``."""
         return build_deterministic_policies(cfg.actor, espec.obs_spaces, espec.action_spaces, device)
 
-    @staticmethod
-    def build_critic(cfg: Any, espec: Any, device: torch.device) -> QCritic:
-        """The centralised critic Q_φ(s, a¹..aⁿ) of ``cfg.critic.network`` (one Q network)."""
-        return build_q_critic(cfg.critic.network, espec.state_dim, espec.action_spaces, device)
+    @classmethod
+    def build_critic(cls, cfg: Any, espec: Any, device: torch.device) -> QCritic:
+        """The centralised critic Q_φ(s, a¹..aⁿ) of ``cfg.critic.network`` (twin when
+        :attr:`twin_critic`)."""
+        return build_q_critic(cfg.critic.network, espec.state_dim, espec.action_spaces, device,
+                              twin=cls.twin_critic)
 
     def explore(
         self, obs: Sequence[torch.Tensor], action_masks: Sequence[torch.Tensor] | None = None
@@ -253,8 +259,8 @@ class DDPGLearner:
         """
         n = self.n_agents
         order = self.agent_order()
-        with torch.no_grad():
-            h_s = self.critic.state_term(batch.state)
+        with torch.no_grad():  # the actors ascend Q_φ's first (or only) network
+            h_s = self.critic.state_term(batch.state, which=0)
             if self.cfg.successor_actions == "policy":
                 joint = [mu(o) for mu, o in zip(self.policies, batch.obs)]
             else:
@@ -263,7 +269,7 @@ class DDPGLearner:
         for m, i in enumerate(order):
             mu_i, o_i = self.policies[i], batch.obs[i]
             a_i = mu_i(o_i)
-            q = self.critic.q_from(h_s, [*joint[:i], a_i, *joint[i + 1:]])
+            q = self.critic.q_from(h_s, [*joint[:i], a_i, *joint[i + 1:]], which=0)
             actor_loss = -masked_mean(q, _active(batch, i))
             self._step(self.actor_optimizers[i], self._actor_params[i], actor_loss)
             losses[i] = actor_loss.detach()

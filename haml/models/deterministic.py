@@ -256,29 +256,44 @@ class QCritic(nn.Module):
         x = torch.cat((state, self._joint(actions)), dim=-1)
         return self._out([net(x) for net in self.nets])
 
-    def state_term(self, state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _chosen(self, which: int | None) -> list[nn.Module]:
+        if which is None:
+            return list(self.nets)
+        if which not in range(len(self.nets)):
+            raise ValueError(f"QCritic: 'which' must be one of {list(range(len(self.nets)))} or None, "
+                             f"got {which!r}")
+        return [self.nets[which]]
+
+    def state_term(self, state: torch.Tensor, which: int | None = None) -> tuple[torch.Tensor, ...]:
         """``h_s = W_s s + b`` per network ``[*B, H_1]`` (the state's part of the first layer);
-        the state itself when :attr:`splits` is False."""
+        the state itself when :attr:`splits` is False. ``which``: that network only (0 or 1)."""
         if not self.splits:
             return (state,)
         s = self.state_dim
-        return tuple(F.linear(state, net[0].weight[:, :s], net[0].bias) for net in self.nets)
+        return tuple(F.linear(state, net[0].weight[:, :s], net[0].bias) for net in self._chosen(which))
 
     def q_from(
-        self, h_s: tuple[torch.Tensor, ...], actions: Sequence[torch.Tensor] | torch.Tensor
+        self,
+        h_s: tuple[torch.Tensor, ...],
+        actions: Sequence[torch.Tensor] | torch.Tensor,
+        which: int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Q from :meth:`state_term`'s ``h_s`` and the actions: ``rest(h_s + W_a a)``."""
+        """Q from :meth:`state_term`'s ``h_s`` and the actions: ``rest(h_s + W_a a)``.
+
+        ``which``: evaluate that network only and return its ``[*B]`` values (``h_s`` then from
+        ``state_term(state, which)``): TD3's actors ascend the first twin alone."""
         joint = self._joint(actions)
         if not self.splits:
-            return self(h_s[0], joint)
+            qs = self(h_s[0], joint)
+            return qs if which is None or not self.twin else qs[which]
         s = self.state_dim
         qs = []
-        for net, h in zip(self.nets, h_s):
+        for net, h in zip(self._chosen(which), h_s):
             first = torch.addmm(h, joint, net[0].weight[:, s:].t()) if joint.dim() == 2 else (
                 h + F.linear(joint, net[0].weight[:, s:])
             )
             qs.append(net[1:](first))
-        return self._out(qs)
+        return self._out(qs) if which is None else qs[0].squeeze(-1)
 
 
 # ----------------------------------------------------------------------------------------------

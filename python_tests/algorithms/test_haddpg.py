@@ -177,10 +177,10 @@ class Recorder:
         self.calls: list[tuple[list[torch.Tensor], list[bool]]] = []
         original = getattr(critic, method)
 
-        def record(first, actions):
+        def record(first, actions, **kwargs):
             joint = [a.detach().clone() for a in actions]
             self.calls.append((joint, [a.requires_grad for a in actions]))
-            return original(first, actions)
+            return original(first, actions, **kwargs)
 
         setattr(critic, method, record)
 

@@ -526,4 +526,5 @@ def test_tuned_configs_listing() -> None:
             assert ("mamujoco", task, algo) in shipped
     for task in ("HalfCheetah-2x3", "Ant-4x2", "Walker2d-2x3"):
         assert ("mamujoco", task, "haddpg") in shipped
-    assert len(shipped) == 16
+        assert ("mamujoco", task, "hatd3") in shipped
+    assert len(shipped) == 19
