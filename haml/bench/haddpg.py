@@ -42,7 +42,7 @@ from haml.bench.ops import (
 )
 from haml.bench.timing import format_seconds
 
-__all__ = ["AGENTS", "TARGETS", "haddpg_cases", "main"]
+__all__ = ["AGENTS", "ALGOS", "TARGETS", "haddpg_cases", "main"]
 
 AGENTS = (2, 6)
 OBS_DIM, ACTION_DIM, BATCH, HIDDEN = 17, 3, 1000, (256, 256)
@@ -50,13 +50,24 @@ TARGETS = {("cpu", 6): (Target("reference/native", ">=", 2.0),)}
 """Issue 20's goal: at least twice the plain update's speed at 6 agents on the CPU."""
 
 
-def problem(n_agents: int, device: torch.device, dtype: torch.dtype = torch.float32):
-    """``(learner, batch)``: a fresh :class:`DDPGLearner` (HA, buffer successors) and one replay
+ALGOS = ("haddpg", "hatd3")
+"""The updates this bench times: HADDPG's, and HATD3's (twin critic, smoothing, actors and targets
+every 2nd update: one timed update is the mean of the two kinds)."""
+
+
+def problem(n_agents: int, device: torch.device, dtype: torch.dtype = torch.float32,
+            algo: str = "haddpg"):
+    """``(learner, batch)``: a fresh learner of ``algo`` (HA, buffer successors) and one replay
     batch of random transitions, the same numbers on every device."""
     from gymnasium import spaces
 
     from haml.algorithms.haddpg import DDPGLearner, HADDPGConfig
+    from haml.algorithms.hatd3 import TD3Config, TD3Learner
     from haml.models import DeterministicPolicy, QCritic
+
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algorithm {algo!r}; this bench times {list(ALGOS)}")
+    twin = algo == "hatd3"
 
     torch.manual_seed(n_agents)  # the networks' initial weights
     space = spaces.Box(-1.0, 1.0, (ACTION_DIM,))
@@ -65,8 +76,12 @@ def problem(n_agents: int, device: torch.device, dtype: torch.dtype = torch.floa
         DeterministicPolicy(OBS_DIM, space, hidden=HIDDEN, dtype=dtype, device=device)
         for _ in range(n_agents)
     ]
-    critic = QCritic(state_dim, [ACTION_DIM] * n_agents, hidden=HIDDEN, dtype=dtype, device=device)
-    learner = DDPGLearner(policies, critic, HADDPGConfig(), gamma=0.99, sequential=True)
+    critic = QCritic(state_dim, [ACTION_DIM] * n_agents, hidden=HIDDEN, twin=twin, dtype=dtype,
+                     device=device)
+    if twin:
+        learner = TD3Learner(policies, critic, TD3Config(), gamma=0.99, sequential=True)
+    else:
+        learner = DDPGLearner(policies, critic, HADDPGConfig(), gamma=0.99, sequential=True)
 
     gen = _generator(1000 + n_agents)
 
@@ -92,16 +107,19 @@ def problem(n_agents: int, device: torch.device, dtype: torch.dtype = torch.floa
     return learner, batch
 
 
-def haddpg_cases(device: torch.device, options: Options) -> list[Case]:
-    """One case per agent count: "native" is ``DDPGLearner.update``, "reference" is
-    ``reference_update``, each on its own copy of the same learner."""
-    from haml.algorithms.haddpg import reference_update
+def haddpg_cases(device: torch.device, options: Options, algo: str = "haddpg") -> list[Case]:
+    """One case per agent count: "native" is the learner's ``update``, "reference" is its
+    module's ``reference_update``, each on its own copy of the same learner."""
+    if algo == "hatd3":
+        from haml.algorithms.hatd3 import reference_update
+    else:
+        from haml.algorithms.haddpg import reference_update
 
     cases = []
     for n_agents in AGENTS[:1] if options.quick else AGENTS:
 
         def build(n_agents=n_agents) -> Callables:
-            learner, batch = problem(n_agents, device)
+            learner, batch = problem(n_agents, device, algo=algo)
             twin = copy.deepcopy(learner)
             return Callables(
                 reference=lambda: reference_update(twin, batch),
@@ -110,12 +128,12 @@ def haddpg_cases(device: torch.device, options: Options) -> list[Case]:
 
         cases.append(
             Case(
-                op="haddpg_update",
+                op=f"{algo}_update",
                 shape={"agents": n_agents, "B": BATCH, "hidden": "x".join(map(str, HIDDEN)),
                        "obs": OBS_DIM, "actions": ACTION_DIM},
                 device=device,
                 build=build,
-                native_op="haddpg_update",
+                native_op=f"{algo}_update",
                 compile_skip=compile_skip_reason(
                     options, "not compiled: an update is n + 1 optimiser steps"
                 ),
@@ -143,15 +161,17 @@ def _line(record: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m haml.bench.haddpg [--device cpu|cuda|all] [--quick] [--threads N]
-    [--out PATH]``."""
+    """``python -m haml.bench.haddpg [--algo haddpg|hatd3] [--device cpu|cuda|all] [--quick]
+    [--threads N] [--out PATH]``."""
     from haml.bench import DEVICE_CHOICES, BenchUsageError, resolve_devices
 
     parser = argparse.ArgumentParser(
         prog="python -m haml.bench.haddpg",
-        description="Time one HADDPG update (batch 1000, [256, 256], 2 and 6 agents): the learner "
-        "against the plain PyTorch reference update.",
+        description="Time one HADDPG (or HATD3) update (batch 1000, [256, 256], 2 and 6 agents): "
+        "the learner against the plain PyTorch reference update.",
     )
+    parser.add_argument("--algo", choices=ALGOS, default="haddpg",
+                        help="whose update to time (default haddpg)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu")
     parser.add_argument("--quick", action="store_true", help="2 agents only, short timings")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
@@ -169,18 +189,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(err))
     options = Options.make(quick=args.quick, compile=False)
     env = report.environment(devices)
-    print(f"haml bench haddpg: {env['num_threads']} threads, torch {env['torch']}, "
+    print(f"haml bench haddpg --algo {args.algo}: {env['num_threads']} threads, torch {env['torch']}, "
           + ", ".join(f"{d.type} ({env['device_names'][d.type]})" for d in devices), flush=True)
     start = time.perf_counter()
     records = []
     for device in devices:
-        for case in haddpg_cases(device, options):
+        for case in haddpg_cases(device, options, args.algo):
             record = run_case(case, options)
             records.append(record)
             print(_line(record), flush=True)
     if args.out is not None:
         report.write_json(
-            {"benchmark": "haml bench haddpg", "schema_version": 1, "environment": env,
+            {"benchmark": f"haml bench haddpg --algo {args.algo}", "schema_version": 1, "environment": env,
              "cases": records, "total_seconds": time.perf_counter() - start},
             args.out,
         )
