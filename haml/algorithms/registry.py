@@ -14,6 +14,7 @@ from haml.algorithms.haa2c import A2CActorLearner, A2CConfig
 from haml.algorithms.had3qn import HAD3QNConfig, HAD3QNLearner
 from haml.algorithms.haddpg import DDPGLearner, HADDPGConfig
 from haml.algorithms.happo import PPOActorLearner, PPOConfig
+from haml.algorithms.hasac import HASACConfig, SACLearner
 from haml.algorithms.hatd3 import TD3Config, TD3Learner
 from haml.algorithms.hatrpo import TRPOActorLearner, TRPOConfig
 
@@ -86,6 +87,8 @@ _ENTRIES = (
              "HADDPG ([HAML], Algorithm 3): deterministic actors stepping in a random order on Q"),
     AlgoSpec("maddpg", HADDPGConfig, DDPGLearner, "off_policy", False, False, "central", _CONTINUOUS,
              "MADDPG ([HAML], eq. (3)): deterministic actors stepping at once on Q"),
+    AlgoSpec("hasac", HASACConfig, SACLearner, "off_policy", True, False, "central", _BOTH,
+             "HASAC ([HASAC]): stochastic actors stepping in a random order on a soft twin Q"),
     AlgoSpec("hatd3", TD3Config, TD3Learner, "off_policy", True, False, "central", _CONTINUOUS,
              "HATD3 ([HARL]): HADDPG with twin Q, target smoothing and delayed actor steps"),
     AlgoSpec("matd3", TD3Config, TD3Learner, "off_policy", False, False, "central", _CONTINUOUS,

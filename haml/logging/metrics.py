@@ -59,6 +59,7 @@ __all__ = [
     "EXPLAINED_VARIANCE",
     "ACTOR_GRAD_NORM",
     "CRITIC_GRAD_NORM",
+    "ALPHA",
     # ha/*
     "KL",
     "FACTOR_MEAN",
@@ -170,6 +171,12 @@ Q_MEAN = _metric(
 CRITIC_GRAD_NORM = _metric(
     "losses/critic_grad_norm",
     "Gradient norm of the critic before clipping, mean over its optimiser steps.",
+)
+ALPHA = _metric(
+    "losses/alpha",
+    "Maximum-entropy algorithms (HASAC): the agent's temperature alpha after its update, mean "
+    "over the round's updates.",
+    per_agent=True,
 )
 
 # ---------------------------------------------------------------------------------------------

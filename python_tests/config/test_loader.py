@@ -517,6 +517,25 @@ def test_tuned_haddpg_takes_the_authors_per_task_settings() -> None:
     assert (paper.algo.n_step, paper.algo.tau, paper.actor.hidden) == (20, 0.1, [64, 64])
 
 
+def test_tuned_hasac_takes_the_authors_per_task_settings() -> None:
+    tasks = ("HalfCheetah-2x3", "Ant-4x2", "Walker2d-2x3")
+    shipped = tuned_configs("mamujoco")
+    assert all(("mamujoco", task, "hasac") in shipped for task in tasks)
+    tuned = {task: load_config("hasac", "mamujoco", task, tuned=True) for task in tasks}
+    lrs = {task: (c.algo.actor_lr, c.algo.critic_lr, c.algo.n_step) for task, c in tuned.items()}
+    assert lrs == {"HalfCheetah-2x3": (1e-3, 1e-3, 10), "Ant-4x2": (1e-3, 3e-4, 5),
+                   "Walker2d-2x3": (5e-4, 1e-3, 20)}
+    assert [c.algo.auto_alpha for c in tuned.values()] == [True, False, False]
+    for c in tuned.values():
+        assert (c.algo.alpha, c.algo.loss, c.algo.tau, c.algo.batch_size) == (0.2, "mse", 0.005, 1000)
+        assert (c.algo.warmup_steps, c.algo.updates_per_step, c.algo.train_every) == (10000, 0.05, 50)
+        assert c.actor.hidden == c.critic.network.hidden == [256, 256] and c.train.num_envs == 20
+    # Without tuned=True the authors' defaults: fixed alpha 0.001, Huber loss, n-step 20.
+    paper = load_config("hasac", "mamujoco", "Ant-4x2")
+    assert (paper.algo.alpha, paper.algo.loss, paper.algo.n_step) == (0.001, "huber", 20)
+    assert paper.actor.hidden == [256, 256] and paper.train.num_envs == 20
+
+
 def test_tuned_configs_listing() -> None:
     shipped = tuned_configs("mamujoco")
     assert ("mamujoco", "HalfCheetah-2x3", "mappo") in shipped
@@ -527,4 +546,4 @@ def test_tuned_configs_listing() -> None:
     for task in ("HalfCheetah-2x3", "Ant-4x2", "Walker2d-2x3"):
         assert ("mamujoco", task, "haddpg") in shipped
         assert ("mamujoco", task, "hatd3") in shipped
-    assert len(shipped) == 19
+    assert len(shipped) == 22
