@@ -140,7 +140,7 @@ def _config_summary(cfg: Any, env: Any) -> dict[str, Any]:
         "n_agents": env.spec.n_agents,
         "num_envs": cfg.train.num_envs,
         "rollout_length": cfg.train.rollout_length,
-        "batch_steps": cfg.train.num_envs * cfg.train.rollout_length,
+        "batch_steps": cfg.train.num_envs * cfg.train.rollout_length,  # the runner's, once built
         "vectorization": (
             type(env).__name__ if asynchronous is None else ("async" if asynchronous else "sync")
         ),
@@ -211,6 +211,9 @@ class _Measured:
     warm_jax: float | None = None
     warm_train: float = 0.0
     total_seconds: float = 0.0
+    batch_steps: int = 0
+    """Env steps of one training iteration (the runner's: T × E on-policy, ``train_every`` × E
+    off-policy), and of each random phase."""
 
 
 def bench_train(
@@ -292,13 +295,18 @@ def _measure(
     from haml.runners import make_runner
 
     device = torch.device(cfg.train.device)
-    T, E = cfg.train.rollout_length, cfg.train.num_envs
+    E = cfg.train.num_envs
     built = time.perf_counter()
     random_env = _build_env(cfg)
     train_env = None
     try:
         train_env = _build_env(cfg)
-        measured = _Measured(config=_config_summary(cfg, train_env), build_seconds=time.perf_counter() - built)
+        runner = make_runner(cfg, train_env)
+        # The random phases take as many steps as one training iteration.
+        T = runner.batch_steps // E
+        measured = _Measured(config=_config_summary(cfg, train_env), build_seconds=time.perf_counter() - built,
+                             batch_steps=T * E)
+        measured.config["batch_steps"] = T * E
         log(
             f"haml bench train: {cfg.algo_name} on {cfg.env.name}/{cfg.env.task}"
             f"{' (tuned)' if use_tuned else ''}: {E} envs ({measured.config['vectorization']}) × {T} steps "
@@ -311,7 +319,7 @@ def _measure(
         phases = _Phases(
             env=random_env,
             sample=random_action_sampler(random_env.spec.action_spaces, E, device, seed=cfg.seed),
-            runner=make_runner(cfg, train_env),
+            runner=runner,
             jax_only=_jax_only_stepper(cfg),
             sync=synchronizer(device),
             steps=T,
@@ -351,10 +359,14 @@ class _Phases:
     """The random env's last EnvStep (its action masks choose the next random actions)."""
 
     def warm_up(self, measured: _Measured, seed: int) -> None:
-        """A rollout's worth of random steps, then one whole training iteration."""
+        """A rollout's worth of random steps, then one whole training iteration (after an
+        off-policy runner's warm-up of random actions, untimed: its iterations update only after
+        it, and those are the ones training spends its time in)."""
         self.last = self.env.reset(seed=seed)
         self.last, measured.warm_env = _step_randomly(self.env, self.sample, self.last, self.steps, self.sync)
         measured.warm_jax = None if self.jax_only is None else self.jax_only()["seconds"]
+        while getattr(self.runner, "warming_up", False):
+            self.runner.iterate()
         measured.warm_train = self._iterate()
 
     def round(self, measured: _Measured) -> None:
@@ -402,7 +414,7 @@ def _document(
     measured: _Measured,
 ) -> dict[str, Any]:
     """The JSON document of a run: settings, config, each phase's totals, the ratios, the target."""
-    batch_steps = cfg.train.rollout_length * cfg.train.num_envs
+    batch_steps = measured.batch_steps
     env_only = _summarise(measured.env_rounds)
     env_only["warmup"] = {"steps": batch_steps, "seconds": measured.warm_env}
     training = _training_summary(measured, iterations)
@@ -505,7 +517,7 @@ def print_train_table(document: dict[str, Any], file: TextIO | None = None) -> N
         box=box.SIMPLE_HEAVY,
         title=(
             f"haml bench train: {cfg['algo']} on {cfg['env']}/{cfg['task']}, {cfg['num_envs']} envs "
-            f"({cfg['vectorization']}) × {cfg['rollout_length']} steps, {iterations} iteration(s)"
+            f"({cfg['vectorization']}) × {cfg['batch_steps'] // cfg['num_envs']} steps, {iterations} iteration(s)"
         ),
     )
     for header in ("phase", "steps", "time", "steps/s", "share", "other load"):

@@ -123,13 +123,20 @@ class OffPolicyRunner(RunnerBase):
         self._step = step
         return episodes
 
+    @property
+    def warming_up(self) -> bool:
+        """True until the updates start: the warm-up's steps are not all taken, or the buffer
+        holds less than a batch (``haml bench train`` runs the iterations before timing)."""
+        algo = self.cfg.algo
+        return self.env_steps < algo.warmup_steps or len(self.buffer) < algo.batch_size
+
     # -- learning ----------------------------------------------------------------------------------
 
     def update(self) -> dict[str, torch.Tensor]:
         """One round of the updates owed, once past the warm-up (and with a batch's worth of
         transitions stored); detached metrics, means over the round (no host sync)."""
         algo = self.cfg.algo
-        if self.env_steps < algo.warmup_steps or len(self.buffer) < algo.batch_size:
+        if self.warming_up:
             return {}
         # Owed since the warm-up ended, counted from the totals (no float drift across rounds).
         owed = math.floor((self.env_steps - algo.warmup_steps) * algo.updates_per_step + 1e-9)

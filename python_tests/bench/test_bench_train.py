@@ -244,3 +244,18 @@ def test_smax_bench_reports_jax_only_stepping(tmp_path):
     assert document["ratio_jax_only"] == pytest.approx(
         document["training"]["steps_per_second"] / jax_only["steps_per_second"]
     )
+
+
+def test_off_policy_iterations_are_timed_after_the_warm_up(tmp_path):
+    """An off-policy iteration is train_every × E steps, and the timed ones update: the runner's
+    warm-up of random actions runs untimed first."""
+    overrides = ["train.num_envs=16", "train.torch_threads=1", "algo.warmup_steps=320",
+                 "algo.train_every=4", "algo.batch_size=32", "algo.updates_per_step=0.125",
+                 "actor.hidden=[16]", "critic.network.hidden=[16]"]
+    document = bench_train("haddpg", "toy", task="figure1", iterations=2, overrides=overrides,
+                           out=tmp_path / "t.json", show=False, progress=False)
+    steps = 4 * 16
+    assert document["config"]["batch_steps"] == steps
+    assert document["env_only"]["steps"] == document["training"]["steps"] == 2 * steps
+    for record in document["training"]["rounds"]:  # 8 updates against 4 toy steps
+        assert record["update_seconds"] > 0.3 * record["seconds"], record
