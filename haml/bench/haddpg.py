@@ -50,9 +50,10 @@ TARGETS = {("cpu", 6): (Target("reference/native", ">=", 2.0),)}
 """Issue 20's goal: at least twice the plain update's speed at 6 agents on the CPU."""
 
 
-ALGOS = ("haddpg", "hatd3")
-"""The updates this bench times: HADDPG's, and HATD3's (twin critic, smoothing, actors and targets
-every 2nd update: one timed update is the mean of the two kinds)."""
+ALGOS = ("haddpg", "hatd3", "hasac")
+"""The updates this bench times: HADDPG's; HATD3's (twin critic, smoothing, actors and targets
+every 2nd update: one timed update is the mean of the two kinds); HASAC's (tanh-Gaussian actors,
+soft twin critic, the authors' default fixed temperature)."""
 
 
 def problem(n_agents: int, device: torch.device, dtype: torch.dtype = torch.float32,
@@ -62,23 +63,28 @@ def problem(n_agents: int, device: torch.device, dtype: torch.dtype = torch.floa
     from gymnasium import spaces
 
     from haml.algorithms.haddpg import DDPGLearner, HADDPGConfig
+    from haml.algorithms.hasac import HASACConfig, SACLearner
     from haml.algorithms.hatd3 import TD3Config, TD3Learner
     from haml.models import DeterministicPolicy, QCritic
+    from haml.models.soft_policy import SquashedGaussianPolicy
 
     if algo not in ALGOS:
         raise ValueError(f"unknown algorithm {algo!r}; this bench times {list(ALGOS)}")
-    twin = algo == "hatd3"
+    twin = algo != "haddpg"
+    actor_cls = SquashedGaussianPolicy if algo == "hasac" else DeterministicPolicy
 
     torch.manual_seed(n_agents)  # the networks' initial weights
     space = spaces.Box(-1.0, 1.0, (ACTION_DIM,))
     state_dim = n_agents * OBS_DIM
     policies = [
-        DeterministicPolicy(OBS_DIM, space, hidden=HIDDEN, dtype=dtype, device=device)
+        actor_cls(OBS_DIM, space, hidden=HIDDEN, dtype=dtype, device=device)
         for _ in range(n_agents)
     ]
     critic = QCritic(state_dim, [ACTION_DIM] * n_agents, hidden=HIDDEN, twin=twin, dtype=dtype,
                      device=device)
-    if twin:
+    if algo == "hasac":
+        learner = SACLearner(policies, critic, HASACConfig(), gamma=0.99, sequential=True)
+    elif twin:
         learner = TD3Learner(policies, critic, TD3Config(), gamma=0.99, sequential=True)
     else:
         learner = DDPGLearner(policies, critic, HADDPGConfig(), gamma=0.99, sequential=True)
@@ -110,7 +116,9 @@ def problem(n_agents: int, device: torch.device, dtype: torch.dtype = torch.floa
 def haddpg_cases(device: torch.device, options: Options, algo: str = "haddpg") -> list[Case]:
     """One case per agent count: "native" is the learner's ``update``, "reference" is its
     module's ``reference_update``, each on its own copy of the same learner."""
-    if algo == "hatd3":
+    if algo == "hasac":
+        from haml.algorithms.hasac import reference_update
+    elif algo == "hatd3":
         from haml.algorithms.hatd3 import reference_update
     else:
         from haml.algorithms.haddpg import reference_update
@@ -161,13 +169,13 @@ def _line(record: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m haml.bench.haddpg [--algo haddpg|hatd3] [--device cpu|cuda|all] [--quick]
+    """``python -m haml.bench.haddpg [--algo haddpg|hatd3|hasac] [--device cpu|cuda|all] [--quick]
     [--threads N] [--out PATH]``."""
     from haml.bench import DEVICE_CHOICES, BenchUsageError, resolve_devices
 
     parser = argparse.ArgumentParser(
         prog="python -m haml.bench.haddpg",
-        description="Time one HADDPG (or HATD3) update (batch 1000, [256, 256], 2 and 6 agents): "
+        description="Time one HADDPG (or HATD3, HASAC) update (batch 1000, [256, 256], 2 and 6 agents): "
         "the learner against the plain PyTorch reference update.",
     )
     parser.add_argument("--algo", choices=ALGOS, default="haddpg",

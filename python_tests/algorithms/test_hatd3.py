@@ -237,13 +237,3 @@ def test_state_dict_round_trip_keeps_the_delay_phase():
         assert torch.equal(x, y)
     assert torch.equal(a.q_loss, b.q_loss)
 
-
-def test_the_bench_times_the_hatd3_update(capsys):
-    from haml.bench.haddpg import haddpg_cases, main
-    from haml.bench.ops import Options
-
-    cases = haddpg_cases(torch.device("cpu"), Options.make(compile=False), "hatd3")
-    assert [c.op for c in cases] == ["hatd3_update", "hatd3_update"]
-    assert main(["--algo", "hatd3", "--quick", "--threads", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "--algo hatd3" in out and "agents=2" in out and "ref/fast" in out
