@@ -1,5 +1,5 @@
-"""Every on-policy algorithm trains through the SMAC adapter (on the StarCraft2Env fake): masks,
-dying agents, wins and recurrent policies, end to end through the one runner."""
+"""Every discrete-action algorithm trains through the SMAC adapter (on the StarCraft2Env fake):
+masks, dying agents, wins and recurrent policies, end to end through its runner."""
 
 from __future__ import annotations
 
@@ -10,17 +10,25 @@ import pytest
 import torch
 from fake_starcraft import FakeStarCraft2Env
 
-from haml.algorithms import algos_for_action_kind
+from haml.algorithms import algo_spec, algos_for_action_kind
 from haml.config.loader import load_config
 from haml.envs import smac
-from haml.runners.on_policy import OnPolicyRunner
+from haml.runners import Runner
+from haml.runners import make_runner as make_algo_runner
 
 # Agent 1 dies at step 2 and every episode is won at step 4: masks change, active masks turn off,
 # and the win rate is 1.
 SCRIPT = {"ally_deaths": {1: 2}, "win_at": 4, "episode_limit": 6}
 
 
-def make_runner(algo: str, rnn: str = "none") -> OnPolicyRunner:
+# Off-policy: an iteration is 10 vector steps of the 2 envs; the first is the warm-up, the
+# second stores enough for a batch and updates twice.
+OFF_POLICY = ["algo.warmup_steps=20", "algo.train_every=10", "algo.batch_size=16",
+              "algo.updates_per_step=0.1", "algo.buffer_size=1000"]
+
+
+def make_runner(algo: str, rnn: str = "none") -> Runner:
+    off_policy = algo_spec(algo).runner == "off_policy"
     cfg = load_config(
         algo,
         "smac",
@@ -33,12 +41,13 @@ def make_runner(algo: str, rnn: str = "none") -> OnPolicyRunner:
             "critic.network.hidden=[16]",
             f"actor.rnn={rnn}",
             f"critic.network.rnn={rnn}",
+            *(OFF_POLICY if off_policy else []),
         ],
     )
     options = smac.Options(env_factory=functools.partial(FakeStarCraft2Env, **SCRIPT),
                            vectorization="sync")
     env = smac.make_vector_env("3m", 2, options, seed=0)
-    return OnPolicyRunner(cfg, env)
+    return make_algo_runner(cfg, env)
 
 
 @pytest.mark.parametrize("algo", algos_for_action_kind("discrete"))
