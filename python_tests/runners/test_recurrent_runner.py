@@ -251,10 +251,14 @@ def test_joint_actor_reports_the_states_it_acted_from_and_restores_them():
 
 # -- every algorithm, MLP and GRU, dying agents -------------------------------------------------------
 
+ON_POLICY_DISCRETE = [a for a in algos_for_action_kind("discrete") if algo_spec(a).runner == "on_policy"]
+"""The algorithms this module's runner trains (the off-policy ones meet dying agents in
+python_tests/envs/test_smac_training.py and their own learner tests)."""
+
 
 @pytest.mark.filterwarnings("ignore:haml.ops.FisherOperator.*SequenceView:RuntimeWarning")
 @pytest.mark.parametrize("rnn", ["none", "gru"])
-@pytest.mark.parametrize("algo", algos_for_action_kind("discrete"))
+@pytest.mark.parametrize("algo", ON_POLICY_DISCRETE)
 def test_every_algorithm_runs_with_dying_agents(algo, rnn):
     torch.manual_seed(0)
     runner = _runner(algo, rnn, extra=("critic.epochs=2",) + (() if algo == "hatrpo" else ("algo.epochs=2",)))
@@ -366,7 +370,7 @@ def _factor_where_first_agent_dead(algo: str, rnn: str) -> tuple[torch.Tensor, t
 
 @pytest.mark.filterwarnings("ignore:haml.ops.FisherOperator.*SequenceView:RuntimeWarning")
 @pytest.mark.parametrize("rnn", ["none", "gru"])
-@pytest.mark.parametrize("algo", [a for a in algos_for_action_kind("discrete") if algo_spec(a).sequential])
+@pytest.mark.parametrize("algo", [a for a in ON_POLICY_DISCRETE if algo_spec(a).sequential])
 def test_the_runner_keeps_the_factor_at_one_where_the_updated_agent_was_dead(algo, rnn):
     dead, alive = _factor_where_first_agent_dead(algo, rnn)
     assert dead.numel() > 0
