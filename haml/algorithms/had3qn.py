@@ -55,7 +55,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from haml.algorithms.haddpg import DDPGMetrics
-from haml.config.schema import check_choice, check_positive
+from haml.algorithms.off_policy_base import OffPolicyLearnerBase, check_replay_keys
+from haml.config.schema import check_choice
 from haml.models.deterministic import frozen_copy, polyak_update
 from haml.models.dueling import DuelingJointQCritic, DuelingQNetwork, available_actions
 from haml.models.policies import parse_action_space
@@ -119,20 +120,9 @@ class HAD3QNConfig:
     on disk); false: a resumed run refills the buffer from empty."""
 
     def __post_init__(self) -> None:
-        for name in ("actor_lr", "critic_lr", "tau", "n_step", "batch_size", "buffer_size",
-                     "updates_per_step", "train_every", "max_joint_actions"):
-            check_positive("algo", name, getattr(self, name))
-        for name in ("warmup_steps", "epsilon", "max_grad_norm"):
-            check_positive("algo", name, getattr(self, name), allow_zero=True)
-        if self.tau > 1:
-            raise ValueError(f"algo.tau must be in (0, 1], got {self.tau!r}")
+        check_replay_keys(self, positive=("max_joint_actions",), non_negative=("epsilon",))
         if self.epsilon > 1:
             raise ValueError(f"algo.epsilon must be in [0, 1], got {self.epsilon!r}")
-        if self.buffer_size < self.batch_size:
-            raise ValueError(
-                f"algo.buffer_size must be >= algo.batch_size ({self.batch_size}), "
-                f"got {self.buffer_size!r}"
-            )
         if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.dueling_hidden):
             raise ValueError(
                 f"algo.dueling_hidden widths must be positive integers, got {list(self.dueling_hidden)}"
@@ -196,7 +186,7 @@ def regression_loss(
     return masked_mean(per_sample, active)
 
 
-class HAD3QNLearner:
+class HAD3QNLearner(OffPolicyLearnerBase):
     """The HAD3QN update of the agents' Q networks ``policies`` and the joint ``critic``; see the
     module doc. Builds the target critic and the Adam optimisers.
 
@@ -274,30 +264,7 @@ class HAD3QNLearner:
         return [q.explore(o, eps, _mask(action_masks, i))
                 for i, (q, o) in enumerate(zip(self.policies, obs))]
 
-    @property
-    def n_agents(self) -> int:
-        return len(self.policies)
-
-    def set_progress(self, fraction: float) -> None:
-        """Fixed ε and learning rates: nothing to do."""
-
     # -- the update ------------------------------------------------------------------------------
-
-    def agent_order(self) -> list[int]:
-        """``i_{1:n}``: a fresh random permutation (global torch RNG) when sequential, else
-        ``0..n-1``."""
-        if self.sequential:
-            return torch.randperm(self.n_agents).tolist()
-        return list(range(self.n_agents))
-
-    def _step(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
-              loss: torch.Tensor) -> None:
-        """One Adam step on ``loss``, with gradients for ``params`` only."""
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=params)
-        if self.cfg.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm, foreach=True)
-        optimizer.step()
 
     def greedy_actions(
         self, obs: Sequence[torch.Tensor], action_masks: Sequence[torch.Tensor] | None

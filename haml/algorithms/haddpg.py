@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from haml.config.schema import check_choice, check_positive
+from haml.algorithms.off_policy_base import OffPolicyLearnerBase, check_replay_keys
+from haml.config.schema import check_choice
 from haml.models.build import build_deterministic_policies, build_q_critic
 from haml.models.deterministic import DeterministicPolicy, QCritic, frozen_copy, polyak_update
 from haml.ops.masked import masked_mean
@@ -98,18 +99,7 @@ class HADDPGConfig:
     on disk); false: a resumed run refills the buffer from empty."""
 
     def __post_init__(self) -> None:
-        for name in ("actor_lr", "critic_lr", "tau", "n_step", "batch_size", "buffer_size",
-                     "updates_per_step", "train_every", "huber_delta"):
-            check_positive("algo", name, getattr(self, name))
-        for name in ("warmup_steps", "exploration_noise", "max_grad_norm"):
-            check_positive("algo", name, getattr(self, name), allow_zero=True)
-        if self.tau > 1:
-            raise ValueError(f"algo.tau must be in (0, 1], got {self.tau!r}")
-        if self.buffer_size < self.batch_size:
-            raise ValueError(
-                f"algo.buffer_size must be >= algo.batch_size ({self.batch_size}), "
-                f"got {self.buffer_size!r}"
-            )
+        check_replay_keys(self, positive=("huber_delta",), non_negative=("exploration_noise",))
         check_choice("algo", "loss", self.loss, CRITIC_LOSSES)
         check_choice("algo", "successor_actions", self.successor_actions, SUCCESSOR_ACTIONS)
 
@@ -142,7 +132,7 @@ def _active(batch: Any, agent: int) -> torch.Tensor | None:
     return None if masks is None else masks[agent].reshape(-1)
 
 
-class DDPGLearner:
+class DDPGLearner(OffPolicyLearnerBase):
     """The HADDPG (``sequential=True``) or MADDPG (``sequential=False``) update of ``policies`` and
     ``critic``; see the module doc. Builds the target networks and the Adam optimisers.
 
@@ -214,29 +204,7 @@ class DDPGLearner:
         noise = self.cfg.exploration_noise
         return [policy.explore(o, noise) for policy, o in zip(self.policies, obs)]
 
-    @property
-    def n_agents(self) -> int:
-        return len(self.policies)
-
-    def set_progress(self, fraction: float) -> None:
-        """No learning-rate schedule: nothing to do."""
-
     # -- the update ------------------------------------------------------------------------------
-
-    def agent_order(self) -> list[int]:
-        """``i_{1:n}``: a fresh random permutation (global torch RNG) for HA, ``0..n-1`` for MA."""
-        if self.sequential:
-            return torch.randperm(self.n_agents).tolist()
-        return list(range(self.n_agents))
-
-    def _step(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
-              loss: torch.Tensor) -> None:
-        """One Adam step on ``loss``, with gradients for ``params`` only."""
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=params)
-        if self.cfg.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm, foreach=True)
-        optimizer.step()
 
     def critic_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """Step 1 of the module doc; returns ``(q_loss, q_mean)`` detached."""

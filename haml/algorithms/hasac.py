@@ -63,7 +63,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from haml.algorithms.haddpg import DDPGMetrics
-from haml.config.schema import check_choice, check_positive
+from haml.algorithms.off_policy_base import OffPolicyLearnerBase, check_replay_keys
+from haml.config.schema import check_choice
 from haml.logging import metrics as M
 from haml.models.build import build_q_critic
 from haml.models.deterministic import QCritic, frozen_copy, polyak_update
@@ -131,14 +132,7 @@ class HASACConfig:
     on disk); false: a resumed run refills the buffer from empty."""
 
     def __post_init__(self) -> None:
-        for name in ("actor_lr", "critic_lr", "tau", "n_step", "batch_size", "buffer_size",
-                     "updates_per_step", "train_every", "alpha", "alpha_lr", "huber_delta",
-                     "target_entropy_ratio"):
-            check_positive("algo", name, getattr(self, name))
-        for name in ("warmup_steps", "max_grad_norm"):
-            check_positive("algo", name, getattr(self, name), allow_zero=True)
-        if self.tau > 1:
-            raise ValueError(f"algo.tau must be in (0, 1], got {self.tau!r}")
+        check_replay_keys(self, positive=("alpha", "alpha_lr", "huber_delta", "target_entropy_ratio"))
         if self.target_entropy_ratio > 1:
             raise ValueError(
                 f"algo.target_entropy_ratio must be in (0, 1], got {self.target_entropy_ratio!r}"
@@ -151,11 +145,6 @@ class HASACConfig:
             raise ValueError(
                 f"algo.log_std_min must be smaller than algo.log_std_max ({self.log_std_max!r}), "
                 f"got {self.log_std_min!r}"
-            )
-        if self.buffer_size < self.batch_size:
-            raise ValueError(
-                f"algo.buffer_size must be >= algo.batch_size ({self.batch_size}), "
-                f"got {self.buffer_size!r}"
             )
         check_choice("algo", "loss", self.loss, CRITIC_LOSSES)
 
@@ -198,7 +187,7 @@ def _available_count(mask: torch.Tensor | None, n: int, like: torch.Tensor) -> t
     return mask.to(like.dtype).sum(-1).clamp_min(1.0)
 
 
-class SACLearner:
+class SACLearner(OffPolicyLearnerBase):
     """The HASAC (``sequential=True``) or MASAC-like (``sequential=False``) update of
     ``policies`` and ``critic``; see the module doc. Builds the target critic, the Adam
     optimisers and the temperatures.
@@ -289,13 +278,6 @@ class SACLearner:
         return [policy.sample(o, _mask(action_masks, i))[0]
                 for i, (policy, o) in enumerate(zip(self.policies, obs))]
 
-    @property
-    def n_agents(self) -> int:
-        return len(self.policies)
-
-    def set_progress(self, fraction: float) -> None:
-        """No learning-rate schedule: nothing to do."""
-
     def alpha(self, agent: int) -> torch.Tensor:
         """α_i = exp(log α_i), detached (a 0-dim tensor)."""
         return self.log_alphas[agent].detach().exp()
@@ -312,21 +294,6 @@ class SACLearner:
         return self.cfg.target_entropy_ratio * torch.log(count)
 
     # -- the update ------------------------------------------------------------------------------
-
-    def agent_order(self) -> list[int]:
-        """``i_{1:n}``: a fresh random permutation (global torch RNG) for HA, ``0..n-1`` for MA."""
-        if self.sequential:
-            return torch.randperm(self.n_agents).tolist()
-        return list(range(self.n_agents))
-
-    def _step(self, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
-              loss: torch.Tensor) -> None:
-        """One Adam step on ``loss``, with gradients for ``params`` only."""
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=params)
-        if self.cfg.max_grad_norm > 0:
-            nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm, foreach=True)
-        optimizer.step()
 
     def critic_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """Step 1 of the module doc; returns ``(q_loss, q_mean)`` detached (q_mean: the batch's
