@@ -151,7 +151,8 @@ VALUE_LOSS = _metric(
 )
 ENTROPY = _metric(
     "losses/entropy",
-    "Mean entropy of the action distribution over the batch, after the update.",
+    "Mean entropy of the action distribution over the batch: after the update (on-policy), or "
+    "at the actor step's samples, before the step (HASAC).",
     per_agent=True,
 )
 EXPLAINED_VARIANCE = _metric(
