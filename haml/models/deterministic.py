@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from haml.models.checks import check_agent_sizes, check_obs, check_positive_int
 from haml.models.mlp import MLP, init_linear
 from haml.models.policies import HEAD_GAIN, parse_action_space
 
@@ -106,17 +107,6 @@ class DeterministicPolicy(nn.Module):
         if dtype is not None or device is not None:
             self.to(device=device, dtype=dtype)
 
-    def _check_obs(self, obs: torch.Tensor) -> None:
-        if not isinstance(obs, torch.Tensor):
-            raise TypeError(
-                f"DeterministicPolicy: 'obs' must be a torch.Tensor, got {type(obs).__name__}"
-            )
-        if obs.dim() < 1 or obs.shape[-1] != self.obs_dim:
-            raise ValueError(
-                f"DeterministicPolicy: 'obs' must have shape [*B, {self.obs_dim}], "
-                f"got {tuple(obs.shape)}"
-            )
-
     def squash(self, x: torch.Tensor) -> torch.Tensor:
         """The head's output ``x [*B, d]`` mapped into the Box (bounded dimensions only)."""
         if self._squash == "none":
@@ -128,7 +118,7 @@ class DeterministicPolicy(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """μ_θ(o): actions ``[*B, d]`` for observations ``[*B, obs_dim]`` (differentiable)."""
-        self._check_obs(obs)
+        check_obs("DeterministicPolicy", obs, self.obs_dim)
         return self.squash(self.head(self.body(obs)))
 
     def sample(
@@ -202,18 +192,8 @@ class QCritic(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(state_dim, bool) or not isinstance(state_dim, int) or state_dim < 1:
-            raise ValueError(f"QCritic: 'state_dim' must be a positive integer, got {state_dim!r}")
-        if (
-            isinstance(action_dims, (str, bytes))
-            or not isinstance(action_dims, Sequence)
-            or len(action_dims) == 0
-            or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in action_dims)
-        ):
-            raise ValueError(
-                "QCritic: 'action_dims' must be a non-empty sequence of positive integers (one "
-                f"action size per agent), got {action_dims!r}"
-            )
+        check_positive_int("QCritic", "state_dim", state_dim)
+        check_agent_sizes("QCritic", "action_dims", action_dims, "one action size per agent")
         self.state_dim = state_dim
         self.action_dims = tuple(action_dims)
         self.twin = bool(twin)

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from haml.models.checks import check_agent_sizes, check_positive_int
 from haml.models.mlp import MLP, init_linear
 from haml.models.policies import parse_action_space
 
@@ -232,20 +233,9 @@ class DuelingJointQCritic(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(state_dim, bool) or not isinstance(state_dim, int) or state_dim < 1:
-            raise ValueError(
-                f"DuelingJointQCritic: 'state_dim' must be a positive integer, got {state_dim!r}"
-            )
-        if (
-            isinstance(action_counts, (str, bytes))
-            or not isinstance(action_counts, Sequence)
-            or len(action_counts) == 0
-            or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in action_counts)
-        ):
-            raise ValueError(
-                "DuelingJointQCritic: 'action_counts' must be a non-empty sequence of positive "
-                f"integers (each agent's number of actions), got {action_counts!r}"
-            )
+        check_positive_int("DuelingJointQCritic", "state_dim", state_dim)
+        check_agent_sizes("DuelingJointQCritic", "action_counts", action_counts,
+                          "each agent's number of actions")
         self.state_dim = state_dim
         self.action_counts = tuple(action_counts)
         self.n_joint = math.prod(self.action_counts)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Normal
 
+from haml.models.checks import check_obs
 from haml.models.mlp import MLP, init_linear
 
 __all__ = [
@@ -291,12 +292,7 @@ class MLPPolicy(nn.Module):
     # -- distributions -----------------------------------------------------------------------
 
     def _check_obs(self, obs: torch.Tensor) -> None:
-        if not isinstance(obs, torch.Tensor):
-            raise TypeError(f"MLPPolicy: 'obs' must be a torch.Tensor, got {type(obs).__name__}")
-        if obs.dim() < 1 or obs.shape[-1] != self.obs_dim:
-            raise ValueError(
-                f"MLPPolicy: 'obs' must have shape [*B, {self.obs_dim}], got {tuple(obs.shape)}"
-            )
+        check_obs("MLPPolicy", obs, self.obs_dim)
 
     def _check_action_mask(self, action_mask: torch.Tensor, logits: torch.Tensor) -> None:
         if self.head_type != "categorical":

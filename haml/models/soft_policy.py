@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from haml.models.checks import check_obs
 from haml.models.mlp import MLP, init_linear
 from haml.models.policies import HEAD_GAIN, masked_logits, parse_action_space
 
@@ -66,15 +67,6 @@ def tanh_log_abs_det(u: torch.Tensor) -> torch.Tensor:
     """``log(1 - tanh² u)`` elementwise, as ``2·(log 2 - u - softplus(-2u))`` (exact, and finite
     for every finite u, where the direct form gives log 0 once tanh u rounds to ±1)."""
     return 2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))
-
-
-def _check_obs(owner: str, obs: Any, obs_dim: int) -> None:
-    if not isinstance(obs, torch.Tensor):
-        raise TypeError(f"{owner}: 'obs' must be a torch.Tensor, got {type(obs).__name__}")
-    if obs.dim() < 1 or obs.shape[-1] != obs_dim:
-        raise ValueError(
-            f"{owner}: 'obs' must have shape [*B, {obs_dim}], got {tuple(obs.shape)}"
-        )
 
 
 class SquashedGaussianPolicy(nn.Module):
@@ -158,7 +150,7 @@ class SquashedGaussianPolicy(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(μ, log σ)`` ``[*B, d]`` of the pre-squash Gaussian (log σ clamped)."""
-        _check_obs("SquashedGaussianPolicy", obs, self.obs_dim)
+        check_obs("SquashedGaussianPolicy", obs, self.obs_dim)
         features = self.body(obs)
         log_std = torch.clamp(self.log_std_head(features), self.log_std_min, self.log_std_max)
         return self.mean_head(features), log_std
@@ -277,7 +269,7 @@ class SoftCategoricalPolicy(nn.Module):
 
     def forward(self, obs: torch.Tensor, action_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The masked logits ``[*B, n]`` (unavailable actions at the dtype's lowest value)."""
-        _check_obs("SoftCategoricalPolicy", obs, self.obs_dim)
+        check_obs("SoftCategoricalPolicy", obs, self.obs_dim)
         logits = self.head(self.body(obs))
         if action_mask is not None and action_mask.shape != logits.shape:
             raise ValueError(
