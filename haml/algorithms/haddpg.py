@@ -50,6 +50,8 @@ __all__ = [
     "DDPGLearner",
     "DDPGMetrics",
     "HADDPGConfig",
+    "reference_actor_phase",
+    "reference_target_update",
     "reference_update",
 ]
 
@@ -299,8 +301,7 @@ def reference_update(
     its updated policy) and the full critic Q_φ(s, a) is evaluated, backpropagating through all of
     it; the targets are updated one tensor at a time.
     """
-    cfg, policies, critic = learner.cfg, learner.policies, learner.critic
-    n = len(policies)
+    cfg, critic = learner.cfg, learner.critic
 
     # Critic: y = R + γ^K (1 - terminated) Q_φ'(s', μ'(o')).
     with torch.no_grad():
@@ -314,13 +315,26 @@ def reference_update(
         nn.utils.clip_grad_norm_(critic.parameters(), cfg.max_grad_norm)
     learner.critic_optimizer.step()
 
+    actor_losses = reference_actor_phase(learner, batch, on_agent)
+    reference_target_update(learner)
+    return DDPGMetrics(q_loss=q_loss.detach(), q_mean=q.detach().mean(), actor_losses=actor_losses)
+
+
+def reference_actor_phase(
+    learner: DDPGLearner, batch: ReplaySample, on_agent: OnAgent | None = None
+) -> list[torch.Tensor | None]:
+    """The actor phase of :func:`reference_update` (HADDPG's and HATD3's): for every agent the
+    joint action rebuilt from scratch and the full critic evaluated (its first network when
+    twin); returns the actor losses in agent order."""
+    cfg, policies, critic = learner.cfg, learner.policies, learner.critic
+    n = len(policies)
     # Actors: agent i_m maximises Q(s, μ_new^{i_{1:m-1}}(o), μ^{i_m}(o), a^{i_{m+1:n}}).
     order = torch.randperm(n).tolist() if learner.sequential else list(range(n))
     if cfg.successor_actions == "policy":
         with torch.no_grad():  # the policies' actions before any actor step
             current = [mu(o) for mu, o in zip(policies, batch.obs)]
     updated: list[int] = []
-    actor_losses: list[torch.Tensor] = [torch.zeros(())] * n
+    actor_losses: list[torch.Tensor | None] = [None] * n
     for m, i in enumerate(order):
         joint = []
         for j in range(n):
@@ -333,7 +347,8 @@ def reference_update(
                 joint.append(current[j])
             else:
                 joint.append(batch.actions[j])
-        actor_loss = -masked_mean(critic(batch.state, joint), _active(batch, i))
+        q = critic(batch.state, joint)
+        actor_loss = -masked_mean(q[0] if critic.twin else q, _active(batch, i))
         optimizer = learner.actor_optimizers[i]
         optimizer.zero_grad()
         actor_loss.backward()
@@ -345,11 +360,14 @@ def reference_update(
         if on_agent is not None:
             on_agent(m, i, actor_losses[i])
     critic.zero_grad(set_to_none=True)  # the actor losses' gradients on the critic are unused
+    return actor_losses
 
-    # Targets: φ' ← τφ + (1 - τ)φ'.
+
+def reference_target_update(learner: DDPGLearner) -> None:
+    """φ' ← τφ + (1 - τ)φ' for the critic and every actor, one tensor at a time."""
+    cfg = learner.cfg
     with torch.no_grad():
         for target, source in zip([learner.target_critic, *learner.target_policies],
-                                  [critic, *policies]):
+                                  [learner.critic, *learner.policies]):
             for t, s in zip(target.parameters(), source.parameters()):
                 t.mul_(1 - cfg.tau).add_(s, alpha=cfg.tau)
-    return DDPGMetrics(q_loss=q_loss.detach(), q_mean=q.detach().mean(), actor_losses=actor_losses)

@@ -36,12 +36,12 @@ from haml.algorithms.haddpg import (
     DDPGMetrics,
     HADDPGConfig,
     OnAgent,
-    _active,
     _critic_loss,
+    reference_actor_phase,
+    reference_target_update,
 )
 from haml.config.schema import check_positive
 from haml.models.deterministic import DeterministicPolicy, QCritic
-from haml.ops.masked import masked_mean
 
 if TYPE_CHECKING:
     from haml.buffers.replay import ReplaySample
@@ -143,8 +143,7 @@ def reference_update(
     The full critic for every agent, every predecessor's new action rebuilt from its policy,
     the targets updated one tensor at a time.
     """
-    cfg, policies, critic = learner.cfg, learner.policies, learner.critic
-    n = len(policies)
+    cfg, critic = learner.cfg, learner.critic
 
     # Critic: y = R + γ^K (1 - terminated) min_k Q_φk'(s', a'), a' smoothed target actions.
     with torch.no_grad():
@@ -167,41 +166,8 @@ def reference_update(
     learner.critic_optimizer.step()
     learner.updates += 1
 
-    actor_losses: list[torch.Tensor | None] = [None] * n
+    actor_losses: list[torch.Tensor | None] = [None] * learner.n_agents
     if learner.updates % cfg.policy_delay == 0:
-        order = torch.randperm(n).tolist() if learner.sequential else list(range(n))
-        if cfg.successor_actions == "policy":
-            with torch.no_grad():
-                current = [mu(o) for mu, o in zip(policies, batch.obs)]
-        updated: list[int] = []
-        for m, i in enumerate(order):
-            joint = []
-            for j in range(n):
-                if j == i:
-                    joint.append(policies[i](batch.obs[i]))
-                elif learner.sequential and j in updated:
-                    with torch.no_grad():
-                        joint.append(policies[j](batch.obs[j]))
-                elif cfg.successor_actions == "policy":
-                    joint.append(current[j])
-                else:
-                    joint.append(batch.actions[j])
-            q1_actor, _ = critic(batch.state, joint)
-            actor_loss = -masked_mean(q1_actor, _active(batch, i))
-            optimizer = learner.actor_optimizers[i]
-            optimizer.zero_grad()
-            actor_loss.backward()
-            if cfg.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_(policies[i].parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            updated.append(i)
-            actor_losses[i] = actor_loss.detach()
-            if on_agent is not None:
-                on_agent(m, i, actor_losses[i])
-        critic.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for target, source in zip([learner.target_critic, *learner.target_policies],
-                                      [critic, *policies]):
-                for t, s in zip(target.parameters(), source.parameters()):
-                    t.mul_(1 - cfg.tau).add_(s, alpha=cfg.tau)
+        actor_losses = reference_actor_phase(learner, batch, on_agent)  # ascends Q_φ1
+        reference_target_update(learner)
     return DDPGMetrics(q_loss=q_loss.detach(), q_mean=q1.detach().mean(), actor_losses=actor_losses)
