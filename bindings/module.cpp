@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "haml/cpu_isa.h"
 #include "haml/ops.h"
 
 namespace py = pybind11;
@@ -23,6 +24,9 @@ py::dict build_info() {
   info["cuda_version"] = py::none();
   info["devices"] = std::vector<std::string>{"cpu"};
 #endif
+  std::vector<std::string> isas;
+  for (haml::cpu::Isa isa : haml::cpu::compiled_isas()) isas.emplace_back(haml::cpu::isa_name(isa));
+  info["cpu_isas"] = isas;
   info["ops"] = haml::native_op_names();
   info["classes"] = haml::native_class_names();
   return info;
@@ -33,5 +37,22 @@ py::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "haml native kernels; the ops themselves are torch.ops.haml.*";
   m.def("build_info", &build_info,
-        "Version, the torch version built against, CUDA on/off and the native ops of this build.");
+        "Version, the torch version built against, CUDA on/off, the CPU instruction-set levels "
+        "compiled and the native ops of this build.");
+  m.def(
+      "cpu_isa", [] { return std::string(haml::cpu::isa_name(haml::cpu::active_isa())); },
+      "The instruction-set level the CPU kernels run now.");
+  m.def(
+      "supported_cpu_isas",
+      [] {
+        std::vector<std::string> names;
+        for (haml::cpu::Isa isa : haml::cpu::supported_isas())
+          names.emplace_back(haml::cpu::isa_name(isa));
+        return names;
+      },
+      "The compiled instruction-set levels this CPU can run, lowest first.");
+  m.def(
+      "set_cpu_isa",
+      [](const std::string& name) { haml::cpu::set_active_isa(haml::cpu::isa_from_name(name)); },
+      "Run the CPU kernels at this instruction-set level from now on.");
 }

@@ -91,6 +91,8 @@ def info(out: TextIO | None = None) -> int:
         say("native extension haml._C: loaded")
         for key, value in _backend.BUILD_INFO.items():
             say(f"  {key}: {value}")
+        say(f"  CPU kernels run at: {_backend.cpu_isa()} (this CPU runs: "
+            f"{', '.join(_backend.supported_cpu_isas())}; HAML_CPU_ISA caps it)")
     else:
         say(f"native extension haml._C: not loaded: {_backend.UNAVAILABLE_REASON}")
 

@@ -6,6 +6,8 @@
 - ``HAML_REQUIRE_NATIVE=1`` (set by CI after building the extension) ends the session before any
   test runs when ``haml._C`` is not loaded: otherwise every native-vs-reference test would skip or
   compare the reference with itself, and CI would pass without testing a single kernel.
+- ``each_cpu_isa``: the native CPU parity tests that take it run once per instruction-set level
+  of the CPU kernels that this CPU can run (baseline, x86-64-v3, x86-64-v4).
 - Tests marked ``gpu`` skip without CUDA; nothing else is deselected.
 """
 
@@ -80,6 +82,30 @@ def _seed() -> None:
 @pytest.fixture(params=DEVICES)
 def device(request: pytest.FixtureRequest) -> torch.device:
     return torch.device(request.param)
+
+
+def _cpu_isa_params() -> list[str]:
+    import haml.ops
+
+    # Without the extension there is one (reference) path to test, under a name that says so.
+    return list(haml.ops.supported_cpu_isas()) or ["no-native-cpu-kernels"]
+
+
+@pytest.fixture(params=_cpu_isa_params())
+def each_cpu_isa(request: pytest.FixtureRequest):
+    """Runs the test with the native CPU kernels at each level this CPU supports, then restores
+    the level that was active."""
+    import haml.ops
+
+    if request.param not in haml.ops.CPU_ISAS:
+        yield None
+        return
+    before = haml.ops.cpu_isa()
+    haml.ops.set_cpu_isa(request.param)
+    try:
+        yield request.param
+    finally:
+        haml.ops.set_cpu_isa(before)
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@
 
 #include "clip_surrogate_checks.h"
 #include "clip_surrogate_math.h"
+#include "haml/cpu_isa.h"
 #include "haml/ops.h"
 #include "haml/optional_tensor.h"
 #include "haml/vec_exp.h"
-#include "haml/vectorize.h"
 
 namespace haml {
 
@@ -34,9 +34,9 @@ using Sums = std::array<double, kNumSums>;
 
 // r = exp(logp_new - logp_old) for one block.
 template <typename scalar_t>
-HAML_VECTOR_CLONES void block_ratio(const scalar_t* __restrict logp_new,
-                                    const scalar_t* __restrict logp_old,
-                                    scalar_t* __restrict ratio, int64_t len) {
+HAML_KERNEL_BODY void block_ratio(const scalar_t* __restrict logp_new,
+                                  const scalar_t* __restrict logp_old, scalar_t* __restrict ratio,
+                                  int64_t len) {
   for (int64_t i = 0; i < len; ++i) ratio[i] = detail::vec_exp(logp_new[i] - logp_old[i]);
 }
 
@@ -45,14 +45,13 @@ HAML_VECTOR_CLONES void block_ratio(const scalar_t* __restrict logp_new,
 // per-sample choice is a select, so that the loop has no branch and vectorises. An unclipped
 // objective is the clipped one with eps = inf (clamp(r, -inf, inf) = r), bit for bit.
 template <typename scalar_t, bool HasFactor, bool HasMask, bool HasEntropy>
-HAML_VECTOR_CLONES void block_sums(const scalar_t* __restrict logp_new,
-                                   const scalar_t* __restrict logp_old,
-                                   const scalar_t* __restrict ratio,
-                                   const scalar_t* __restrict advantages,
-                                   const scalar_t* __restrict factor,
-                                   const scalar_t* __restrict mask,
-                                   const scalar_t* __restrict entropy, int64_t len, scalar_t clip,
-                                   Sums& acc) {
+HAML_KERNEL_BODY void block_sums(const scalar_t* __restrict logp_new,
+                                 const scalar_t* __restrict logp_old,
+                                 const scalar_t* __restrict ratio,
+                                 const scalar_t* __restrict advantages,
+                                 const scalar_t* __restrict factor, const scalar_t* __restrict mask,
+                                 const scalar_t* __restrict entropy, int64_t len, scalar_t clip,
+                                 Sums& acc) {
   // First the weighted terms of the block, elementwise into small buffers (a plain vectorised
   // loop), then each buffer summed in kLanes independent partial sums.
   alignas(64) scalar_t terms[kNumSums][kBlock];
@@ -84,15 +83,31 @@ HAML_VECTOR_CLONES void block_sums(const scalar_t* __restrict logp_new,
   }
 }
 
+// The ratios and the sums of samples [begin, end), block by block.
+template <typename scalar_t, bool HasFactor, bool HasMask, bool HasEntropy>
+HAML_KERNEL_BODY void range_sums(const scalar_t* logp_new, const scalar_t* logp_old,
+                                 scalar_t* ratio, const scalar_t* advantages,
+                                 const scalar_t* factor, const scalar_t* mask,
+                                 const scalar_t* entropy, int64_t begin, int64_t end, scalar_t clip,
+                                 Sums& acc) {
+  for (int64_t b = begin; b < end; b += kBlock) {
+    const int64_t len = std::min(kBlock, end - b);
+    block_ratio<scalar_t>(logp_new + b, logp_old + b, ratio + b, len);
+    block_sums<scalar_t, HasFactor, HasMask, HasEntropy>(
+        logp_new + b, logp_old + b, ratio + b, advantages + b, factor + (factor ? b : 0),
+        mask + (mask ? b : 0), entropy + (entropy ? b : 0), len, clip, acc);
+  }
+}
+
 // d loss / d logp_new (and / d entropy) for samples [0, len): scale = -g / W.
 template <typename scalar_t, bool HasFactor, bool HasMask, bool HasEntropyGrad>
-HAML_VECTOR_CLONES void block_grads(const scalar_t* __restrict ratio,
-                                    const scalar_t* __restrict advantages,
-                                    const scalar_t* __restrict factor,
-                                    const scalar_t* __restrict mask, int64_t len, scalar_t clip,
-                                    scalar_t scale, scalar_t entropy_scale,
-                                    scalar_t* __restrict grad_logp_new,
-                                    scalar_t* __restrict grad_entropy) {
+HAML_KERNEL_BODY void block_grads(const scalar_t* __restrict ratio,
+                                  const scalar_t* __restrict advantages,
+                                  const scalar_t* __restrict factor,
+                                  const scalar_t* __restrict mask, int64_t len, scalar_t clip,
+                                  scalar_t scale, scalar_t entropy_scale,
+                                  scalar_t* __restrict grad_logp_new,
+                                  scalar_t* __restrict grad_entropy) {
   for (int64_t i = 0; i < len; ++i) {
     scalar_t f = scalar_t(1), w = scalar_t(1);
     if constexpr (HasFactor) f = factor[i];
@@ -132,9 +147,12 @@ SurrogateFwdOut clip_surrogate_fwd_cpu(const at::Tensor& logp_new_in, const at::
                                        const std::optional<at::Tensor>& mask_in,
                                        const std::optional<at::Tensor>& entropy_in,
                                        std::optional<double> clip, double entropy_coef) {
-  auto [logp_new, logp_old, advantages, ratio, factor, mask, entropy] =
-      detail::prepare_clip_surrogate_fwd(logp_new_in, logp_old_in, advantages_in, factor_in,
-                                         mask_in, entropy_in, clip, entropy_coef);
+  const auto call = detail::prepare_clip_surrogate_fwd(
+      logp_new_in, logp_old_in, advantages_in, factor_in, mask_in, entropy_in, clip, entropy_coef);
+  // References rather than a structured binding, which lambdas cannot capture before clang 16.
+  const at::Tensor &logp_new = call.logp_new, &logp_old = call.logp_old,
+                   &advantages = call.advantages, &ratio = call.ratio;
+  const std::optional<at::Tensor>&factor = call.factor, &mask = call.mask, &entropy = call.entropy;
   const int64_t n = logp_new.numel();
 
   Sums total{};
@@ -151,13 +169,11 @@ SurrogateFwdOut clip_surrogate_fwd_cpu(const at::Tensor& logp_new_in, const at::
         0, n, kSurrogateGrain, Sums{},
         [&](int64_t begin, int64_t end, Sums acc) {
           with_flags(p_factor, p_mask, p_ent, [&](auto has_factor, auto has_mask, auto has_ent) {
-            for (int64_t b = begin; b < end; b += kBlock) {
-              const int64_t len = std::min(kBlock, end - b);
-              block_ratio<scalar_t>(p_new + b, p_old + b, p_ratio + b, len);
-              block_sums<scalar_t, has_factor(), has_mask(), has_ent()>(
-                  p_new + b, p_old + b, p_ratio + b, p_adv + b, p_factor + (p_factor ? b : 0),
-                  p_mask + (p_mask ? b : 0), p_ent + (p_ent ? b : 0), len, eps, acc);
-            }
+            constexpr bool kFactor = decltype(has_factor)::value;
+            constexpr bool kMask = decltype(has_mask)::value;
+            constexpr bool kEntropy = decltype(has_ent)::value;
+            cpu::dispatch(HAML_KERNEL(range_sums<scalar_t, kFactor, kMask, kEntropy>), p_new, p_old,
+                          p_ratio, p_adv, p_factor, p_mask, p_ent, begin, end, eps, acc);
           });
           return acc;
         },
@@ -184,9 +200,13 @@ std::tuple<at::Tensor, at::Tensor> clip_surrogate_bwd_cpu(
     const std::optional<at::Tensor>& factor_in, const std::optional<at::Tensor>& mask_in,
     const at::Tensor& weight_sum_in, std::optional<double> clip, double entropy_coef,
     bool entropy_grad) {
-  auto [grad_loss, ratio, advantages, weight_sum, grad_logp_new, grad_entropy, factor, mask] =
-      detail::prepare_clip_surrogate_bwd(grad_loss_in, ratio_in, advantages_in, factor_in, mask_in,
-                                         weight_sum_in, clip, entropy_grad);
+  const auto call = detail::prepare_clip_surrogate_bwd(
+      grad_loss_in, ratio_in, advantages_in, factor_in, mask_in, weight_sum_in, clip, entropy_grad);
+  // References rather than a structured binding, which lambdas cannot capture before clang 16.
+  const at::Tensor &grad_loss = call.grad_loss, &ratio = call.ratio, &advantages = call.advantages,
+                   &weight_sum = call.weight_sum, &grad_logp_new = call.grad_logp_new,
+                   &grad_entropy = call.grad_entropy;
+  const std::optional<at::Tensor>&factor = call.factor, &mask = call.mask;
   const int64_t n = ratio.numel();
 
   AT_DISPATCH_FLOATING_TYPES(ratio.scalar_type(), "haml_clip_surrogate_bwd_cpu", [&] {
@@ -205,10 +225,13 @@ std::tuple<at::Tensor, at::Tensor> clip_surrogate_bwd_cpu(
     const auto ent_scale = static_cast<scalar_t>(entropy_coef) * scale;
     at::parallel_for(0, n, kSurrogateGrain, [&](int64_t begin, int64_t end) {
       with_flags(p_factor, p_mask, g_ent, [&](auto has_factor, auto has_mask, auto has_ent) {
-        block_grads<scalar_t, has_factor(), has_mask(), has_ent()>(
-            p_ratio + begin, p_adv + begin, p_factor + (p_factor ? begin : 0),
-            p_mask + (p_mask ? begin : 0), end - begin, eps, scale, ent_scale, g_new + begin,
-            g_ent + (g_ent ? begin : 0));
+        constexpr bool kFactor = decltype(has_factor)::value;
+        constexpr bool kMask = decltype(has_mask)::value;
+        constexpr bool kEntropyGrad = decltype(has_ent)::value;
+        cpu::dispatch(HAML_KERNEL(block_grads<scalar_t, kFactor, kMask, kEntropyGrad>),
+                      p_ratio + begin, p_adv + begin, p_factor + (p_factor ? begin : 0),
+                      p_mask + (p_mask ? begin : 0), end - begin, eps, scale, ent_scale,
+                      g_new + begin, g_ent + (g_ent ? begin : 0));
       });
     });
   });

@@ -1,8 +1,8 @@
-// See fisher_cpu.h. Each stage is a loop over the rows of a block that GCC vectorises (compiled
-// for AVX2 and the baseline ISA, picked at run time). Sums along a row are `omp simd`
-// reductions: the compiler may reorder them into vector lanes (in an order fixed for a given ISA,
-// so still deterministic) without -ffast-math. Explicit lanes (16 partial sums) compiled to
-// shuffles, scalar adds and spills here.
+// See fisher_cpu.h. Each stage is a loop over the rows of a block that the compiler vectorises
+// (compiled for each instruction-set level of haml/cpu_isa.h, picked at run time). Sums along a row
+// are `omp simd` reductions: the compiler may reorder them into vector lanes (in an order fixed for
+// a given ISA, so still deterministic) without -ffast-math. Explicit lanes (16 partial sums)
+// compiled to shuffles, scalar adds and spills here.
 #include "fisher_cpu.h"
 
 #include <ATen/ATen.h>
@@ -16,7 +16,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "haml/vectorize.h"
+#include "haml/cpu_isa.h"
 
 #if defined(__GNUC__) && defined(__linux__)
 // The Fortran BLAS that torch links (MKL, OpenBLAS) and exports. Weak: where torch exports none
@@ -97,8 +97,8 @@ __attribute__((always_inline)) inline void sum_and_dot(const T* __restrict a,
 }
 
 template <typename T>
-HAML_VECTOR_CLONES void rows_bias_act(T* t, const T* __restrict db, const T* __restrict ag,
-                                      int64_t rows, int64_t d) {
+HAML_KERNEL_BODY void rows_bias_act(T* t, const T* __restrict db, const T* __restrict ag,
+                                    int64_t rows, int64_t d) {
   for (int64_t i = 0; i < rows; ++i) {
     T* __restrict ti = t + i * d;
     const T* __restrict ai = ag + i * d;
@@ -107,11 +107,10 @@ HAML_VECTOR_CLONES void rows_bias_act(T* t, const T* __restrict db, const T* __r
 }
 
 template <typename T>
-HAML_VECTOR_CLONES void rows_tangent_norm(T* t, const T* __restrict db, const T* __restrict ag,
-                                          const T* __restrict xhat, const T* __restrict rstd,
-                                          const T* __restrict gamma, const T* __restrict d_gamma,
-                                          const T* __restrict d_beta, T* y, int64_t rows,
-                                          int64_t d) {
+HAML_KERNEL_BODY void rows_tangent_norm(T* t, const T* __restrict db, const T* __restrict ag,
+                                        const T* __restrict xhat, const T* __restrict rstd,
+                                        const T* __restrict gamma, const T* __restrict d_gamma,
+                                        const T* __restrict d_beta, T* y, int64_t rows, int64_t d) {
   const T inv_d = T(1) / static_cast<T>(d);
   for (int64_t i = 0; i < rows; ++i) {
     T* __restrict ti = t + i * d;
@@ -130,8 +129,8 @@ HAML_VECTOR_CLONES void rows_tangent_norm(T* t, const T* __restrict db, const T*
 
 // gz may be g: each element is read before it is written.
 template <typename T>
-HAML_VECTOR_CLONES void rows_transposed_act(const T* g, const T* __restrict ag, T* gz,
-                                            T* __restrict acc_bias, int64_t rows, int64_t d) {
+HAML_KERNEL_BODY void rows_transposed_act(const T* g, const T* __restrict ag, T* gz,
+                                          T* __restrict acc_bias, int64_t rows, int64_t d) {
   for (int64_t i = 0; i < rows; ++i) {
     for (int64_t j = 0; j < d; ++j) {
       const T v = g[i * d + j] * ag[i * d + j];
@@ -142,10 +141,11 @@ HAML_VECTOR_CLONES void rows_transposed_act(const T* g, const T* __restrict ag, 
 }
 
 template <typename T>
-HAML_VECTOR_CLONES void rows_transposed_norm_act(
-    const T* __restrict g, const T* __restrict xhat, const T* __restrict rstd,
-    const T* __restrict gamma, const T* __restrict ag, T* __restrict gz, T* __restrict acc_gamma,
-    T* __restrict acc_beta, T* __restrict acc_bias, int64_t rows, int64_t d) {
+HAML_KERNEL_BODY void rows_transposed_norm_act(const T* __restrict g, const T* __restrict xhat,
+                                               const T* __restrict rstd, const T* __restrict gamma,
+                                               const T* __restrict ag, T* __restrict gz,
+                                               T* __restrict acc_gamma, T* __restrict acc_beta,
+                                               T* __restrict acc_bias, int64_t rows, int64_t d) {
   const T inv_d = T(1) / static_cast<T>(d);
   for (int64_t i = 0; i < rows; ++i) {
     const T* __restrict gi = g + i * d;
@@ -169,9 +169,8 @@ HAML_VECTOR_CLONES void rows_transposed_norm_act(
   }
 }
 
-
 template <typename T>
-HAML_VECTOR_CLONES void rows_relu(T* __restrict z, T* __restrict act_grad, int64_t count) {
+HAML_KERNEL_BODY void rows_relu(T* __restrict z, T* __restrict act_grad, int64_t count) {
   for (int64_t i = 0; i < count; ++i) {
     const T v = z[i];
     z[i] = v < T(0) ? T(0) : v;
@@ -180,16 +179,15 @@ HAML_VECTOR_CLONES void rows_relu(T* __restrict z, T* __restrict act_grad, int64
 }
 
 template <typename T>
-HAML_VECTOR_CLONES void rows_tanh_grad(const T* __restrict a, T* __restrict act_grad,
-                                       int64_t count) {
+HAML_KERNEL_BODY void rows_tanh_grad(const T* __restrict a, T* __restrict act_grad, int64_t count) {
   for (int64_t i = 0; i < count; ++i) act_grad[i] = T(1) - a[i] * a[i];
 }
 
 template <typename T>
-HAML_VECTOR_CLONES void rows_layer_norm(const T* __restrict x, const T* __restrict gamma,
-                                        const T* __restrict beta, T eps, T* __restrict mean,
-                                        T* __restrict rstd, T* __restrict xhat,
-                                        T* __restrict out, int64_t rows, int64_t d) {
+HAML_KERNEL_BODY void rows_layer_norm(const T* __restrict x, const T* __restrict gamma,
+                                      const T* __restrict beta, T eps, T* __restrict mean,
+                                      T* __restrict rstd, T* __restrict xhat, T* __restrict out,
+                                      int64_t rows, int64_t d) {
   const T inv_d = T(1) / static_cast<T>(d);
   for (int64_t i = 0; i < rows; ++i) {
     const T* __restrict xi = x + i * d;
@@ -215,9 +213,9 @@ HAML_VECTOR_CLONES void rows_layer_norm(const T* __restrict x, const T* __restri
 // The Gaussian head on a block, [A, nb] with row stride ld_u: u ← (u + db) ⊙ scale (scale: the
 // block's columns of [A, N], row stride ld_s); acc[a] += Σ_i of the new u[a][i].
 template <typename T>
-HAML_VECTOR_CLONES void head_gaussian_block(T* __restrict u, int64_t ld_u, const T* __restrict db,
-                                            const T* __restrict scale, int64_t ld_s,
-                                            T* __restrict acc, int64_t a_dim, int64_t nb) {
+HAML_KERNEL_BODY void head_gaussian_block(T* __restrict u, int64_t ld_u, const T* __restrict db,
+                                          const T* __restrict scale, int64_t ld_s,
+                                          T* __restrict acc, int64_t a_dim, int64_t nb) {
   for (int64_t a = 0; a < a_dim; ++a) {
     T* __restrict ua = u + a * ld_u;
     const T* __restrict sa = scale + a * ld_s;
@@ -237,11 +235,10 @@ HAML_VECTOR_CLONES void head_gaussian_block(T* __restrict u, int64_t ld_u, const
 // block's columns of [A, N], row stride ld_p; weights: the block's [nb]); acc[a] += Σ_i u[a][i].
 // p_dot_t is an [nb] workspace.
 template <typename T>
-HAML_VECTOR_CLONES void head_categorical_block(T* __restrict u, int64_t ld_u,
-                                               const T* __restrict db, const T* __restrict probs,
-                                               int64_t ld_p, const T* __restrict weights,
-                                               T* __restrict p_dot_t, T* __restrict acc,
-                                               int64_t a_dim, int64_t nb) {
+HAML_KERNEL_BODY void head_categorical_block(T* __restrict u, int64_t ld_u, const T* __restrict db,
+                                             const T* __restrict probs, int64_t ld_p,
+                                             const T* __restrict weights, T* __restrict p_dot_t,
+                                             T* __restrict acc, int64_t a_dim, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i) p_dot_t[i] = T(0);
   for (int64_t a = 0; a < a_dim; ++a) {
     T* __restrict ua = u + a * ld_u;
@@ -268,8 +265,8 @@ HAML_VECTOR_CLONES void head_categorical_block(T* __restrict u, int64_t ld_u,
 
 // acc[a] += Σ_i u[a][i] over a block of [A, nb] with row stride ld_u.
 template <typename T>
-HAML_VECTOR_CLONES void add_row_sums(const T* __restrict u, int64_t ld_u, T* __restrict acc,
-                                     int64_t a_dim, int64_t nb) {
+HAML_KERNEL_BODY void add_row_sums(const T* __restrict u, int64_t ld_u, T* __restrict acc,
+                                   int64_t a_dim, int64_t nb) {
   for (int64_t a = 0; a < a_dim; ++a) {
     const T* __restrict ua = u + a * ld_u;
     T sum = T(0);
@@ -281,8 +278,8 @@ HAML_VECTOR_CLONES void add_row_sums(const T* __restrict u, int64_t ld_u, T* __r
 
 // dst[j] = Σ_g partials[g][j] for j in [begin, end), adding the groups in order.
 template <typename T>
-HAML_VECTOR_CLONES void sum_groups(const T* __restrict partials, int64_t stride, int64_t groups,
-                                   T* __restrict dst, int64_t begin, int64_t end) {
+HAML_KERNEL_BODY void sum_groups(const T* __restrict partials, int64_t stride, int64_t groups,
+                                 T* __restrict dst, int64_t begin, int64_t end) {
   for (int64_t j = begin; j < end; ++j) dst[j - begin] = partials[j];
   for (int64_t g = 1; g < groups; ++g) {
     const T* __restrict p = partials + g * stride;
@@ -320,7 +317,7 @@ void relu_forward(at::Tensor& z, at::Tensor& act_grad) {
     scalar_t* p_z = z.data_ptr<scalar_t>();
     scalar_t* p_ag = act_grad.data_ptr<scalar_t>();
     at::parallel_for(0, z.numel(), kRowGrainElements, [&](int64_t b, int64_t e) {
-      rows_relu<scalar_t>(p_z + b, p_ag + b, e - b);
+      cpu::dispatch(HAML_KERNEL(rows_relu<scalar_t>), p_z + b, p_ag + b, e - b);
     });
   });
 }
@@ -332,7 +329,7 @@ void tanh_grad(const at::Tensor& a, at::Tensor& act_grad) {
     const scalar_t* p_a = a.const_data_ptr<scalar_t>();
     scalar_t* p_ag = act_grad.data_ptr<scalar_t>();
     at::parallel_for(0, a.numel(), kRowGrainElements, [&](int64_t b, int64_t e) {
-      rows_tanh_grad<scalar_t>(p_a + b, p_ag + b, e - b);
+      cpu::dispatch(HAML_KERNEL(rows_tanh_grad<scalar_t>), p_a + b, p_ag + b, e - b);
     });
   });
 }
@@ -356,9 +353,10 @@ void layer_norm_forward(const at::Tensor& x, const at::Tensor& gamma, const at::
     scalar_t* p_xhat = xhat.data_ptr<scalar_t>();
     scalar_t* p_out = out.data_ptr<scalar_t>();
     at::parallel_for(0, n, std::max<int64_t>(1, kRowGrainElements / d), [&](int64_t b, int64_t e) {
-      rows_layer_norm<scalar_t>(p_x + b * d, gamma.const_data_ptr<scalar_t>(),
-                                beta.const_data_ptr<scalar_t>(), static_cast<scalar_t>(eps),
-                                p_mean + b, p_rstd + b, p_xhat + b * d, p_out + b * d, e - b, d);
+      cpu::dispatch(HAML_KERNEL(rows_layer_norm<scalar_t>), p_x + b * d,
+                    gamma.const_data_ptr<scalar_t>(), beta.const_data_ptr<scalar_t>(),
+                    static_cast<scalar_t>(eps), p_mean + b, p_rstd + b, p_xhat + b * d,
+                    p_out + b * d, e - b, d);
     });
   });
 }
@@ -461,13 +459,13 @@ void BlockedProduct::run(const std::vector<Layer>& hidden, const Layer& head,
         const T* ag = ptr<T>(layer.act_grad) + r0 * out_dim;
         if (layer.xhat.defined()) {
           T* y = bufs[1 - t_index];
-          rows_tangent_norm<T>(t, ptr<T>(d.d_bias), ag, ptr<T>(layer.xhat) + r0 * out_dim,
-                               ptr<T>(layer.rstd) + r0, ptr<T>(layer.gamma), ptr<T>(d.d_gamma),
-                               ptr<T>(d.d_beta), y, nb, out_dim);
+          cpu::dispatch(HAML_KERNEL(rows_tangent_norm<T>), t, ptr<T>(d.d_bias), ag,
+                        ptr<T>(layer.xhat) + r0 * out_dim, ptr<T>(layer.rstd) + r0,
+                        ptr<T>(layer.gamma), ptr<T>(d.d_gamma), ptr<T>(d.d_beta), y, nb, out_dim);
           dh = y;
           dh_index = 1 - t_index;
         } else {
-          rows_bias_act<T>(t, ptr<T>(d.d_bias), ag, nb, out_dim);
+          cpu::dispatch(HAML_KERNEL(rows_bias_act<T>), t, ptr<T>(d.d_bias), ag, nb, out_dim);
           dh = t;
           dh_index = t_index;
         }
@@ -481,16 +479,17 @@ void BlockedProduct::run(const std::vector<Layer>& hidden, const Layer& head,
       }
       T* acc_bias = grad + head.grad_bias;
       if (metric->gaussian) {
-        head_gaussian_block<T>(u_block, nb, ptr<T>(d_head->d_bias), ptr<T>(metric->scale) + r0, n,
-                               acc_bias, num_out, nb);
+        cpu::dispatch(HAML_KERNEL(head_gaussian_block<T>), u_block, nb, ptr<T>(d_head->d_bias),
+                      ptr<T>(metric->scale) + r0, n, acc_bias, num_out, nb);
       } else {
-        head_categorical_block<T>(u_block, nb, ptr<T>(d_head->d_bias), ptr<T>(metric->probs) + r0, n,
-                                  ptr<T>(metric->scale) + r0, column, acc_bias, num_out, nb);
+        cpu::dispatch(HAML_KERNEL(head_categorical_block<T>), u_block, nb, ptr<T>(d_head->d_bias),
+                      ptr<T>(metric->probs) + r0, n, ptr<T>(metric->scale) + r0, column, acc_bias,
+                      num_out, nb);
       }
     } else {
       u = ptr<T>(*u_given) + r0;
       ld_u = n;
-      add_row_sums<T>(u, ld_u, grad + head.grad_bias, num_out, nb);
+      cpu::dispatch(HAML_KERNEL(add_row_sums<T>), u, ld_u, grad + head.grad_bias, num_out, nb);
     }
 
     // Transposed pass: Σ u hᵀ for the head's weight, then g = uᵀ W down through the layers.
@@ -508,12 +507,14 @@ void BlockedProduct::run(const std::vector<Layer>& hidden, const Layer& head,
       T* gz = g;
       if (layer.xhat.defined()) {
         gz = bufs[1 - g_index];
-        rows_transposed_norm_act<T>(g, ptr<T>(layer.xhat) + r0 * out_dim, ptr<T>(layer.rstd) + r0,
-                                    ptr<T>(layer.gamma), ag, gz, grad + layer.grad_gamma,
-                                    grad + layer.grad_beta, grad + layer.grad_bias, nb, out_dim);
+        cpu::dispatch(HAML_KERNEL(rows_transposed_norm_act<T>), g,
+                      ptr<T>(layer.xhat) + r0 * out_dim, ptr<T>(layer.rstd) + r0,
+                      ptr<T>(layer.gamma), ag, gz, grad + layer.grad_gamma, grad + layer.grad_beta,
+                      grad + layer.grad_bias, nb, out_dim);
         g_index = 1 - g_index;
       } else {
-        rows_transposed_act<T>(g, ag, gz, grad + layer.grad_bias, nb, out_dim);
+        cpu::dispatch(HAML_KERNEL(rows_transposed_act<T>), g, ag, gz, grad + layer.grad_bias, nb,
+                      out_dim);
       }
       gemm_rows<T>(true, false, out_dim, in_dim, nb, gz, out_dim,
                    ptr<T>(layer.input) + r0 * in_dim, in_dim, T(1), grad + layer.grad_weight,
@@ -542,8 +543,11 @@ void BlockedProduct::run(const std::vector<Layer>& hidden, const Layer& head,
   T* dst_extra = extra ? extra->data_ptr<T>() : nullptr;
   at::parallel_for(0, stride, 2048, [&](int64_t j0, int64_t j1) {
     const int64_t split = std::clamp(out_size, j0, j1);
-    if (split > j0) sum_groups<T>(partials, stride, groups, dst_out + j0, j0, split);
-    if (j1 > split) sum_groups<T>(partials, stride, groups, dst_extra + (split - out_size), split, j1);
+    if (split > j0)
+      cpu::dispatch(HAML_KERNEL(sum_groups<T>), partials, stride, groups, dst_out + j0, j0, split);
+    if (j1 > split)
+      cpu::dispatch(HAML_KERNEL(sum_groups<T>), partials, stride, groups,
+                    dst_extra + (split - out_size), split, j1);
   });
 }
 

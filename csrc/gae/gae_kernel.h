@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "haml/cpu_isa.h"
 #include "haml/host_device.h"
 #include "haml/vectorize.h"
 
@@ -34,13 +35,12 @@ HAML_HOST_DEVICE scalar_t gae_step(scalar_t reward, scalar_t value, scalar_t nex
 // the loop vectorise. The flags are read as bytes (bool storage): GCC does not vectorise loads of
 // bool itself.
 template <typename scalar_t>
-HAML_VECTOR_CLONES void gae_row(const scalar_t* __restrict rewards,
-                                const scalar_t* __restrict values,
-                                const scalar_t* __restrict next_values,
-                                const uint8_t* __restrict terminated,
-                                const uint8_t* __restrict truncated, scalar_t* __restrict carry,
-                                int64_t len, scalar_t gamma, scalar_t gamma_lam,
-                                scalar_t* __restrict advantages, scalar_t* __restrict returns) {
+HAML_KERNEL_BODY void gae_row(const scalar_t* __restrict rewards, const scalar_t* __restrict values,
+                              const scalar_t* __restrict next_values,
+                              const uint8_t* __restrict terminated,
+                              const uint8_t* __restrict truncated, scalar_t* __restrict carry,
+                              int64_t len, scalar_t gamma, scalar_t gamma_lam,
+                              scalar_t* __restrict advantages, scalar_t* __restrict returns) {
   // gae_step with its selects written as bit masks (keep_if), which vectorise: same values.
   const bool lam_carries = gamma_lam != scalar_t(0);
   for (int64_t j = 0; j < len; ++j) {
@@ -61,10 +61,11 @@ constexpr int64_t kGaeTile = 512;
 // The whole scan for columns [col_begin, col_end) of row-major [T, B] tensors, tile by tile: t runs
 // backwards and each row of a tile is one contiguous, vectorised pass, so each input is read once.
 template <typename scalar_t>
-inline void gae_columns(const scalar_t* rewards, const scalar_t* values,
-                        const scalar_t* next_values, const bool* terminated, const bool* truncated,
-                        int64_t T, int64_t B, int64_t col_begin, int64_t col_end, scalar_t gamma,
-                        scalar_t lam, scalar_t* advantages, scalar_t* returns) {
+HAML_KERNEL_BODY void gae_columns_body(const scalar_t* rewards, const scalar_t* values,
+                                       const scalar_t* next_values, const bool* terminated,
+                                       const bool* truncated, int64_t T, int64_t B,
+                                       int64_t col_begin, int64_t col_end, scalar_t gamma,
+                                       scalar_t lam, scalar_t* advantages, scalar_t* returns) {
   const auto* term = reinterpret_cast<const uint8_t*>(terminated);
   const auto* trunc = reinterpret_cast<const uint8_t*>(truncated);
   alignas(64) scalar_t carry[kGaeTile];
@@ -77,6 +78,16 @@ inline void gae_columns(const scalar_t* rewards, const scalar_t* values,
                         gamma, gamma * lam, advantages + i, returns + i);
     }
   }
+}
+
+// gae_columns_body compiled for the CPU's instruction set (haml/cpu_isa.h).
+template <typename scalar_t>
+inline void gae_columns(const scalar_t* rewards, const scalar_t* values,
+                        const scalar_t* next_values, const bool* terminated, const bool* truncated,
+                        int64_t T, int64_t B, int64_t col_begin, int64_t col_end, scalar_t gamma,
+                        scalar_t lam, scalar_t* advantages, scalar_t* returns) {
+  cpu::dispatch(HAML_KERNEL(gae_columns_body<scalar_t>), rewards, values, next_values, terminated,
+                truncated, T, B, col_begin, col_end, gamma, lam, advantages, returns);
 }
 
 }  // namespace haml::detail

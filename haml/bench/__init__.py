@@ -85,6 +85,7 @@ def bench_ops(
     compile: bool = True,
     compile_max_t: int = 200,
     allocator_warmup: bool = True,
+    isa_levels: bool = False,
     out: str | Path | None = None,
     show: bool = True,
     progress: bool = True,
@@ -102,6 +103,7 @@ def bench_ops(
         compile=compile,
         compile_max_t=compile_max_t,
         allocator_warmup=allocator_warmup,
+        isa_levels=isa_levels,
     )
     path = Path(out) if out is not None else DEFAULT_OUT_DIR / f"ops-{device}.json"
     log = _stderr if progress else (lambda _: None)
@@ -132,6 +134,7 @@ def bench_ops(
             "compile": compile,
             "compile_max_t": compile_max_t,
             "allocator_warmup_bytes": ALLOCATOR_WARMUP_BYTES if allocator_warmup else None,
+            "isa_levels": isa_levels,
             "retries_under_load": options.retries,
             "timer": dataclasses.asdict(options.timer),
         },
@@ -186,6 +189,12 @@ def add_ops_arguments(parser: argparse.ArgumentParser) -> None:
         "CPU ops that return multi-MB tensors may then pay a page fault per 4 KiB on every call",
     )
     parser.add_argument(
+        "--isa-levels",
+        action="store_true",
+        help="also time each native CPU kernel at every instruction-set level this CPU runs "
+        "(baseline, x86-64-v3, x86-64-v4), interleaved with the rest",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=None,
@@ -204,6 +213,7 @@ def run_ops_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
             compile=args.compile,
             compile_max_t=args.compile_max_t,
             allocator_warmup=args.allocator_warmup,
+            isa_levels=args.isa_levels,
             out=args.out,
         )
     except BenchUsageError as err:

@@ -72,6 +72,9 @@ class Options:
     allocator_warmup: bool = True
     """Before each case, put the C allocator in a long-running process's state: see
     :func:`warm_up_allocator`."""
+    isa_levels: bool = False
+    """Also time the native CPU kernel at every instruction-set level this CPU runs
+    (``haml.ops.supported_cpu_isas``), interleaved with the rest."""
 
     @classmethod
     def make(
@@ -80,9 +83,10 @@ class Options:
         compile: bool = True,
         compile_max_t: int = 200,
         allocator_warmup: bool = True,
+        isa_levels: bool = False,
     ) -> Options:
         timer, retries = (QUICK, 0) if quick else (TimerSettings(), 2)
-        return cls(quick, compile, compile_max_t, timer, retries, allocator_warmup)
+        return cls(quick, compile, compile_max_t, timer, retries, allocator_warmup, isa_levels)
 
 
 QUIET = 0.1
@@ -462,6 +466,31 @@ def warm_up_allocator() -> None:
     del block
 
 
+def _at_isa_level(fn: Callable[[], object], level: str) -> Callable[[], object]:
+    """``fn`` with the native CPU kernels at ``level``, restoring the level after each call.
+    Every level is timed through this wrapper, so its cost (two calls into the extension) is the
+    same for all of them."""
+
+    def call() -> object:
+        before = haml.ops.cpu_isa()
+        haml.ops.set_cpu_isa(level)
+        try:
+            return fn()
+        finally:
+            haml.ops.set_cpu_isa(before)
+
+    return call
+
+
+def _isa_levels(case: Case, fns: Callables, options: Options) -> tuple[str, ...]:
+    """The levels to time the native kernel at: none unless asked for, on the CPU, with a native
+    callable, and more than one level to compare."""
+    if not options.isa_levels or case.device.type != "cpu" or fns.native is None:
+        return ()
+    levels = haml.ops.supported_cpu_isas()
+    return levels if len(levels) > 1 else ()
+
+
 def run_case(
     case: Case, options: Options, log: Callable[[str], None] = lambda _: None
 ) -> dict[str, Any]:
@@ -478,7 +507,11 @@ def run_case(
         callables["native"] = fns.native
     if fns.floor is not None:
         callables["floor"] = fns.floor
+    levels = _isa_levels(case, fns, options)
+    for level in levels:
+        callables[f"native@{level}"] = _at_isa_level(fns.native, level)
     timings = _measure(callables, case.device, options)
+    at_level = {level: timings[f"native@{level}"] for level in levels}
     native, reference, floor = (timings.get(name) for name in ("native", "reference", "floor"))
     compiled, compile_info, compile_skip = _compile_and_time(case, fns, options, log)
     if compile_skip is not None:
@@ -489,6 +522,8 @@ def run_case(
         "reference/native": _ratio(reference, native),
         "compiled/native": _ratio(compiled, native),
         "native/floor": _ratio(native, floor),
+        # How much slower the baseline build of the kernel is than the highest level run here.
+        "baseline/best_isa": _ratio(at_level["baseline"], at_level[levels[-1]]) if levels else None,
     }
     times = {"native": native, "reference": reference, "compiled": compiled, "floor": floor}
     return {
@@ -499,6 +534,7 @@ def run_case(
         "native_op": case.native_op,
         "backend": "reference" if native is None else "native",
         "times": {name: None if t is None else t.to_dict() for name, t in times.items()},
+        "isa_times": {level: t.to_dict() for level, t in at_level.items()},
         "floor": case.floor,
         "compile": compile_info,
         "ratios": ratios,
@@ -523,6 +559,10 @@ def _progress_line(index: int, total: int, record: dict[str, Any]) -> str:
     parts.append(f"compiled {show('compiled')}")
     if times["floor"] is not None:
         parts.append(f"floor {show('floor')}")
+    for level, t in record.get("isa_times", {}).items():
+        parts.append(f"native@{level} {format_seconds(t['median'])}" + "*" * disturbed(t))
+    if record["ratios"].get("baseline/best_isa") is not None:
+        parts[-1] += f" (baseline {record['ratios']['baseline/best_isa']:.3g}x)"
     return (
         f"[{index}/{total}] {record['op']} {record['label']} {record['device']}: "
         + ", ".join(parts)

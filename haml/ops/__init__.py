@@ -2,11 +2,20 @@
 
 Every op here has a readable reference in ``haml/ops/<op>/reference.py`` that defines it; the native
 kernels (``torch.ops.haml.*``) are tested against it. ``HAML_BACKEND=reference`` forces the
-references; :func:`backend` says which implementation serves a device.
+references; :func:`backend` says which implementation serves a device. The native CPU kernels run
+at the highest instruction-set level the CPU supports (:func:`cpu_isa`; ``HAML_CPU_ISA`` caps it).
 """
 
 from haml.ops import _backend
-from haml.ops._backend import BUILD_INFO, backend, has_native
+from haml.ops._backend import (
+    BUILD_INFO,
+    CPU_ISAS,
+    backend,
+    cpu_isa,
+    has_native,
+    set_cpu_isa,
+    supported_cpu_isas,
+)
 
 if BUILD_INFO is not None:
     # Fake kernels and autograd formulas of the native ops: registered only once the ops exist.
@@ -31,4 +40,8 @@ __all__ = [
     "backend",
     "has_native",
     "BUILD_INFO",
+    "CPU_ISAS",
+    "cpu_isa",
+    "supported_cpu_isas",
+    "set_cpu_isa",
 ]

@@ -10,6 +10,10 @@
 This module is the only place that branches on devices; the C++ side leaves that to torch's
 dispatcher. Which ops have native kernels on which device is read once at import into a plain
 dict, so that ``torch.compile`` traces the choice as a constant.
+
+``HAML_CPU_ISA`` (``baseline``, ``x86-64-v3`` or ``x86-64-v4``) caps the instruction-set level the
+native CPU kernels are run at; by default they run at the highest level the CPU supports.
+:func:`cpu_isa` says which one runs and :func:`set_cpu_isa` changes it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any
 import torch
 
 _VALID_BACKENDS = ("auto", "native", "reference")
+CPU_ISAS = ("baseline", "x86-64-v3", "x86-64-v4")
+"""The instruction-set levels of the native CPU kernels, lowest first (see csrc/include/haml/cpu_isa.h)."""
 _DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 
@@ -36,6 +42,13 @@ def _requested_backend() -> str:
             f"HAML_BACKEND={requested!r} is not one of {', '.join(_VALID_BACKENDS)}"
         )
     return requested
+
+
+def _check_cpu_isa_variable() -> None:
+    # The C++ side ignores a bad value (it cannot raise while the library loads); say so here.
+    cap = os.environ.get("HAML_CPU_ISA", "").strip()
+    if cap and cap not in CPU_ISAS:
+        raise ValueError(f"HAML_CPU_ISA={cap!r} is not one of {', '.join(CPU_ISAS)}")
 
 
 def _torch_release(version: str) -> str:
@@ -83,6 +96,7 @@ def _native_kernels(ops: list[str]) -> dict[tuple[str, str], bool]:
 
 
 REQUESTED = _requested_backend()
+_check_cpu_isa_variable()
 _extension, UNAVAILABLE_REASON = (None, "HAML_BACKEND=reference")
 if REQUESTED != "reference":
     _extension, UNAVAILABLE_REASON = _load_extension()
@@ -150,3 +164,33 @@ def backend(device: torch.device | str = "cpu") -> str:
     """``"native"`` if the native kernels serve ``device``, else ``"reference"``."""
     device_type = device.type if isinstance(device, torch.device) else torch.device(device).type
     return "native" if any(d == device_type and ok for (_, d), ok in _NATIVE.items()) else "reference"
+
+
+def cpu_isa() -> str | None:
+    """The instruction-set level the native CPU kernels run at now (one of :data:`CPU_ISAS`), or
+    None when the native extension is not in use."""
+    return _extension.cpu_isa() if _extension is not None else None
+
+
+def supported_cpu_isas() -> tuple[str, ...]:
+    """The levels compiled into the native extension that this CPU can run, lowest first (empty
+    without the extension)."""
+    return tuple(_extension.supported_cpu_isas()) if _extension is not None else ()
+
+
+def set_cpu_isa(level: str) -> None:
+    """Run the native CPU kernels at ``level`` from now on (process-wide); an error if it is not
+    one of :func:`supported_cpu_isas`. For comparisons and tests: the default, the highest level
+    the CPU supports, is the fastest."""
+    if level not in CPU_ISAS:
+        raise ValueError(
+            f"unknown CPU instruction-set level {level!r}; expected one of {', '.join(CPU_ISAS)}"
+        )
+    if _extension is None:
+        raise RuntimeError(f"set_cpu_isa needs the native extension: {UNAVAILABLE_REASON}")
+    supported = supported_cpu_isas()
+    if level not in supported:
+        raise ValueError(
+            f"this CPU or build cannot run the {level!r} kernels; it runs: {', '.join(supported)}"
+        )
+    _extension.set_cpu_isa(level)

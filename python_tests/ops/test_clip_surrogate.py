@@ -107,7 +107,8 @@ EXTRAS = {
 @pytest.mark.parametrize("clip", [0.05, 0.2, None])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_matches_reference(shape, dtype, clip, extras, device, require_native, record_ops):
+def test_matches_reference(shape, dtype, clip, extras, device, require_native, record_ops,
+                            each_cpu_isa):
     require_native(OP, device)
     x = make_inputs(shape, dtype, device, seed=zlib.crc32(repr((shape, dtype, clip, extras)).encode()))
     spec = EXTRAS[extras]

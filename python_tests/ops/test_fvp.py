@@ -437,7 +437,7 @@ def _require_native_fvp():
 @pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
 @pytest.mark.parametrize("sample_mask", MASKS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-def test_native_product_matches_double_backward(config, sample_mask, dtype):
+def test_native_product_matches_double_backward(config, sample_mask, dtype, each_cpu_isa):
     """The issue's bound: ≤ 1e-10 relative in float64, ≤ 1e-5 in float32, on MLPPolicy of several
     depths, activations and LayerNorm layouts, Gaussian and masked categorical."""
     _require_native_fvp()

@@ -87,7 +87,7 @@ SHAPES = [
 @pytest.mark.parametrize("flags", ["random", "none_done", "all_terminated", "all_truncated", "all_both"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_matches_reference(shape, dtype, flags, device, require_native, record_ops):
+def test_matches_reference(shape, dtype, flags, device, require_native, record_ops, each_cpu_isa):
     require_native("gae", device)
     seed = zlib.crc32(repr((shape, dtype, flags)).encode())  # stable across runs, unlike hash()
     p = {"random": (0.15, 0.15), "none_done": (0.0, 0.0), "all_terminated": (1.0, 0.0),
@@ -98,7 +98,7 @@ def test_matches_reference(shape, dtype, flags, device, require_native, record_o
 
 @pytest.mark.parametrize("gamma,lam", [(0.0, 0.0), (0.0, 1.0), (1.0, 0.0), (1.0, 1.0), (0.5, 0.9)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_gamma_lam_extremes(gamma, lam, dtype, device, require_native, record_ops):
+def test_gamma_lam_extremes(gamma, lam, dtype, device, require_native, record_ops, each_cpu_isa):
     require_native("gae", device)
     args = make_inputs((20, 6), dtype, device, seed=3)
     assert_matches_reference(args, gamma, lam, record_ops)

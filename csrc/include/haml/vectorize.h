@@ -1,15 +1,9 @@
-// Helpers for CPU loops that the compiler vectorises.
+// Helpers for CPU loops that the compiler vectorises (haml/cpu_isa.h compiles them per
+// instruction-set level).
 #pragma once
 
 #include <cstdint>
 #include <cstring>
-
-// A function compiled twice, for AVX2 and for the baseline ISA; the loader picks one at run time.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__)
-#define HAML_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define HAML_VECTOR_CLONES
-#endif
 
 namespace haml::detail {
 
