@@ -146,7 +146,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "bench",
-        help="benchmarks (haml bench ops, haml bench train, haml bench haddpg)",
+        help="benchmarks (haml bench ops, haml bench train, haml bench haddpg, haml bench happo)",
         description="Benchmarks of haml's native kernels and of training throughput.",
     )
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
@@ -176,12 +176,27 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     )
     # Its options belong to haml.bench.haddpg's own parser: main() hands them over unparsed.
     haddpg.set_defaults(handler=_run_bench_haddpg, command_parser=haddpg, passthrough=[])
+    happo = benchmarks.add_parser(
+        "happo",
+        help="one HAPPO actor update against the GEMM floor and the faster routes",
+        description="Time one HAPPO actor update (N 4000, [128]x3 + LayerNorm): autograd, the "
+        "native-gradient and compiled routes, and its matrix products alone; options as "
+        "`python -m haml.bench.happo --help`.",
+        add_help=False,
+    )
+    happo.set_defaults(handler=_run_bench_happo, command_parser=happo, passthrough=[])
 
 
 def _run_bench_haddpg(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from haml.bench.haddpg import main as haddpg_main
 
     return haddpg_main(list(args.passthrough))
+
+
+def _run_bench_happo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from haml.bench.happo import main as happo_main
+
+    return happo_main(list(args.passthrough))
 
 
 # ----------------------------------------------------------------------------------------------

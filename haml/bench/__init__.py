@@ -10,7 +10,8 @@ and ratios, and writes the numbers with the device and versions to JSON. From Py
 ``haml bench train`` (or ``python -m haml.bench train``) measures training steps/s against the
 same vector env stepped with random actions, in one run (:mod:`haml.bench.train`).
 ``python -m haml.bench haddpg`` times one HADDPG update against its plain PyTorch reference
-(:mod:`haml.bench.haddpg`).
+(:mod:`haml.bench.haddpg`); ``python -m haml.bench happo`` one HAPPO actor update against its GEMM
+floor (:mod:`haml.bench.happo`).
 """
 
 from __future__ import annotations
@@ -223,7 +224,8 @@ def run_ops_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m haml.bench [ops] [options]``, ``python -m haml.bench train [options]`` or
-    ``python -m haml.bench haddpg [options]`` (:mod:`haml.bench.haddpg`)."""
+    ``python -m haml.bench haddpg [options]`` (:mod:`haml.bench.haddpg`) or
+    ``python -m haml.bench happo [options]`` (:mod:`haml.bench.happo`)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["train"]:
         from haml.bench.train import main as train_main
@@ -233,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from haml.bench.haddpg import main as haddpg_main
 
         return haddpg_main(arguments[1:])
+    if arguments[:1] == ["happo"]:
+        from haml.bench.happo import main as happo_main
+
+        return happo_main(arguments[1:])
     parser = argparse.ArgumentParser(
         prog="python -m haml.bench",
         description="Time haml's native kernels against their PyTorch references (ops, the "

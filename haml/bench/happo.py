@@ -1,0 +1,257 @@
+"""One HAPPO actor update against the machine's limit, and the candidate routes to a faster one.
+
+The update is :class:`~haml.algorithms.happo.PPOActorLearner`'s (``epochs`` passes over
+``N = 4000`` samples, one minibatch, the clipped surrogate through :func:`haml.ops.clipped_surrogate`,
+Adam, gradient-norm clipping) on an ``MLPPolicy`` of [128, 128, 128] with LayerNorm, as in the
+tuned MaMuJoCo settings. Timed in one interleaved run (:func:`haml.bench.timing.measure_interleaved`):
+
+- ``reference``: the learner's update, i.e. today's autograd path;
+- ``native``: the same update whose gradient comes from the native Fisher operator's cached forward
+  and one transposed pass (:meth:`haml.ops.FisherOperator.objective_gradient`), a fresh operator per
+  epoch because the parameters move;
+- ``compiled``: the same update with the surrogate's forward (policy, log-probability, surrogate)
+  through ``torch.compile`` and its backward through the compiled graph;
+- ``floor``: the update's matrix products alone (forward, input and weight gradients of every
+  Linear, every epoch) through ``torch.mm`` into preallocated outputs: what the update would cost
+  at the machine's GEMM speed, the limit the issue measures against.
+
+The table prints each route's time, ``reference/native`` and ``compiled/native``, the achieved
+GFLOP/s of the autograd update (the GEMMs' FLOPs over its time) and that as a fraction of the
+floor's GFLOP/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from haml.bench import report
+from haml.bench.ops import Callables, Case, Options, _generator, compile_skip_reason, run_case
+from haml.bench.timing import format_seconds
+
+__all__ = ["SHAPES", "happo_cases", "linear_dims", "update_gemm_flops", "main"]
+
+N, HIDDEN = 4000, (128, 128, 128)
+SHAPES = ((17, 6), (113, 8))
+"""(observation, action) sizes: HalfCheetah-2x3 agents' and Ant's (the issue's two)."""
+EPOCHS = (5, 15)
+
+
+def linear_dims(obs_dim: int, hidden: Sequence[int], action_dim: int) -> list[tuple[int, int]]:
+    """(in, out) of each Linear of the policy, the Gaussian head's mean last."""
+    sizes = [obs_dim, *hidden, action_dim]
+    return list(zip(sizes[:-1], sizes[1:]))
+
+
+def update_gemm_flops(dims: Sequence[tuple[int, int]], n: int, epochs: int) -> int:
+    """FLOPs of the matrix products of ``epochs`` forward+backward passes over ``n`` samples: the
+    forward product, the weight gradient, and the input gradient of every Linear but the first."""
+    per_epoch = sum(2 * n * d_in * d_out for d_in, d_out in dims) * 2
+    per_epoch += sum(2 * n * d_in * d_out for d_in, d_out in dims[1:])
+    return per_epoch * epochs
+
+
+def _gemm_floor(dims: Sequence[tuple[int, int]], n: int, epochs: int) -> Any:
+    """A callable doing exactly the products that :func:`update_gemm_flops` counts."""
+    gen = _generator(0)
+    acts = [torch.randn(n, d_in, generator=gen) for d_in, _ in dims]
+    outs = [torch.empty(n, d_out) for _, d_out in dims]
+    weights = [torch.randn(d_out, d_in, generator=gen) for d_in, d_out in dims]
+    weight_grads = [torch.empty(d_out, d_in) for d_in, d_out in dims]
+    input_grads = [torch.empty(n, d_in) for d_in, _ in dims]
+
+    def run() -> None:
+        for _ in range(epochs):
+            for x, w, y in zip(acts, weights, outs):
+                torch.mm(x, w.t(), out=y)
+            for i in reversed(range(len(dims))):
+                torch.mm(outs[i].t(), acts[i], out=weight_grads[i])
+                if i > 0:
+                    torch.mm(outs[i], weights[i], out=input_grads[i])
+
+    return run
+
+
+def _problem(obs_dim: int, action_dim: int):
+    """A learner on a fresh policy and one batch of the tuned settings' size."""
+    from gymnasium import spaces
+
+    from haml.algorithms.base import ActorBatch
+    from haml.algorithms.happo import PPOActorLearner, PPOConfig
+    from haml.models import MLPPolicy, joint_log_prob
+
+    torch.manual_seed(obs_dim)
+    policy = MLPPolicy(obs_dim, spaces.Box(-1.0, 1.0, (action_dim,)), hidden=HIDDEN,
+                       activation="relu", layer_norm=True, input_norm=True)
+    gen = _generator(obs_dim)
+    obs = torch.randn(N, obs_dim, generator=gen)
+    with torch.no_grad():
+        dist = policy.distribution(obs)
+        actions = dist.sample()
+        logp_old = joint_log_prob(dist, actions) + 0.05 * torch.randn(N, generator=gen)
+    batch = ActorBatch(obs=obs, actions=actions, logp_old=logp_old,
+                       advantages=torch.randn(N, generator=gen),
+                       factor=torch.exp(0.1 * torch.randn(N, generator=gen)))
+    return PPOActorLearner, PPOConfig, policy, batch
+
+
+def _native_gradient_update(learner: Any, batch: Any) -> Any:
+    """The learner's update with the gradient from the native Fisher operator's cached forward."""
+    from torch import nn
+
+    from haml.models import joint_log_prob
+    from haml.ops import FisherOperator, clipped_surrogate
+
+    cfg, policy = learner.cfg, learner.policy
+    params = [p for p in policy.parameters() if p.requires_grad]
+
+    def loss(dist: Any) -> torch.Tensor:
+        return clipped_surrogate(joint_log_prob(dist, batch.actions), batch.logp_old,
+                                 batch.advantages, cfg.clip, factor=batch.factor).loss
+
+    def update() -> None:
+        for _ in range(cfg.epochs):
+            with torch.no_grad():
+                op = FisherOperator(policy, batch.obs, None, 0.0)
+            _, flat, _ = op.objective_gradient(loss)
+            offset = 0
+            for p in params:
+                p.grad = flat[offset : offset + p.numel()].view_as(p)
+                offset += p.numel()
+            if cfg.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            learner.optimizer.step()
+
+    return update
+
+
+def _compiled_update(learner: Any, batch: Any) -> Any:
+    """Returns a closure around the learner's update with a ``torch.compile``-d forward."""
+    from torch import nn
+
+    from haml.models import joint_log_prob
+    from haml.ops import clipped_surrogate
+
+    cfg, policy = learner.cfg, learner.policy
+
+    def forward(obs, actions, logp_old, advantages, factor):
+        dist = policy.distribution(obs)
+        return clipped_surrogate(joint_log_prob(dist, actions), logp_old, advantages, cfg.clip,
+                                 factor=factor).loss
+
+    compiled = torch.compile(forward)
+
+    def update() -> None:
+        for _ in range(cfg.epochs):
+            learner.optimizer.zero_grad(set_to_none=True)
+            compiled(batch.obs, batch.actions, batch.logp_old, batch.advantages,
+                     batch.factor).backward()
+            if cfg.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            learner.optimizer.step()
+
+    return lambda: update
+
+
+def happo_cases(options: Options) -> list[Case]:
+    """One case per (observation, action) size and epoch count, on the CPU."""
+    cases = []
+    device = torch.device("cpu")
+    for obs_dim, action_dim in SHAPES[:1] if options.quick else SHAPES:
+        for epochs in EPOCHS[:1] if options.quick else EPOCHS:
+
+            def build(obs_dim=obs_dim, action_dim=action_dim, epochs=epochs) -> Callables:
+                learner_cls, config_cls, policy, batch = _problem(obs_dim, action_dim)
+                # lr 0: every route updates from the same parameters in every call.
+                cfg = config_cls(lr=1e-30, epochs=epochs, clip=0.2)
+                learners = [learner_cls(copy.deepcopy(policy), cfg) for _ in range(3)]
+                return Callables(
+                    reference=lambda: learners[0].update(batch),
+                    native=_native_gradient_update(learners[1], batch),
+                    compile=_compiled_update(learners[2], batch),
+                    floor=_gemm_floor(linear_dims(obs_dim, HIDDEN, action_dim), N, epochs),
+                )
+
+            cases.append(Case(
+                op="happo_actor_update",
+                shape={"N": N, "hidden": "x".join(map(str, HIDDEN)) + "+LN", "obs": obs_dim,
+                       "actions": action_dim, "epochs": epochs},
+                device=device,
+                build=build,
+                native_op="happo_actor_update",
+                compile_skip=compile_skip_reason(options),
+                floor="the update's matrix products alone (torch.mm into preallocated outputs)",
+            ))
+    return cases
+
+
+def _line(record: dict[str, Any]) -> str:
+    shape, times, ratios = record["shape"], record["times"], record["ratios"]
+
+    def show(name: str) -> str:
+        t = times[name]
+        return "skipped" if t is None else format_seconds(t["median"])
+
+    flops = update_gemm_flops(linear_dims(shape["obs"], HIDDEN, shape["actions"]), N,
+                              shape["epochs"])
+    autograd, floor = times["reference"]["median"], times["floor"]["median"]
+    compiled = ratios["compiled/native"]
+    load = times["reference"].get("other_load")
+    return (
+        f"obs={shape['obs']} actions={shape['actions']} epochs={shape['epochs']}: "
+        f"autograd {show('reference')} ({flops / autograd / 1e9:.0f} GFLOP/s, "
+        f"{floor / autograd:.0%} of the GEMM floor's {flops / floor / 1e9:.0f} GFLOP/s)  "
+        f"native gradient {show('native')} (autograd/native {ratios['reference/native']:.2f}x)  "
+        f"compiled {show('compiled')}"
+        + ("" if compiled is None else
+           f" (autograd/compiled {ratios['reference/native'] / compiled:.2f}x)")
+        + ("" if load is None else f"  (other processes: {load:.0%} of the CPUs)")
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m haml.bench.happo [--quick] [--no-compile] [--threads N] [--out PATH]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m haml.bench.happo",
+        description="Time one HAPPO actor update (N 4000, [128]x3 + LayerNorm, observations 17 "
+        "and 113, 5 and 15 epochs): today's autograd path, the native-gradient and compiled "
+        "routes, and the update's matrix products alone (the GEMM floor).",
+    )
+    parser.add_argument("--quick", action="store_true", help="one shape, 5 epochs, short timings")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="do not time the torch.compile route")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--out", type=Path, default=None, metavar="PATH",
+                        help="also write the records as JSON")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    options = Options.make(quick=args.quick, compile=args.compile)
+    env = report.environment([torch.device("cpu")])
+    print(f"haml bench happo: {env['num_threads']} threads, torch {env['torch']}, "
+          f"cpu ({env['device_names']['cpu']})", flush=True)
+    start = time.perf_counter()
+    records = []
+    for case in happo_cases(options):
+        record = run_case(case, options)
+        records.append(record)
+        print(_line(record), flush=True)
+    if args.out is not None:
+        report.write_json({"benchmark": "haml bench happo", "schema_version": 1,
+                           "environment": env, "cases": records,
+                           "total_seconds": time.perf_counter() - start}, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
