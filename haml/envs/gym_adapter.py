@@ -50,6 +50,7 @@ __all__ = [
     "ACTIVE_KEY",
     "AGENT_VIEWS",
     "STATE_KEY",
+    "WARNING_KEY",
     "AgentView",
     "ParallelEnvAdapter",
     "SimStateHooks",
@@ -66,6 +67,11 @@ STATE_KEY = "state"
 
 ACTIVE_KEY = "active"
 """The key of the per-agent alive flags (0/1, one per agent) in the adapter's observation dict."""
+
+
+WARNING_KEY = "warning"
+"""The info key of a step's warnings (text), which the vector env gives once each
+(:func:`haml.envs.vector.GymVectorEnv`), in the process that trains."""
 
 
 def obs_key(agent: int) -> str:
@@ -130,6 +136,9 @@ class ParallelEnvAdapter(gymnasium.Env):
             now. Every agent must have at least one. ``None``: no masks (every action allowed).
         active_masks: called likewise: one flag per agent, true while the agent is alive (its
             action matters). ``None``: every agent is always active.
+        step_warnings: called with the wrapped env after every step: messages about the env
+            (e.g. that its agents' rewards differ), reported in the step's info under
+            :data:`WARNING_KEY`; the vector env warns once per message.
         env_index: the position of this env in its vector env, named in error messages.
         name: the task, named in error messages.
     """
@@ -146,6 +155,7 @@ class ParallelEnvAdapter(gymnasium.Env):
         episode_metrics: Callable[[Any], dict[str, float]] | None = None,
         action_masks: Callable[[Any], Sequence[Any]] | None = None,
         active_masks: Callable[[Any], Sequence[Any]] | None = None,
+        step_warnings: Callable[[Any], Sequence[str]] | None = None,
         env_index: int = 0,
         name: str = "",
     ) -> None:
@@ -164,6 +174,7 @@ class ParallelEnvAdapter(gymnasium.Env):
         self._episode_metrics = episode_metrics
         self._action_masks = action_masks
         self._active_masks = active_masks
+        self._step_warnings = step_warnings
         self._elapsed_steps = 0
 
         self.agents: tuple[str, ...] = tuple(parallel_env.possible_agents)
@@ -303,6 +314,9 @@ class ParallelEnvAdapter(gymnasium.Env):
             truncated = True
 
         info: dict[str, Any] = {}
+        warnings = [] if self._step_warnings is None else self._step_warnings(self.parallel_env)
+        if warnings:
+            info[WARNING_KEY] = "; ".join(warnings)
         if (terminated or truncated) and self._episode_metrics is not None:
             info["episode_metrics"] = {
                 key: float(value) for key, value in self._episode_metrics(self.parallel_env).items()

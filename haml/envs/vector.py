@@ -18,6 +18,9 @@ training device. Nothing before this module sees torch; nothing after it sees nu
   they come out as ``EnvStep.action_masks`` (per agent ``[E, n_i]`` bool) and
   ``EnvStep.active_masks`` (per agent ``[E]`` bool), aligned with ``obs`` (after an autoreset: the
   next episode's first observation), and the spec says so. Without those keys both are ``None``.
+- **Warnings** that an adapter reports in a step's info (:data:`~haml.envs.gym_adapter.WARNING_KEY`,
+  e.g. that a user's env gives its agents different rewards) are issued here, in the main
+  process, once per message and vector env (a ``UserWarning`` naming the env family and task).
 - **Actions**: ``Box`` actions are clipped to the action space's bounds before they are sent (the
   policies are unsquashed Gaussians, as in the papers' code); ``Discrete`` ones are sent as int64.
 - **Ctrl-C**: the workers ignore SIGINT (and each runs in its own process group, which a
@@ -55,6 +58,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -65,7 +69,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from gymnasium.vector.async_vector_env import AsyncState
 
 from haml.envs.base import EnvError, EnvSpec, EnvStep, EpisodeTracker, require_num_envs
-from haml.envs.gym_adapter import ACTIVE_KEY, STATE_KEY, action_mask_key, obs_key
+from haml.envs.gym_adapter import ACTIVE_KEY, STATE_KEY, WARNING_KEY, action_mask_key, obs_key
 
 __all__ = [
     "DEFAULT_BUILD_TIMEOUT",
@@ -487,6 +491,8 @@ class GymVectorEnv:
 
         self._episodes = EpisodeTracker(self.num_envs)
         self._last_obs: dict[str, np.ndarray] | None = None
+        self._warned: set[str] = set()
+        self._pending_warnings: list[str] = []
 
     # -- the protocol ---------------------------------------------------------------------------
 
@@ -522,6 +528,9 @@ class GymVectorEnv:
         else:
             recorded = self._exchange("step", None, lambda: vec.step(np_actions), self._record_step)
         obs, final_obs, reward, terminated, truncated, episodes = recorded
+        while self._pending_warnings:
+            message = self._pending_warnings.pop(0)
+            warnings.warn(f"{self._label}: {message}", UserWarning, stacklevel=2)
         obs_t, state_t = self._obs_to_torch(obs)
         action_masks, active_masks = self._masks_to_torch(obs)
         if final_obs is obs:  # no episode ended: s_{t+1} is the observation itself
@@ -565,6 +574,7 @@ class GymVectorEnv:
             }
 
         episodes = self._episodes.step(reward, ended, env_metrics)
+        self._note_warnings(infos)
         if ended.any():
             final_obs = {key: value.copy() for key, value in obs.items()}
             has_final = infos.get("_final_obs", np.zeros(self.num_envs, dtype=bool))
@@ -575,6 +585,20 @@ class GymVectorEnv:
                     final_obs[key][e] = value
         self._last_obs = obs  # never written to: the tensors handed out are copies
         return obs, final_obs, reward, terminated, truncated, episodes
+
+    def _note_warnings(self, infos: dict[str, Any]) -> None:
+        """Keep the messages the adapters reported under ``WARNING_KEY`` (in the step's info, or
+        in the final step's info where an episode ended) that were not given before; ``step``
+        gives them once the step is recorded (a warnings filter set to "error" then raises from
+        ``step`` and leaves the envs usable)."""
+        for source in (infos, infos.get("final_info", {})):
+            messages = source.get(WARNING_KEY)
+            if messages is None:
+                continue
+            for e in np.flatnonzero(source[f"_{WARNING_KEY}"]):
+                if messages[e] not in self._warned:
+                    self._warned.add(messages[e])
+                    self._pending_warnings.append(messages[e])
 
     def current(self) -> EnvStep:
         """The envs' current observation as an :class:`EnvStep` (reward 0, no episode ended).
