@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from haml.envs.base import VectorMultiAgentEnv
 from haml.runners.evaluate import EvalResult, evaluate
 
 __all__ = ["VIDEO_NAME", "EvalReport", "evaluate_run", "video_path"]
@@ -78,11 +79,16 @@ def evaluate_run(
     checkpoint: str | Path | None = None,
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
+    env: VectorMultiAgentEnv | None = None,
 ) -> EvalReport:
-    """Evaluate ``run_dir``'s latest checkpoint (or ``checkpoint``) over ``episodes`` episodes.
+    """Evaluate ``run_dir``'s latest checkpoint (or ``checkpoint``) over ``episodes`` episodes
+    (``haml.evaluate``).
 
     ``progress``: called with a line of text as the work advances (episodes done, frames
     written), at most every two seconds; ``haml eval`` prints them to stderr.
+    ``env``: evaluate on this environment object, e.g. the one a run was trained on with
+    ``haml.train(algo, env)`` (reseeded with ``seed``, left open; the policies go to its device),
+    instead of on envs built from the run's config.
     """
     from haml.config.loader import config_from_dict
     from haml.envs.registry import make_env
@@ -109,10 +115,17 @@ def evaluate_run(
         path = Path(checkpoint)
         state = load_run_checkpoint(path)
     cfg = config_from_dict(state["config"])
-    dev = usable_device(device, "device")
-    num_envs = min(episodes, cfg.eval.num_envs)
-    env = make_env(cfg.env.name, cfg.env.task, num_envs=num_envs, seed=seed, device=dev,
-                   **cfg.env.options)
+    owns_env = env is None
+    if env is None:
+        dev = usable_device(device, "device")
+        env = make_env(cfg.env.name, cfg.env.task, num_envs=min(episodes, cfg.eval.num_envs),
+                       seed=seed, device=dev, **cfg.env.options)
+    elif not isinstance(env, VectorMultiAgentEnv):
+        raise TypeError(
+            f"eval: 'env' must follow haml.envs.VectorMultiAgentEnv, got {type(env).__name__}"
+        )
+    else:
+        dev = env.device
     try:
         _, policies = _load_policies(state, env.spec, dev, cfg)
         report_line = _Progress(progress)
@@ -123,7 +136,8 @@ def evaluate_run(
             ),
         )
     finally:
-        env.close()
+        if owns_env:
+            env.close()
     report = EvalReport(
         run_dir=run_dir,
         checkpoint=path,
