@@ -93,6 +93,10 @@ register_env_family(
 register_env_family("toy", "haml.envs.toy")
 register_env_family("smax", "haml.envs.smax", requires=("jax", "jaxmarl"), extra="smax")
 register_env_family("mpe", "haml.envs.mpe", requires=("mpe2", "pettingzoo"), extra="mpe")
+# A user's own PettingZoo parallel env: the task is the import path of the function that builds it.
+register_env_family(
+    "pettingzoo", "haml.envs.pettingzoo", requires=("pettingzoo",), extra="pettingzoo"
+)
 # StarCraft II itself cannot come from pip, nor can oxwhirl's `smac`/`smacv2` (PyPI's `smac` is
 # SMAC3, an unrelated optimiser; haml.envs.smac recognises it and says so).
 _STARCRAFT_INSTALL = (

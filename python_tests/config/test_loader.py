@@ -44,7 +44,7 @@ def test_every_algo_resolves_on_every_env(algo: str, env: str) -> None:
 
 
 def test_envs_with_yaml() -> None:
-    assert env_names_with_yaml() == ["mamujoco", "mpe", "smac", "smacv2", "smax", "toy"]
+    assert env_names_with_yaml() == ["mamujoco", "mpe", "pettingzoo", "smac", "smacv2", "smax", "toy"]
 
 
 # -- the papers' numbers land ---------------------------------------------------------------------
@@ -339,7 +339,7 @@ def test_bad_value_is_an_error(algo: str, override: str, named: str) -> None:
 def test_unknown_names_list_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match="unknown algorithm 'hapo'.*happo, hatrpo"):
         load_config("hapo", "mamujoco")
-    with pytest.raises(ConfigError, match="unknown env 'mujoco'.*mamujoco, mpe, smac, smacv2, smax, toy"):
+    with pytest.raises(ConfigError, match="unknown env 'mujoco'.*mamujoco, mpe, pettingzoo, smac, smacv2, smax, toy"):
         load_config("happo", "mujoco")
     with pytest.raises(ConfigError, match="unknown task 'nope'.*homogeneity-trap, heterogeneity-trap, figure1"):
         load_config("happo", "toy", "nope")
