@@ -222,6 +222,22 @@ def run_ops_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return 0
 
 
+def add_threads_and_out_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` and ``--out PATH`` of the update benchmarks (``haddpg``, ``happo``)."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--out", type=Path, default=None, metavar="PATH",
+                        help="also write the records as JSON")
+
+
+def apply_threads(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Set torch's CPU threads from ``--threads``; a usage error (exit 2) below 1."""
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m haml.bench [ops] [options]``, ``python -m haml.bench train [options]`` or
     ``python -m haml.bench haddpg [options]`` (:mod:`haml.bench.haddpg`) or

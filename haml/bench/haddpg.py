@@ -25,7 +25,6 @@ import sys
 import time
 import types
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -171,7 +170,13 @@ def _line(record: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m haml.bench.haddpg [--algo haddpg|hatd3|hasac] [--device cpu|cuda|all] [--quick]
     [--threads N] [--out PATH]``."""
-    from haml.bench import DEVICE_CHOICES, BenchUsageError, resolve_devices
+    from haml.bench import (
+        DEVICE_CHOICES,
+        BenchUsageError,
+        add_threads_and_out_arguments,
+        apply_threads,
+        resolve_devices,
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m haml.bench.haddpg",
@@ -182,15 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="whose update to time (default haddpg)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu")
     parser.add_argument("--quick", action="store_true", help="2 agents only, short timings")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="torch CPU threads (default: torch's own choice)")
-    parser.add_argument("--out", type=Path, default=None, metavar="PATH",
-                        help="also write the records as JSON")
+    add_threads_and_out_arguments(parser)
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(parser, args)
     try:
         devices = resolve_devices(args.device)
     except BenchUsageError as err:

@@ -27,7 +27,6 @@ import copy
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -218,6 +217,8 @@ def _line(record: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m haml.bench.happo [--quick] [--no-compile] [--threads N] [--out PATH]``."""
+    from haml.bench import add_threads_and_out_arguments, apply_threads
+
     parser = argparse.ArgumentParser(
         prog="python -m haml.bench.happo",
         description="Time one HAPPO actor update (N 4000, [128]x3 + LayerNorm, observations 17 "
@@ -227,15 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one shape, 5 epochs, short timings")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="do not time the torch.compile route")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="torch CPU threads (default: torch's own choice)")
-    parser.add_argument("--out", type=Path, default=None, metavar="PATH",
-                        help="also write the records as JSON")
+    add_threads_and_out_arguments(parser)
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(parser, args)
     options = Options.make(quick=args.quick, compile=args.compile)
     env = report.environment([torch.device("cpu")])
     print(f"haml bench happo: {env['num_threads']} threads, torch {env['torch']}, "
