@@ -7,6 +7,13 @@ Agent i_m maximises, over ``epochs`` passes of ``num_minibatches`` minibatches,
 
 through :func:`haml.ops.clipped_surrogate` (native fused forward/backward where built), with Adam
 (ε 1e-5) and gradient-norm clipping, as in the papers' code.
+
+The gradient of each step: for an :class:`~haml.models.MLPPolicy` that the native Fisher operator
+serves (:func:`haml.ops.fvp.serves_natively`), from that operator's cached blocked forward and one
+transposed pass (:meth:`haml.ops.FisherOperator.objective_gradient`; autograd runs through the
+distribution head only), 1.1–1.3× faster than autograd through the network
+(docs/BENCHMARKS.md, ``haml bench happo``); otherwise, or with ``native_gradient: false``,
+autograd, which is the reference the native path is tested against.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from torch import nn
 from haml.algorithms.base import ActorBatch, minibatch_indices, schedule_lr
 from haml.config.schema import LR_SCHEDULES, check_choice, check_positive
 from haml.models import joint_entropy, joint_log_prob
-from haml.ops import clipped_surrogate
+from haml.ops import FisherOperator, SurrogateOut, clipped_surrogate
+from haml.ops.fvp import serves_natively
 from haml.ops.masked import masked_mean
 
 __all__ = ["PPOActorLearner", "PPOConfig"]
@@ -47,6 +55,9 @@ class PPOConfig:
     """Gradient-norm clip; 0 turns it off."""
     lr_schedule: str = "constant"
     """``constant`` or ``linear`` decay to 0 over the run."""
+    native_gradient: bool = True
+    """Take the gradient from the native Fisher operator's forward and transposed pass where it
+    serves the policy (see the module doc); false: autograd always."""
 
     def __post_init__(self) -> None:
         check_positive("algo", "lr", self.lr)
@@ -85,21 +96,8 @@ class PPOActorLearner:
         for _ in range(cfg.epochs):
             for idx in minibatch_indices(batch.units, cfg.num_minibatches, batch.logp_old.device):
                 mb = batch.subset(idx)
-                dist = mb.view(self.policy).distribution(mb.obs, mb.action_mask)
-                logp_new = joint_log_prob(dist, mb.actions)
-                entropy = joint_entropy(dist) if cfg.entropy_coef > 0 else None
-                out = clipped_surrogate(
-                    logp_new,
-                    mb.logp_old,
-                    mb.advantages,
-                    clip,
-                    factor=mb.factor,
-                    mask=mb.mask,
-                    entropy=entropy,
-                    entropy_coef=cfg.entropy_coef,
-                )
                 self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
+                out = self._surrogate_and_gradient(mb, clip)
                 if cfg.max_grad_norm > 0:
                     grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
                 else:
@@ -119,6 +117,40 @@ class PPOActorLearner:
             dist = batch.view(self.policy).distribution(batch.obs, batch.action_mask)
             metrics["entropy"] = masked_mean(joint_entropy(dist), batch.mask)
         return metrics
+
+    def _surrogate(self, dist: Any, mb: ActorBatch, clip: float | None) -> SurrogateOut:
+        cfg = self.cfg
+        return clipped_surrogate(
+            joint_log_prob(dist, mb.actions),
+            mb.logp_old,
+            mb.advantages,
+            clip,
+            factor=mb.factor,
+            mask=mb.mask,
+            entropy=joint_entropy(dist) if cfg.entropy_coef > 0 else None,
+            entropy_coef=cfg.entropy_coef,
+        )
+
+    def _surrogate_and_gradient(self, mb: ActorBatch, clip: float | None) -> SurrogateOut:
+        """The minibatch's surrogate, with its loss's gradient in the parameters' ``.grad``."""
+        if self.cfg.native_gradient and mb.sequences is None and serves_natively(self.policy, mb.obs):
+            with torch.no_grad():
+                operator = FisherOperator(self.policy, mb.obs, None, 0.0, mb.action_mask)
+            outs: list[SurrogateOut] = []
+
+            def loss(dist: Any) -> torch.Tensor:
+                outs.append(self._surrogate(dist, mb, clip))
+                return outs[-1].loss
+
+            _, flat, _ = operator.objective_gradient(loss)
+            offset = 0
+            for p in self.policy.parameters():  # the operator's flat layout
+                p.grad = flat[offset : offset + p.numel()].view_as(p)
+                offset += p.numel()
+            return outs[-1]
+        out = self._surrogate(mb.view(self.policy).distribution(mb.obs, mb.action_mask), mb, clip)
+        out.loss.backward()
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict()}

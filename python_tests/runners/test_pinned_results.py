@@ -3,9 +3,9 @@
 A refactor of the runner, the registry, the model builders or the env adapters must not move the
 on-policy results. Each case trains from a fixed seed on the CPU with one torch thread and compares
 a SHA-256 of every policy and critic parameter (their bytes, in build order) against the value
-recorded here. Where torch's CPU kernels differ from the pinning machine's
-(``torch.backends.cpu.get_cpu_capability()``), bitwise equality is not promised: the test then
-compares each module's parameter sum to ``rtol = 1e-4`` instead.
+recorded here. Where torch's CPU kernels or haml's differ from the pinning machine's
+(``torch.backends.cpu.get_cpu_capability()``, ``haml.ops.cpu_isa()``), bitwise equality is not
+promised: the test then compares each module's parameter sum to ``rtol = 1e-4`` instead.
 
 To re-pin after a change that is meant to move results, run this file with ``HAML_PRINT_PINS=1``
 and copy what it prints (and say why in the commit).
@@ -21,9 +21,12 @@ import pytest
 import torch
 
 import haml
+import haml.ops
 
 PIN_CAPABILITY = "AVX2"
 """``torch.backends.cpu.get_cpu_capability()`` on the machine the pins were taken on."""
+PIN_ISA = "x86-64-v3"
+"""``haml.ops.cpu_isa()``, the instruction-set level of haml's CPU kernels, there."""
 
 CASES = {
     "happo-halfcheetah-2x3": dict(
@@ -46,12 +49,12 @@ CASES = {
 
 PINS: dict[str, tuple[str, list[float]]] = {
     "happo-halfcheetah-2x3": (
-        "e5979b457ca76a0d292d21c036b339d665d823599e9ffe440dc3790ddda1f9ab",
-        [439.0469893285008, 340.7809527145937, 372.6715437151797],
+        "46b471eec1ec5604eba271b20b34ee804db9c6ceb12e3ba2e91965d7d830bcc1",
+        [439.0258976584173, 340.7809625251866, 372.6715455306917],
     ),
     "hatrpo-smax-3m": (
-        "7b42b6d8cbdac609bbad70e79af142aee2b71899c4a57018425a437a900ba9b6",
-        [145.27937299638006, 133.62763852409262, 144.4761518048199, 172.4486659153481],
+        "40bd6972f13347597d441402e0e91eaa5d7af9fe4ad4545d48b0dd8b065334a8",
+        [145.27937287249324, 133.6276380768868, 144.47615150209185, 172.4486659153481],
     ),
 }
 """case → (SHA-256 of the parameters' bytes, each module's parameter sum)."""
@@ -96,7 +99,7 @@ def test_short_run_ends_with_the_pinned_parameters(name, tmp_path):
     if os.environ.get("HAML_PRINT_PINS") == "1":
         print(f"\n    {name!r}: ({digest!r}, {sums!r}),")
     pinned_digest, pinned_sums = PINS[name]
-    if torch.backends.cpu.get_cpu_capability() == PIN_CAPABILITY:
+    if (torch.backends.cpu.get_cpu_capability(), haml.ops.cpu_isa()) == (PIN_CAPABILITY, PIN_ISA):
         assert digest == pinned_digest, f"{name}: parameters moved (sums {sums} vs {pinned_sums})"
     else:
         assert len(sums) == len(pinned_sums)

@@ -43,7 +43,7 @@ from haml.ops.fvp import reference
 from haml.ops.fvp.cg import conjugate_gradient as _conjugate_gradient
 from haml.ops.fvp.reference import KL_KINDS
 
-__all__ = ["FisherOperator", "fisher_vector_product", "conjugate_gradient"]
+__all__ = ["FisherOperator", "fisher_vector_product", "conjugate_gradient", "serves_natively"]
 
 _NAME = "FisherOperator"
 
@@ -73,6 +73,13 @@ def _native_unsupported(policy: nn.Module, obs: torch.Tensor, kl: str) -> str | 
     if any(not p.requires_grad for p in policy.parameters()):
         return "a policy with frozen parameters runs the double-backward reference"
     return None
+
+
+def serves_natively(policy: nn.Module, obs: torch.Tensor) -> bool:
+    """Whether a :class:`FisherOperator` of ``policy`` on ``obs`` (exact KL) runs the native
+    operator, so that its :meth:`~FisherOperator.objective_gradient` skips the network's autograd
+    forward and backward. Says nothing and warns nothing: for callers that pick their own path."""
+    return _native_unsupported(policy, obs, "exact") is None
 
 
 def _say_fallback_once(reason: str) -> None:
