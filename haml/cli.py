@@ -10,7 +10,8 @@ Each subcommand is one ``_add_<name>`` function that declares its parser and set
 - ``haml train``: a training run (:func:`haml.train` (:mod:`haml.training`)), or ``--resume RUN_DIR``;
 - ``haml eval RUN_DIR``: deterministic evaluation of a run's checkpoint (:mod:`haml.evaluation`);
 - ``haml plot RUN_DIR ...``: learning curves, mean ± std across seeds;
-- ``haml reproduce NAME|all``: the papers' toy-game experiments (:mod:`haml.experiments`).
+- ``haml reproduce NAME|all``: the papers' toy-game experiments (:mod:`haml.experiments`);
+- ``haml sweep``: a grid of runs, in parallel on Ray when installed (:mod:`haml.sweeps`).
 """
 
 from __future__ import annotations
@@ -390,8 +391,15 @@ def _add_reproduce(subparsers: argparse._SubParsersAction) -> None:
     add_reproduce_parser(subparsers)
 
 
+def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
+    from haml.sweeps.cli import add_sweep_parser
+
+    add_sweep_parser(subparsers)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_train,
+    _add_sweep,
     _add_eval,
     _add_plot,
     _add_reproduce,

@@ -30,7 +30,8 @@ haml_pip_install "scikit-build-core>=0.10" "cmake>=3.25" ninja
 build_args=()
 extras="[mamujoco]"  # the main job trains on MaMuJoCo
 if [[ $dev == 1 ]]; then
-  extras="[dev,mamujoco,smax,mpe,pettingzoo]"  # the tests run every environment that installs from pip
+  # The tests run every environment that installs from pip, and haml sweep on Ray.
+  extras="[dev,mamujoco,smax,mpe,pettingzoo,ray]"
   if [[ ! -f /usr/include/gtest/gtest.h ]]; then
     echo "setup: installing GoogleTest (Debian libgtest-dev)"
     if command -v apt-get >/dev/null; then

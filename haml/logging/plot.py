@@ -3,7 +3,9 @@
 Runs are grouped by (env, task, algo), read from each run's ``config.yaml``
 (``config["env"]["name"]``, ``config["env"]["task"]``, ``config["algo"]["name"]``). Where the config
 is missing or laid out differently, they come from the directory names
-``.../<env>/<task>/<algo>/seed-<n>``.
+``.../<env>/<task>/<algo>/seed-<n>``. A run started by ``haml sweep`` with an override set also
+names that set in its :data:`SWEEP_RUN_FILE`; runs of one algorithm with different sets are
+different curves, labelled ``<algo> [<set>]``.
 
 Across seeds (:func:`aggregate_seeds`): the curves of one group are interpolated linearly onto a
 common grid, the union of all their x values inside the range that *every* run covers (from the
@@ -12,7 +14,7 @@ its shortest run, and when all seeds evaluated at the same steps (the usual case
 different seed) the grid is exactly those steps and nothing is interpolated. The band is mean ± the
 population standard deviation (``ddof=0``) across the runs at each grid point.
 
-:func:`plot_runs` draws one panel per (env, task), titled ``env/task``, with one curve per algo.
+:func:`plot_runs` draws one panel per (env, task), titled ``env/task``, with one curve per algo (and override set).
 Axes and legends say in words what is drawn (:func:`metric_label`: "evaluation return, mean of 40
 deterministic episodes", not ``charts/eval_return``), and step ticks are compact (200k, 1M).
 A note (for example :data:`MAMUJOCO_NOTE`) can be set under the figure; which runs need it is
@@ -46,6 +48,7 @@ __all__ = [
     "Curve",
     "NoDataError",
     "RunKey",
+    "SWEEP_RUN_FILE",
     "SeedAggregate",
     "aggregate_seeds",
     "compact_number",
@@ -56,6 +59,10 @@ __all__ = [
     "read_curve",
     "run_key",
 ]
+
+SWEEP_RUN_FILE = "sweep-run.yaml"
+"""What ``haml sweep`` records in a run directory (:mod:`haml.sweeps.runs`); here only its
+``variant``, the name of the run's override set, is read."""
 
 CURVE_FILE = "curve.png"
 """The single-run learning curve written into the run directory at the end of training."""
@@ -117,6 +124,13 @@ class RunKey:
     task: str
     algo: str
     seed: str | None = None
+    variant: str | None = None
+    """The override set of a sweep's run (:data:`SWEEP_RUN_FILE`), None for a plain run."""
+
+    @property
+    def label(self) -> str:
+        """What a curve of these runs is called: the algo, and the override set if any."""
+        return self.algo if not self.variant else f"{self.algo} [{self.variant}]"
 
 
 @dataclass(frozen=True)
@@ -177,7 +191,9 @@ def run_key(run_dir: str | os.PathLike[str]) -> RunKey:
         algo, task, env = (parents + ["?", "?", "?"])[:3]
     if seed is None and run_dir.name.startswith("seed-"):
         seed = run_dir.name[len("seed-"):]
-    return RunKey(str(env), str(task), str(algo), None if seed is None else str(seed))
+    variant = _read_yaml(run_dir / SWEEP_RUN_FILE).get("variant") or None
+    return RunKey(str(env), str(task), str(algo), None if seed is None else str(seed),
+                  None if variant is None else str(variant))
 
 
 def _eval_episodes(run_dir: Path) -> int | None:
@@ -191,17 +207,22 @@ def _eval_episodes(run_dir: Path) -> int | None:
 
 
 def _read_config(run_dir: Path) -> Any:
-    path = run_dir / CONFIG_FILE
+    return _read_yaml(run_dir / CONFIG_FILE)
+
+
+def _read_yaml(path: Path) -> Any:
+    """A run's YAML file as data ({} where it is missing, empty or unreadable, with a warning)."""
     if not path.is_file():
         return {}
     import yaml
 
     try:
         with open(path, encoding="utf-8") as file:
-            return yaml.safe_load(file) or {}
+            data = yaml.safe_load(file)
     except yaml.YAMLError as err:
-        warnings.warn(f"plot: cannot read {path} ({err}); grouping by directory names", stacklevel=3)
+        warnings.warn(f"plot: cannot read {path} ({err}); going without it", stacklevel=3)
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def read_curve(
@@ -316,8 +337,8 @@ def plot_runs(
 
     panels: dict[tuple[str, str], dict[str, list[Curve]]] = {}
     for curve in curves:
-        panels.setdefault((curve.key.env, curve.key.task), {}).setdefault(curve.key.algo, []).append(curve)
-    algos = sorted({curve.key.algo for curve in curves})
+        panels.setdefault((curve.key.env, curve.key.task), {}).setdefault(curve.key.label, []).append(curve)
+    algos = sorted({curve.key.label for curve in curves})
 
     # The evaluation's episode count, where every run used the same one.
     episodes = {_eval_episodes(curve.run_dir) for curve in curves}

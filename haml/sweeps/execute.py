@@ -1,0 +1,105 @@
+"""Running a sweep's runs: as Ray tasks, or one after another in this process without Ray.
+
+Both drivers hand each run to :func:`haml.sweeps.runs.run_one` (``haml.train`` or
+``haml.resume``) and report to a :class:`~haml.sweeps.progress.SweepProgress`. They return the
+status of every run they were given: ``done``, ``failed`` (with the error), ``interrupted``
+(Ctrl-C, the run keeps its checkpoint) or ``not started``.
+
+With Ray each run is a task of ``num_cpus=cpus_per_run``, so Ray packs the runs onto the CPUs of
+the machine or cluster. A task whose worker process dies (killed, out of memory, node lost) is
+run again by Ray up to ``max_retries`` times, and the new attempt resumes from the run's latest
+checkpoint (:func:`~haml.sweeps.runs.run_one` reads it from the run directory). An exception
+raised by the training itself (a diverged run, a bad config) is not retried: it would fail
+again; the run is reported failed and the others go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from haml.sweeps.progress import SweepProgress
+from haml.sweeps.runs import RunOutcome, RunPlan, run_one
+
+__all__ = ["RunStatus", "run_in_process", "run_on_ray"]
+
+
+@dataclass
+class RunStatus:
+    """How one run of the sweep ended (``outcome`` is that of its last session, when it has one)."""
+
+    plan: RunPlan
+    status: str
+    outcome: RunOutcome | None = None
+    error: str | None = None
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".splitlines()[0]
+
+
+def _ended(progress: SweepProgress, plan: RunPlan, outcome: RunOutcome) -> RunStatus:
+    status = "interrupted" if outcome.interrupted else "done"
+    progress.set_status(plan, status)
+    return RunStatus(plan, status, outcome)
+
+
+def _failed(progress: SweepProgress, plan: RunPlan, err: BaseException) -> RunStatus:
+    text = _error_text(err)
+    progress.set_status(plan, "failed", text)
+    return RunStatus(plan, "failed", error=text)
+
+
+def _not_started(progress: SweepProgress, plans: Sequence[RunPlan]) -> list[RunStatus]:
+    for plan in plans:
+        progress.set_status(plan, "not started")
+    return [RunStatus(plan, "not started") for plan in plans]
+
+
+def run_in_process(plans: Sequence[RunPlan], progress: SweepProgress) -> list[RunStatus]:
+    """Each run in turn in this process; Ctrl-C stops the current run at its next checkpoint
+    (``haml.train``'s own handling) and starts no other."""
+    statuses: list[RunStatus] = []
+    for i, plan in enumerate(plans):
+        progress.set_status(plan, "running")
+        try:
+            statuses.append(_ended(progress, plan, run_one(plan)))
+        except KeyboardInterrupt:  # a second Ctrl-C: the run stopped at once
+            progress.set_status(plan, "interrupted")
+            statuses.append(RunStatus(plan, "interrupted"))
+        except Exception as err:  # this run failed; the others may still run
+            statuses.append(_failed(progress, plan, err))
+        if statuses[-1].status == "interrupted":
+            return statuses + _not_started(progress, plans[i + 1:])
+    return statuses
+
+
+def run_on_ray(plans: Sequence[RunPlan], progress: SweepProgress, *, cpus_per_run: float,
+               max_retries: int, wait_s: float = 1.0) -> list[RunStatus]:
+    """Every run as a Ray task on the Ray instance this process is connected to; returns when
+    all have ended. Ctrl-C cancels the tasks (their runs keep their checkpoints)."""
+    import ray
+    from ray.exceptions import RayError, RayTaskError
+
+    task = ray.remote(run_one).options(num_cpus=cpus_per_run, max_retries=max_retries,
+                                       retry_exceptions=False, name="haml-sweep-run")
+    refs = {task.remote(plan): plan for plan in plans}
+    statuses: dict[str, RunStatus] = {}
+    pending = list(refs)
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=wait_s)
+            for ref in ready:
+                plan = refs[ref]
+                try:
+                    statuses[plan.label] = _ended(progress, plan, ray.get(ref))
+                except RayTaskError as err:  # raised by the training: not retried
+                    statuses[plan.label] = _failed(progress, plan, err.cause or err)
+                except RayError as err:  # workers lost more than max_retries times, ...
+                    statuses[plan.label] = _failed(progress, plan, err)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+            progress.set_status(refs[ref], "interrupted")
+            statuses[refs[ref].label] = RunStatus(refs[ref], "interrupted")
+    return [statuses[plan.label] for plan in plans]
