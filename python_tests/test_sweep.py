@@ -20,7 +20,10 @@ import haml
 import haml.sweeps as S
 from haml import cli
 from haml.logging.plot import run_key
-from haml.sweeps.grid import SweepGrid, Variant, grid_from_file, variant_name
+from haml.sweeps import runs
+from haml.sweeps.grid import (SweepGrid, Variant, grid_from_file, make_variants, parse_overrides,
+                              parse_seeds, variant_name)
+from haml.sweeps.progress import read_progress
 from haml.sweeps.runs import plan_runs, read_record
 from haml.training import _Checkpointer
 from haml.utils.checkpoint import latest_checkpoint, load_checkpoint
@@ -76,9 +79,10 @@ def test_variant_names_are_short_stable_and_unique():
 
 
 def test_the_grid_has_every_cell_in_its_own_directory(tmp_path):
-    grid, out = S.make_grid(["happo", "mappo"], "toy", [TASK], "0-1", 128, out=tmp_path,
-                            overrides=TOY, variants=[{"algo.clip": 0.1}, ["algo.clip=0.3"]])
-    plans = plan_runs(grid, out, threads=1)
+    grid = SweepGrid("toy", ("happo", "mappo"), (TASK,), parse_seeds("0-1"),
+                     make_variants([{"algo.clip": 0.1}, ["algo.clip=0.3"]]),
+                     parse_overrides(TOY, "overrides"), steps=128)
+    plans = plan_runs(grid, tmp_path, threads=1)
     assert len(plans) == 2 * 2 * 2
     assert [p.label for p in plans[:4]] == [
         f"toy/{TASK}/happo/algo.clip-0.1/seed-0", f"toy/{TASK}/happo/algo.clip-0.1/seed-1",
@@ -88,24 +92,23 @@ def test_the_grid_has_every_cell_in_its_own_directory(tmp_path):
     assert all(p.action == "train" and p.steps == 128 for p in plans)
     # The threads per run follow the CPUs per run, unless an override sets them.
     assert ("train.torch_threads", 1) in plans[0].overrides
-    grid, out = S.make_grid("happo", "toy", TASK, out=tmp_path, overrides=["train.torch_threads=3"])
-    (plan,) = plan_runs(grid, out, threads=1)
+    grid = SweepGrid("toy", ("happo",), (TASK,), overrides=(("train.torch_threads", 3),))
+    (plan,) = plan_runs(grid, tmp_path, threads=1)
     assert plan.label == f"toy/{TASK}/happo/seed-0" and plan.resume_overrides == ()
 
 
 def test_flags_and_a_sweep_file_give_the_same_grid(tmp_path, monkeypatch):
-    seen = {}
-    def fake_sweep(*args, **kwargs):
-        seen.update(args=args, kwargs=kwargs)
-        return S.SweepResult([], tmp_path / "sweep-summary.csv", [], used_ray=False)
+    grids = []
 
-    monkeypatch.setattr(S, "sweep", fake_sweep)
+    def plan_nothing(grid, out, threads):
+        grids.append((grid, out))
+        return []
+
+    monkeypatch.setattr(runs, "plan_runs", plan_nothing)
     assert 0 == cli.main(["sweep", "--algo", "happo", "--algo", "mappo", "--env", "toy", "--task", TASK,
-              "--seeds", "0,1,2", "--steps", "128", "--variant", "algo.clip=0.1",
-              "--variant", "algo.clip=0.2 train.gamma=0.9", "--out", str(tmp_path),
-              "train.num_envs=64", "eval.every=1"])
-    from_flags = S.make_grid(*seen["args"], **{k: seen["kwargs"][k] for k in
-                                               ("tuned", "out", "overrides", "variants", "file")})
+                          "--seeds", "0,1,2", "--steps", "128", "--variant", "algo.clip=0.1",
+                          "--variant", "algo.clip=0.2 train.gamma=0.9", "--out", str(tmp_path),
+                          "--quiet", "train.num_envs=64", "eval.every=1"])
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(f"""
 env: toy
@@ -119,11 +122,11 @@ variants:
   - {{algo.clip: 0.1}}
   - {{train.gamma: 0.9, algo.clip: 0.2}}
 """)
-    from_file = S.make_grid(file=sweep_file)
-    assert from_flags == (from_file[0], tmp_path)
-    assert from_file[1] == tmp_path
-    assert [p.run_dir for p in plan_runs(from_file[0], tmp_path, 1)] == \
-        [p.run_dir for p in plan_runs(from_flags[0], tmp_path, 1)]
+    assert 0 == cli.main(["sweep", "--file", str(sweep_file), "--quiet"])
+    from_flags, from_file = grids
+    assert from_flags == from_file
+    assert from_file[0].variants[1] == Variant("algo.clip-0.2_train.gamma-0.9",
+                                               (("algo.clip", 0.2), ("train.gamma", 0.9)))
     # Named override sets.
     sweep_file.write_text("env: toy\nalgos: happo\nvariants: {small: {actor.hidden: [8]}}\n")
     grid, _ = grid_from_file(sweep_file)
@@ -210,6 +213,33 @@ def test_a_finished_sweep_runs_nothing_when_launched_again(finished_sweep):
     assert _rows(again.summary) == _rows(first.summary)
 
 
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_read_from_the_run_directories(finished_sweep):
+    out, result, printed = finished_sweep
+    plans = [run.plan for run in result.runs]
+    for plan in plans:
+        last = _rows(plan.run_dir / "metrics.csv")[-1]
+        step, eval_return, eta = read_progress(plan.run_dir, plan.steps)
+        assert (step, eval_return) == (128, float(last["charts/eval_return"]))
+        assert eta == 0.0  # at its last step
+    # Plain lines (not a terminal): one per change of state.
+    assert printed.count(f"{plans[0].label}: running") == 1
+    assert printed.count(f"{plans[0].label}: done (128/128 steps, eval return") == 1
+    # On a terminal: the table.
+    terminal = _Terminal()
+    again = _sweep(out, algos="happo", seeds=[0, 1], steps=128, stream=terminal,
+                   variants={"clip1": {"algo.clip": 0.1}, "clip3": {"algo.clip": 0.3}})
+    assert again.count("skipped") == 4
+    table = terminal.getvalue()
+    assert "haml sweep: 4 skipped" in table and "eval return" in table and "ETA" in table
+    last_frame = table.rsplit("haml sweep: 4 skipped", 1)[1].split("sweep: 4 skipped;")[0]
+    assert last_frame.count("128/128") == 4 and last_frame.count("skipped") == 4
+
+
 def test_a_run_stopped_after_a_checkpoint_resumes_from_it(tmp_path, monkeypatch):
     save = _Checkpointer.save
 
@@ -284,17 +314,17 @@ def _kill_after_checkpoint(run_dir, at_iteration, killed):
 
 
 def test_a_killed_ray_worker_is_retried_and_resumes(local_ray, tmp_path):
-    steps = 64 * 12
-    (plan,) = plan_runs(S.make_grid("happo", "toy", TASK, steps=steps, overrides=TOY,
-                                    out=tmp_path / "sweep")[0], tmp_path / "sweep", 1)
+    steps = 64 * 20
+    grid = SweepGrid("toy", ("happo",), (TASK,), overrides=parse_overrides(TOY, ""), steps=steps)
+    (plan,) = plan_runs(grid, tmp_path / "sweep", threads=1)
     killed: list[int] = []
     killer = threading.Thread(target=_kill_after_checkpoint, args=(plan.run_dir, 2, killed))
     killer.start()
     result = _sweep(tmp_path / "sweep", algos="happo", steps=steps, max_retries=1, use_ray=True)
     killer.join()
     (run,) = result.runs
-    assert killed and killed[0] < 12, "the run ended before it could be killed"
-    assert run.status == "done" and run.outcome.iterations == 12
+    assert killed and killed[0] < 20, "the run ended before it could be killed"
+    assert run.status == "done" and run.outcome.iterations == 20
     sessions = read_record(plan.run_dir)["sessions"]
     assert len(sessions) == 2 and sessions[1]["from_iteration"] >= killed[0]
     whole = haml.train("happo", "toy", TASK, steps=steps, out=tmp_path / "whole", quiet=True,

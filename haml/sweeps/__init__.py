@@ -24,7 +24,7 @@ from typing import Any, TextIO
 from haml.sweeps.execute import RunStatus
 from haml.sweeps.grid import SweepGrid, Variant, grid_from_file, make_variants, parse_overrides, parse_seeds
 
-__all__ = ["SweepResult", "SweepGrid", "Variant", "RunStatus", "make_grid", "sweep", "ray_available"]
+__all__ = ["SweepResult", "SweepGrid", "Variant", "RunStatus", "sweep", "ray_available"]
 
 NO_RAY_HINT = ("Ray is not installed: running the runs one at a time in this process "
                "(pip install 'haml[ray]' to run them in parallel)")
@@ -97,8 +97,26 @@ def sweep(
     from haml.sweeps.runs import plan_runs
     from haml.sweeps.summary import write_plots, write_summary
 
-    grid, out = make_grid(algos, env, tasks, seeds, steps, tuned=tuned, out=out, overrides=overrides,
-                          variants=variants, file=file)
+    if file is not None:
+        if algos or env or tasks or seeds is not None or steps is not None or tuned \
+                or overrides or variants:
+            raise ValueError("sweep: give the grid either in the sweep file or as arguments, not both")
+        grid, file_out = grid_from_file(file)
+        out = out if out is not None else file_out
+    else:
+        if not algos or not env:
+            raise ValueError("sweep: the algorithms and the env are needed (or a sweep file)")
+        grid = SweepGrid(
+            env=env,
+            algos=(algos,) if isinstance(algos, str) else tuple(algos),
+            tasks=(tasks,) if tasks is None or isinstance(tasks, str) else tuple(tasks),
+            seeds=parse_seeds(0 if seeds is None else seeds),
+            variants=make_variants(variants),
+            overrides=parse_overrides(overrides, "overrides"),
+            steps=steps,
+            tuned=tuned,
+        )
+    out = Path("runs" if out is None else out)
     if not cpus_per_run > 0 or not math.isfinite(cpus_per_run):
         raise ValueError(f"sweep: cpus_per_run must be > 0, got {cpus_per_run}")
     stream = sys.stdout if stream is None else stream
@@ -132,54 +150,23 @@ def sweep(
     plots = write_plots(plans, out)
     result = SweepResult(runs, summary, plots, used_ray=use_ray)
     if not quiet:
-        counts = ", ".join(f"{result.count(s)} {s}" for s in
-                           ("done", "skipped", "failed", "interrupted", "not started") if result.count(s))
-        print(f"sweep: {counts}; summary: {summary}", file=stream)
-        for path in plots:
-            print(f"sweep: curves: {path}", file=stream)
-        for run in runs:
-            if run.status == "failed":
-                print(f"sweep: failed: {run.plan.label}: {run.error}", file=stream)
-        if result.count("interrupted") or result.count("not started"):
-            print("sweep: run the same command again to continue (finished runs are skipped, "
-                  "stopped ones resume from their latest checkpoint)", file=stream)
+        _print_end(result, stream)
     return result
 
 
-def make_grid(
-    algos: str | Sequence[str] | None = None,
-    env: str | None = None,
-    tasks: str | None | Sequence[str | None] = None,
-    seeds: str | int | Sequence[int] | None = None,
-    steps: int | None = None,
-    *,
-    tuned: bool = False,
-    out: str | os.PathLike[str] | None = None,
-    overrides: Sequence[str] | Mapping[str, Any] = (),
-    variants: Sequence[Any] | Mapping[str, Any] = (),
-    file: str | os.PathLike[str] | None = None,
-) -> tuple[SweepGrid, Path]:
-    """The grid and the output root of :func:`sweep`'s arguments (which it documents)."""
-    if file is not None:
-        if algos or env or tasks or seeds is not None or steps is not None or tuned \
-                or overrides or variants:
-            raise ValueError("sweep: give the grid either in the sweep file or as arguments, not both")
-        grid, file_out = grid_from_file(file)
-        out = out if out is not None else file_out
-    else:
-        if not algos or not env:
-            raise ValueError("sweep: the algorithms and the env are needed (or a sweep file)")
-        grid = SweepGrid(
-            env=env,
-            algos=(algos,) if isinstance(algos, str) else tuple(algos),
-            tasks=(tasks,) if tasks is None or isinstance(tasks, str) else tuple(tasks),
-            seeds=parse_seeds(0 if seeds is None else seeds),
-            variants=make_variants(variants),
-            overrides=parse_overrides(overrides, "overrides"),
-            steps=steps,
-            tuned=tuned,
-        )
-    return grid, Path("runs" if out is None else out)
+def _print_end(result: SweepResult, stream: TextIO) -> None:
+    """The counts, where the summary and the curves are, every failure, and how to continue."""
+    counts = ", ".join(f"{result.count(s)} {s}" for s in
+                       ("done", "skipped", "failed", "interrupted", "not started") if result.count(s))
+    print(f"sweep: {counts}; summary: {result.summary}", file=stream)
+    for path in result.plots:
+        print(f"sweep: curves: {path}", file=stream)
+    for run in result.runs:
+        if run.status == "failed":
+            print(f"sweep: failed: {run.plan.label}: {run.error}", file=stream)
+    if result.count("interrupted") or result.count("not started"):
+        print("sweep: run the same command again to continue (finished runs are skipped, "
+              "stopped ones resume from their latest checkpoint)", file=stream)
 
 
 def _on_ray(plans, progress, cpus_per_run: float, address: str | None, max_retries: int):
