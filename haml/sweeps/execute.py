@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from haml.sweeps.progress import SweepProgress
-from haml.sweeps.runs import RunOutcome, RunPlan, run_one
+from haml.sweeps.runs import RunOutcome, RunPlan, finished_steps, read_record, run_one
 
 __all__ = ["RunStatus", "run_in_process", "run_on_ray"]
 
@@ -100,6 +100,10 @@ def run_on_ray(plans: Sequence[RunPlan], progress: SweepProgress, *, cpus_per_ru
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref, force=True)
-            progress.set_status(refs[ref], "interrupted")
-            statuses[refs[ref].label] = RunStatus(refs[ref], "interrupted")
+            plan = refs[ref]
+            # A run may have finished between the last wait and the cancel.
+            done = finished_steps(read_record(plan.run_dir))
+            status = "done" if done is not None and done >= plan.steps else "interrupted"
+            progress.set_status(plan, status)
+            statuses[plan.label] = RunStatus(plan, status)
     return [statuses[plan.label] for plan in plans]

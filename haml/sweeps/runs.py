@@ -43,9 +43,11 @@ __all__ = [
     "RECORD_FILE",
     "RunOutcome",
     "RunPlan",
+    "finished_steps",
     "plan_runs",
     "read_record",
     "run_one",
+    "wall_seconds",
 ]
 
 RECORD_FILE = SWEEP_RUN_FILE
