@@ -67,6 +67,7 @@ def sweep(
     variants: Sequence[Any] | Mapping[str, Any] = (),
     file: str | os.PathLike[str] | None = None,
     cpus_per_run: float = 1,
+    gpus_per_run: float = 0,
     address: str | None = None,
     max_retries: int = 3,
     use_ray: bool | None = None,
@@ -86,6 +87,8 @@ def sweep(
         file: a sweep file (:mod:`haml.sweeps.grid`) instead of the grid arguments.
         cpus_per_run: Ray's ``num_cpus`` of each run, and its ``train.torch_threads`` (rounded
             down, at least 1) unless an override sets that.
+        gpus_per_run: Ray's ``num_gpus`` of each run (Ray hides the GPUs from a task that
+            reserves none: give this for runs with ``train.device=cuda``).
         address: a running Ray cluster to join (``ray.init(address=...)``); default a local
             Ray instance on this machine, or the one this process is already connected to.
         max_retries: how many times Ray runs a run again whose worker died.
@@ -119,6 +122,8 @@ def sweep(
     out = Path("runs" if out is None else out)
     if not cpus_per_run > 0 or not math.isfinite(cpus_per_run):
         raise ValueError(f"sweep: cpus_per_run must be > 0, got {cpus_per_run}")
+    if not gpus_per_run >= 0 or not math.isfinite(gpus_per_run):
+        raise ValueError(f"sweep: gpus_per_run must be >= 0, got {gpus_per_run}")
     stream = sys.stdout if stream is None else stream
     plans = plan_runs(grid, out, threads=max(1, int(cpus_per_run)))
 
@@ -139,7 +144,8 @@ def sweep(
         if not to_run:
             ran = []
         elif use_ray:
-            ran = _on_ray(to_run, progress, cpus_per_run, address, max_retries)
+            ran = _on_ray(to_run, progress, address, cpus_per_run=cpus_per_run,
+                          gpus_per_run=gpus_per_run, max_retries=max_retries)
         else:
             ran = run_in_process(to_run, progress)
     by_label = {status.plan.label: status for status in ran}
@@ -169,7 +175,7 @@ def _print_end(result: SweepResult, stream: TextIO) -> None:
               "stopped ones resume from their latest checkpoint)", file=stream)
 
 
-def _on_ray(plans, progress, cpus_per_run: float, address: str | None, max_retries: int):
+def _on_ray(plans, progress, address: str | None, **options: Any):
     """:func:`haml.sweeps.execute.run_on_ray` on the Ray instance this process is connected to,
     or else on one it starts (``address``: joins that cluster) and shuts down at the end."""
     import ray
@@ -180,7 +186,7 @@ def _on_ray(plans, progress, cpus_per_run: float, address: str | None, max_retri
     if started_here:
         ray.init(address=address)
     try:
-        return run_on_ray(plans, progress, cpus_per_run=cpus_per_run, max_retries=max_retries)
+        return run_on_ray(plans, progress, **options)
     finally:
         if started_here:
             ray.shutdown()

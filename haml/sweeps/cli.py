@@ -43,6 +43,9 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     parser.add_argument("--cpus-per-run", type=float, default=1.0,
                         help="CPUs Ray reserves for each run, and its train.torch_threads unless "
                         "an override sets it (default 1)")
+    parser.add_argument("--gpus-per-run", type=float, default=0.0,
+                        help="GPUs Ray reserves for each run; needed for train.device=cuda on Ray "
+                        "(default 0)")
     parser.add_argument("--address", help="join this running Ray cluster (default: a local Ray)")
     parser.add_argument("--max-retries", type=int, default=3,
                         help="times Ray restarts a run whose worker died (default 3)")
@@ -71,7 +74,8 @@ def run_sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         result = sweep(
             args.algo, args.env, args.task, args.seeds, args.steps, tuned=args.tuned, out=args.out,
             overrides=args.overrides, variants=args.variant or (), file=args.file,
-            cpus_per_run=args.cpus_per_run, address=args.address, max_retries=args.max_retries,
+            cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, address=args.address,
+            max_retries=args.max_retries,
             use_ray=False if args.no_ray else None, quiet=args.quiet,
         )
     except (ValueError, TypeError, FileNotFoundError, ImportError, ConfigError) as err:

@@ -75,14 +75,16 @@ def run_in_process(plans: Sequence[RunPlan], progress: SweepProgress) -> list[Ru
 
 
 def run_on_ray(plans: Sequence[RunPlan], progress: SweepProgress, *, cpus_per_run: float,
-               max_retries: int, wait_s: float = 1.0) -> list[RunStatus]:
+               gpus_per_run: float, max_retries: int, wait_s: float = 1.0) -> list[RunStatus]:
     """Every run as a Ray task on the Ray instance this process is connected to; returns when
-    all have ended. Ctrl-C cancels the tasks (their runs keep their checkpoints)."""
+    all have ended. Ctrl-C cancels the tasks (their runs keep their checkpoints). Ray hides the
+    GPUs from a task that reserves none, so runs on ``cuda`` need ``gpus_per_run > 0``."""
     import ray
     from ray.exceptions import RayError, RayTaskError
 
-    task = ray.remote(run_one).options(num_cpus=cpus_per_run, max_retries=max_retries,
-                                       retry_exceptions=False, name="haml-sweep-run")
+    task = ray.remote(run_one).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
+                                       max_retries=max_retries, retry_exceptions=False,
+                                       name="haml-sweep-run")
     refs = {task.remote(plan): plan for plan in plans}
     statuses: dict[str, RunStatus] = {}
     pending = list(refs)
