@@ -2,7 +2,8 @@
 
 ``<out>/sweep-summary.csv`` has one row per (env, task, algo, variant) with
 
-- ``runs``: how many of its seeds finished; ``missing_seeds``: those that did not;
+- ``runs``: how many of its seeds finished; ``missing_seeds``: those that did not, or that
+  have no evaluation (``eval.every=0``);
 - ``eval_return_mean`` and ``eval_return_std``: over the finished seeds, of each run's final
   evaluation return (the last ``charts/eval_return`` of its ``metrics.csv``); the std is the
   population std (``ddof=0``), as the band of ``haml plot``;
