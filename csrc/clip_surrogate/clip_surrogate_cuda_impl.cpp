@@ -20,9 +20,12 @@ SurrogateFwdOut clip_surrogate_fwd_cuda(const at::Tensor& logp_new_in, const at:
                                         const std::optional<at::Tensor>& entropy_in,
                                         std::optional<double> clip, double entropy_coef) {
   const c10::cuda::CUDAGuard guard(logp_new_in.device());
-  auto [logp_new, logp_old, advantages, ratio, factor, mask, entropy] =
-      detail::prepare_clip_surrogate_fwd(logp_new_in, logp_old_in, advantages_in, factor_in,
-                                         mask_in, entropy_in, clip, entropy_coef);
+  const auto call = detail::prepare_clip_surrogate_fwd(
+      logp_new_in, logp_old_in, advantages_in, factor_in, mask_in, entropy_in, clip, entropy_coef);
+  // References rather than a structured binding, which lambdas cannot capture before clang 16.
+  const at::Tensor &logp_new = call.logp_new, &logp_old = call.logp_old,
+                   &advantages = call.advantages, &ratio = call.ratio;
+  const std::optional<at::Tensor>&factor = call.factor, &mask = call.mask, &entropy = call.entropy;
   const auto options = logp_new.options();
   auto loss = at::empty({}, options);
   auto clip_fraction = at::empty({}, options);
@@ -54,9 +57,14 @@ std::tuple<at::Tensor, at::Tensor> clip_surrogate_bwd_cuda(
     const at::Tensor& weight_sum_in, std::optional<double> clip, double entropy_coef,
     bool entropy_grad) {
   const c10::cuda::CUDAGuard guard(ratio_in.device());
-  auto [grad_loss, ratio, advantages, weight_sum, grad_logp_new, grad_entropy, factor, mask] =
-      detail::prepare_clip_surrogate_bwd(grad_loss_in, ratio_in, advantages_in, factor_in, mask_in,
-                                         weight_sum_in, clip, entropy_grad);
+  const auto call = detail::prepare_clip_surrogate_bwd(grad_loss_in, ratio_in, advantages_in,
+                                                       factor_in, mask_in, weight_sum_in, clip,
+                                                       entropy_grad);
+  // References rather than a structured binding, which lambdas cannot capture before clang 16.
+  const at::Tensor &grad_loss = call.grad_loss, &ratio = call.ratio,
+                   &advantages = call.advantages, &weight_sum = call.weight_sum,
+                   &grad_logp_new = call.grad_logp_new, &grad_entropy = call.grad_entropy;
+  const std::optional<at::Tensor>&factor = call.factor, &mask = call.mask;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(ratio.scalar_type(), "haml_clip_surrogate_bwd_cuda", [&] {
     HAML_CHECK_CUDA_LAUNCH("clip_surrogate_bwd",
