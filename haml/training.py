@@ -166,6 +166,11 @@ def train(
         config_file=config_file,
         external_env=env_obj is not None,
     )
+    if env_obj is not None and cfg.train.rollout_workers > 0:
+        raise ValueError(
+            "train: train.rollout_workers needs a registered environment (each worker builds its "
+            "envs from env.name, env.task and env.options), not an environment object"
+        )
     run_dir = Path(out) if out is not None else default_run_dir(cfg)
     _check_fresh(run_dir, overwrite)
     return _run(cfg, run_dir, env_obj, eval_env, checkpoint=None, quiet=quiet)
@@ -210,8 +215,10 @@ def resume(
 def _make_envs(cfg: ExperimentConfig):
     from haml.envs.registry import make_env
 
+    # Rollout workers build and step their own envs: the runner's gives only the spec.
+    num_envs = cfg.train.num_envs if cfg.train.rollout_workers == 0 else 1
     env = make_env(
-        cfg.env.name, cfg.env.task, num_envs=cfg.train.num_envs, seed=cfg.seed,
+        cfg.env.name, cfg.env.task, num_envs=num_envs, seed=cfg.seed,
         device=cfg.train.device, **cfg.env.options,
     )
     eval_env = None

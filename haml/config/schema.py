@@ -83,6 +83,11 @@ class TrainConfig:
     """Recurrent networks only: steps per training chunk (truncated BPTT from the hidden state
     stored at the chunk's start; HARL's ``data_chunk_length`` 10). ``rollout_length`` must be a
     multiple of it."""
+    rollout_workers: int = 0
+    """On-policy runs: Ray actors that collect the rollout, each stepping a slice of the
+    ``num_envs`` envs (:mod:`haml.runners.rollout_workers`); 0 collects in this process."""
+    rollout_timeout: float = 600.0
+    """Seconds a rollout worker may take to answer (one rollout) before it is replaced."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "num_envs", "rollout_length", "chunk_length"):
@@ -92,6 +97,13 @@ class TrainConfig:
         if not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError(f"train.gae_lambda must lie in [0, 1], got {self.gae_lambda}")
         check_positive("train", "torch_threads", self.torch_threads, allow_zero=True)
+        check_positive("train", "rollout_workers", self.rollout_workers, allow_zero=True)
+        check_positive("train", "rollout_timeout", self.rollout_timeout)
+        if self.rollout_workers > self.num_envs:
+            raise ValueError(
+                f"train.rollout_workers ({self.rollout_workers}) must not exceed train.num_envs "
+                f"({self.num_envs}): each worker steps at least one env"
+            )
 
 
 @dataclass

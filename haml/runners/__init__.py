@@ -71,6 +71,11 @@ def make_runner(
     from haml.algorithms.registry import algo_spec, algos_for_action_kind
 
     spec = algo_spec(cfg.algo_name)
+    if cfg.train.rollout_workers > 0 and spec.runner != "on_policy":
+        raise ValueError(
+            f"train.rollout_workers: only on-policy algorithms collect with rollout workers; "
+            f"{spec.name} is {spec.runner.replace('_', '-')}"
+        )
     for kind in sorted(action_kinds(env.spec)):
         if kind not in spec.action_kinds:
             raise ValueError(

@@ -19,11 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from haml.envs.base import EnvStep
+from haml.buffers.rollout import RolloutBuffer
+from haml.envs.base import EnvStep, EpisodeStats, VectorMultiAgentEnv
 from haml.models.recurrent import is_recurrent
 from haml.models.stacked import StackedPolicies, stack_key
 
-__all__ = ["JointActor"]
+__all__ = ["JointActor", "collect_rollout"]
 
 
 class JointActor:
@@ -111,3 +112,22 @@ class JointActor:
         device = self.starts.device
         self.states = [None if s is None else s.to(device) for s in state["states"]]
         self.starts = state["starts"].to(device)
+
+
+def collect_rollout(
+    env: VectorMultiAgentEnv, actor: JointActor, buffer: RolloutBuffer, step: EnvStep
+) -> tuple[EnvStep, list[EpisodeStats]]:
+    """Fill ``buffer`` with ``T = buffer.steps`` steps of ``env``, ``actor`` acting from the
+    observation ``step``; returns the last step (what the next rollout acts on) and the episodes
+    that ended meanwhile. The one rollout loop: the runner's in-process collection and every
+    rollout worker (:mod:`haml.runners.rollout_workers`) run it."""
+    episodes: list[EpisodeStats] = []
+    for t in range(buffer.steps):
+        starts = actor.starts
+        actions, logps, states = actor.act(step)
+        after = env.step(actions)
+        buffer.store(t, step, actions, logps, after, starts, states)
+        actor.observe(after)
+        episodes.extend(after.episodes)
+        step = after
+    return step, episodes

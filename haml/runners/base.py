@@ -138,7 +138,8 @@ class RunnerBase:
         self.env = env
         self.eval_env = eval_env
         self.device = torch.device(cfg.train.device)
-        if env.num_envs != cfg.train.num_envs:
+        # Rollout workers step envs of their own: ``env`` then only gives the spec.
+        if env.num_envs != cfg.train.num_envs and cfg.train.rollout_workers == 0:
             raise ValueError(
                 f"the env has {env.num_envs} copies but train.num_envs is {cfg.train.num_envs}"
             )

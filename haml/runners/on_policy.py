@@ -37,9 +37,10 @@ from haml.logging import metrics as M
 from haml.models.build import build_policies, build_value_network, unique_policies
 from haml.models.recurrent import is_recurrent
 from haml.ops import gae
-from haml.runners.acting import JointActor
+from haml.runners.acting import JointActor, collect_rollout
 from haml.runners.base import AgentUpdate, RunnerBase
 from haml.runners.guards import single_thread
+from haml.runners.rollout_workers import RolloutWorkers
 from haml.runners.sequential import agent_order, fold_factor
 
 __all__ = ["OnPolicyRunner"]
@@ -83,6 +84,11 @@ class OnPolicyRunner(RunnerBase):
     ``sequential`` overrides the registry entry's update scheme (True: one agent after another
     weighted by M; False: every agent from the same batch with M = 1), for experiments that
     compare the two schemes with one learner.
+
+    With ``cfg.train.rollout_workers > 0`` the rollout is collected by
+    :class:`~haml.runners.rollout_workers.RolloutWorkers` (Ray actors building their envs from
+    ``cfg.env``; ``env`` then only gives the spec), or by ``rollout_workers`` when given (e.g.
+    in-process workers); the update is the same either way.
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class OnPolicyRunner(RunnerBase):
         env: VectorMultiAgentEnv,
         eval_env: VectorMultiAgentEnv | None = None,
         sequential: bool | None = None,
+        rollout_workers: RolloutWorkers | None = None,
     ) -> None:
         espec = self._init_run(cfg, env, eval_env, sequential)
         self._build_actors(espec)
@@ -109,6 +116,10 @@ class OnPolicyRunner(RunnerBase):
             if isinstance(layout, ChunkLayout):
                 layout._check(cfg.train.rollout_length)
         self._critic_states = self._initial_critic_states()
+        if rollout_workers is None and cfg.train.rollout_workers > 0:
+            rollout_workers = RolloutWorkers(cfg, self.device)
+        self.rollout_workers = rollout_workers
+        """Where the rollout is collected when not in this process (None: in-process)."""
 
     # -- construction -------------------------------------------------------------------------
 
@@ -156,7 +167,10 @@ class OnPolicyRunner(RunnerBase):
     # -- one iteration --------------------------------------------------------------------------
 
     def reset_envs(self) -> None:
-        self._step = self.env.reset(seed=self.cfg.seed)
+        if self.rollout_workers is not None:
+            self.rollout_workers.reset()
+        else:
+            self._step = self.env.reset(seed=self.cfg.seed)
         self._actor.reset()
         self._critic_states = self._initial_critic_states()
 
@@ -164,31 +178,19 @@ class OnPolicyRunner(RunnerBase):
     def collect(self) -> tuple[RolloutBuffer, list[EpisodeStats]]:
         """``T`` steps of every env with the current policies; returns the buffer and the
         episodes that ended meanwhile."""
+        T, E = self.cfg.train.rollout_length, self.cfg.train.num_envs
+        if self.rollout_workers is not None:
+            self.env_steps += T * E
+            return self.rollout_workers.collect(self.policies)
         if self._step is None:
             self.reset_envs()
-        T, E = self.cfg.train.rollout_length, self.cfg.train.num_envs
         if self._buffer is None:
             shapes = [None if h is None else tuple(h.shape[1:]) for h in self._actor.states]
             self._buffer = RolloutBuffer.allocate(self.env.spec, T, E, self.device, shapes)
-        buffer = self._buffer
-        episodes: list[EpisodeStats] = []
-        step = self._step
         with single_thread():
-            self._collect_steps(buffer, episodes, step)
+            self._step, episodes = collect_rollout(self.env, self._actor, self._buffer, self._step)
         self.env_steps += T * E
-        return buffer, episodes
-
-    def _collect_steps(self, buffer: RolloutBuffer, episodes: list[EpisodeStats], step: EnvStep) -> None:
-        actor = self._actor
-        for t in range(buffer.steps):
-            starts = actor.starts
-            actions, logps, states = actor.act(step)
-            after = self.env.step(actions)
-            buffer.store(t, step, actions, logps, after, starts, states)
-            actor.observe(after)
-            episodes.extend(after.episodes)
-            step = after
-        self._step = step
+        return self._buffer, episodes
 
     def advantages(
         self, buffer: RolloutBuffer
@@ -362,7 +364,12 @@ class OnPolicyRunner(RunnerBase):
 
     def state_dict(self) -> dict[str, Any]:
         state = self._common_state()
-        if state["env_step"] is not None:
+        if self.rollout_workers is not None:
+            # The workers' envs and generators stand in for the (unused) in-process envs'.
+            state["env"], state["env_step"] = None, None
+            state["rollout_workers"] = self.rollout_workers.state_dict()
+            state["rollout_workers"]["critic_states"] = list(self._critic_states)
+        elif state["env_step"] is not None:
             state["env_step"]["actor"] = self._actor.state_dict()
             state["env_step"]["critic_states"] = list(self._critic_states)
         state["actor_learners"] = [learner.state_dict() for learner in self.actor_learners]
@@ -375,11 +382,21 @@ class OnPolicyRunner(RunnerBase):
             learner.load_state_dict(s)
         for critic, s in zip(self.critics, state["critics"]):
             critic.load_state_dict(s)
-        saved = self._restore_envs(state, on_warning)
-        if saved is not None:
-            self._actor.load_state_dict(saved["actor"])
+        if self.rollout_workers is not None:
+            saved = state.get("rollout_workers")
+            restored = self.rollout_workers.load_state_dict(saved, on_warning)
+        else:
+            saved = self._restore_envs(state, on_warning)
+            restored = saved is not None
+            if restored:
+                self._actor.load_state_dict(saved["actor"])
+        if restored:
             self._critic_states = [None if h is None else h.to(self.device) for h in saved["critic_states"]]
 
     def close(self) -> None:
-        """Drop the rollout buffer (the envs belong to whoever made them)."""
+        """Drop the rollout buffer and stop the rollout workers (the envs belong to whoever made
+        them)."""
         self._buffer = None
+        if self.rollout_workers is not None:
+            self.rollout_workers.close()
+            self.rollout_workers = None
