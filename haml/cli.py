@@ -360,7 +360,7 @@ def _run_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from haml.logging.plot import plot_runs
 
     try:
-        path = plot_runs(args.run_dirs, args.out, metric=args.metric)
+        path = plot_runs(args.run_dirs, args.out, metric=args.metric, x=args.x)
     except (ValueError, FileNotFoundError) as err:
         print(f"haml plot: error: {err}", file=sys.stderr)
         return 2
@@ -372,13 +372,18 @@ def _add_plot(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "plot",
         help="learning curves of runs (mean ± std across seeds)",
-        description="Plot the evaluation return against environment steps for the given run "
-        "directories (or directories holding runs), mean ± std across seeds per algorithm, "
-        "one PNG.",
+        description="Plot the evaluation return against environment steps (or training time) for "
+        "the given run directories (or directories holding runs), mean ± std across seeds per "
+        "algorithm, one PNG.",
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     parser.add_argument("--out", default="curves.png", help="the PNG to write")
     parser.add_argument("--metric", default="charts/eval_return", help="the metrics.csv column")
+    parser.add_argument(
+        "--x", default="step", choices=["step", "training_hours"],
+        help="the horizontal axis: environment steps (default), or hours spent in training "
+        "iterations (collection and updates, evaluation excluded, summed across resumes)",
+    )
     parser.set_defaults(handler=_run_plot, command_parser=parser)
 
 

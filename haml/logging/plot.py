@@ -58,6 +58,7 @@ __all__ = [
     "plot_runs",
     "read_curve",
     "run_key",
+    "TRAINING_HOURS",
 ]
 
 SWEEP_RUN_FILE = "sweep-run.yaml"
@@ -71,7 +72,13 @@ MAMUJOCO_NOTE = "gymnasium-robotics MaMuJoCo (MuJoCo v5) is not the papers' v2 e
 """The caption for MaMuJoCo curves, which are not comparable one-to-one with the papers' figures."""
 
 
+TRAINING_HOURS = "training_hours"
+"""A derived x for :func:`read_curve` and :func:`plot_runs`: hours spent in training iterations
+(collection and updates, evaluation excluded) up to each row, summed over the rows as
+Δstep / steps-per-second. Unlike ``wall_time`` it is not broken by the pauses of a resumed run."""
+
 METRIC_LABELS: dict[str, str] = {
+    TRAINING_HOURS: "training time (hours; collection and updates, evaluation excluded)",
     M.EVAL_RETURN: "evaluation return",
     M.EVAL_RETURN_STD: "evaluation return, std across episodes",
     M.EVAL_EPISODE_LENGTH: "evaluation episode length (steps)",
@@ -241,15 +248,29 @@ def read_curve(
         header = next(reader, None)
         if header is None:
             raise NoDataError(f"plot: {path} is empty (the run has not logged anything yet)")
-        for column, what in ((metric, "metric"), (x, "x")):
+        derived = x == TRAINING_HOURS
+        columns = (metric, M.STEP, M.STEPS_PER_SECOND) if derived else (metric, x)
+        for column in columns:
             if column not in header:
+                what = "x" if column == x else "metric" if column == metric else f"{x} needs"
                 raise ValueError(f"plot: {what} {column!r} is not a column of {path}; columns: {header}")
-        i_x, i_y = header.index(x), header.index(metric)
+        i_y = header.index(metric)
+        i_x = header.index(M.STEP if derived else x)
+        i_rate = header.index(M.STEPS_PER_SECOND) if derived else -1
         points: dict[float, float] = {}
+        seconds, last_step = 0.0, 0.0
         for cells in reader:
             if len(cells) != len(header):
                 continue
             xv, yv = _number(cells[i_x]), _number(cells[i_y])
+            if derived and math.isfinite(xv):
+                # Rows repeated by a resume (steps not beyond the last counted) add no time; a
+                # row past it without a rate has no known time.
+                rate = _number(cells[i_rate])
+                if xv > last_step and math.isfinite(rate) and rate > 0:
+                    seconds += (xv - last_step) / rate
+                    last_step = xv
+                xv = seconds / 3600.0 if xv <= last_step else math.nan
             if math.isfinite(xv) and math.isfinite(yv):
                 points[xv] = yv
     if not points:

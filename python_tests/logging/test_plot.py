@@ -299,3 +299,36 @@ def test_haml_plot_says_what_it_shows(tmp_path, monkeypatch):
     ]
     ticks = _visible_xtick_labels(ax)
     assert {"1M", "2M"} <= set(ticks) and not any("000" in t for t in ticks), ticks
+
+
+def test_training_hours_sum_step_over_rate_and_skip_rows_a_resume_repeats(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    # (step, steps/s, eval return): 1000 steps at 100/s, 1000 at 50/s; a resume then repeats
+    # step 2000 (no time added) before 2000 more steps at 200/s.
+    rows = [(1000, 100.0, 1.0), (2000, 50.0, 2.0), (2000, 40.0, 2.5), (4000, 200.0, 4.0)]
+    with open(run_dir / "metrics.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=M.CSV_COLUMNS, restval="")
+        writer.writeheader()
+        for step, rate, value in rows:
+            writer.writerow({"step": step, "wall_time": 1.0, M.STEPS_PER_SECOND: rate,
+                             M.EVAL_RETURN: value})
+    curve = read_curve(run_dir, x=plot.TRAINING_HOURS)
+    np.testing.assert_allclose(curve.x * 3600, [10.0, 30.0, 40.0])
+    np.testing.assert_array_equal(curve.y, [1.0, 2.5, 4.0])  # the repeated row's value wins
+    assert plot.metric_label(plot.TRAINING_HOURS).startswith("training time (hours")
+
+
+def test_haml_plot_against_training_time(tmp_path, monkeypatch):
+    from haml import cli
+
+    run = make_run(tmp_path / "runs", "toy", "matrix", "happo", 0, {100: 1.0, 200: 2.0})
+    with pytest.raises(NoDataError):
+        read_curve(run, x=plot.TRAINING_HOURS)  # make_run logs no steps/s: no time to sum
+    with open(run / "metrics.csv", "a", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=M.CSV_COLUMNS, restval="")
+        writer.writerow({"step": 300, "wall_time": 1.0, M.STEPS_PER_SECOND: 10.0, M.EVAL_RETURN: 3.0})
+    figures = _capture_figures(monkeypatch)
+    assert cli.main(["plot", str(run), "--x", "training_hours", "--out", str(tmp_path / "t.png")]) == 0
+    ax = next(ax for ax in figures[0].axes if ax.get_visible())
+    assert ax.get_xlabel().startswith("training time (hours")
