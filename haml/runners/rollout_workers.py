@@ -345,12 +345,16 @@ class RolloutWorkers:
         self.last_timing: dict[str, float] = {}
         self._transport: _InProcess | _Ray = _Ray() if remote else _InProcess()
         self.workers = [self._start(k) for k in range(len(self.slices))]
-        try:
-            for k in range(len(self.workers)):  # fail at start-up, not in the first iteration
-                self._call(k, "ping")
-        except RolloutWorkerError:
-            self.close()
-            raise
+        # Fail at start-up, not in the first iteration, and without retrying: a worker that
+        # cannot start (no free CPU in the Ray cluster, envs that cannot be built) would not
+        # start the second time either.
+        pings = [self._transport.submit(w, "ping") for w in self.workers]
+        for k, future in enumerate(pings):
+            try:
+                self._transport.result(future, self.timeout)
+            except _WorkerLost as err:
+                self.close()
+                raise RolloutWorkerError(f"{self._describe(k)} did not start: {err}") from None
 
     def _start(self, k: int) -> Any:
         start, stop = self.slices[k]

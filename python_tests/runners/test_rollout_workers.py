@@ -173,6 +173,15 @@ def test_a_worker_that_keeps_failing_stops_the_run(monkeypatch):
         runner.collect()
 
 
+def test_a_worker_that_does_not_start_is_an_error_at_once(monkeypatch):
+    def broken(self):
+        raise RuntimeError("no simulator here")
+
+    monkeypatch.setattr(RolloutWorker, "ping", broken)
+    with pytest.raises(RolloutWorkerError, match=r"rollout worker 0 \(envs 0-2\) did not start: RuntimeError"):
+        _runner(_cfg(TOY, 2))
+
+
 @pytest.mark.parametrize("case", _cases())
 def test_resumed_workers_continue_exactly(case):
     cfg = _cfg(case, 2)
@@ -253,8 +262,25 @@ def test_two_ray_workers_collect_replace_a_killed_one_and_resume(local_ray, monk
         state, rng = copy.deepcopy(runner.state_dict()), rng_state()
         metrics = runner.iterate()
         second = _params(runner)
-        ray.kill(runner.rollout_workers.workers[0], no_restart=True)
+        # Kill worker 0 while its rollout is in flight (right after it was asked for it).
+        transport = runner.rollout_workers._transport
+        submit = transport.submit
+
+        def submit_then_kill(worker, method, *args):
+            future = submit(worker, method, *args)
+            if method == "collect" and worker is runner.rollout_workers.workers[0] and not killed_once:
+                killed_once.append(worker)
+                ray.kill(worker, no_restart=True)
+            return future
+
+        killed_once: list = []
+        monkeypatch.setattr(transport, "submit", submit_then_kill)
+        shapes = []
+        update = runner.update
+        monkeypatch.setattr(runner, "update", lambda batch: shapes.append(batch.reward.shape) or update(batch))
         killed = runner.iterate()
+        assert len(killed_once) == 1
+        assert shapes == [(cfg.train.rollout_length, cfg.train.num_envs)]  # the whole batch
         assert set(killed) == set(metrics)
         assert len(heard) == 1 and "rollout worker 0 (envs 0-2) lost" in heard[0]
         assert runner.rollout_workers.replacements == 1
