@@ -546,4 +546,6 @@ def test_tuned_configs_listing() -> None:
     for task in ("HalfCheetah-2x3", "Ant-4x2", "Walker2d-2x3"):
         assert ("mamujoco", task, "haddpg") in shipped
         assert ("mamujoco", task, "hatd3") in shipped
-    assert len(shipped) == 22
+    for algo in ("maddpg", "matd3"):
+        assert ("mamujoco", "HalfCheetah-2x3", algo) in shipped
+    assert len(shipped) == 24
