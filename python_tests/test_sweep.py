@@ -274,6 +274,25 @@ def test_a_run_of_another_config_in_the_way_is_refused(finished_sweep):
         _sweep(out, algos="happo", seeds=[0], steps=128, variants={"clip1": {"algo.clip": 0.2}})
 
 
+def test_a_run_from_before_a_config_key_existed_is_taken_over(tmp_path):
+    # A run started by an older haml has no entry for a key added since: the sweep resumes it
+    # (resume takes the key's default) rather than refusing it; a key it does have must match.
+    import yaml
+
+    first = _sweep(tmp_path / "sweep", algos="happo", steps=128)
+    (run,) = first.runs
+    config_path = run.plan.run_dir / "config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    del config["train"]["gae_lambda"]
+    config_path.write_text(yaml.safe_dump(config))
+    (again,) = _sweep(tmp_path / "sweep", algos="happo", steps=128).runs
+    assert again.plan.action == "skip"
+    config["train"]["gamma"] = 0.5
+    config_path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueError, match="another config .*train.gamma"):
+        _sweep(tmp_path / "sweep", algos="happo", steps=128)
+
+
 # ----------------------------------------------------------------------------------------------
 # Ray
 

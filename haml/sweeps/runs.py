@@ -160,8 +160,10 @@ def _check_same_config(run_dir: Path, cfg: Any) -> None:
     with open(path, encoding="utf-8") as file:
         there = _flat(yaml.safe_load(file) or {})
     here = _flat(yaml.safe_load(config_yaml(config_to_dict(cfg))))
+    # A key the saved config lacks was added to haml after that run started: resuming it takes
+    # the key's default, so it is no difference of the run's own.
     differ = sorted(k for k in there.keys() | here.keys()
-                    if k not in _MAY_DIFFER and there.get(k) != here.get(k))
+                    if k not in _MAY_DIFFER and k in there and there.get(k) != here.get(k))
     if differ:
         shown = "; ".join(f"{k}: {there.get(k)!r} there, {here.get(k)!r} here" for k in differ[:3])
         more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
