@@ -61,6 +61,11 @@ class JointActor:
     def recurrent(self) -> bool:
         return any(s is not None for s in self.states)
 
+    def state_shapes(self) -> list[tuple[int, ...] | None]:
+        """Each agent's recurrent state shape per env (None: feed-forward), as
+        :meth:`~haml.buffers.rollout.RolloutBuffer.allocate` takes them."""
+        return [None if h is None else tuple(h.shape[1:]) for h in self.states]
+
     @torch.no_grad()
     def act(
         self, step: EnvStep, deterministic: bool = False

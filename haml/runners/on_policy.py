@@ -185,7 +185,7 @@ class OnPolicyRunner(RunnerBase):
         if self._step is None:
             self.reset_envs()
         if self._buffer is None:
-            shapes = [None if h is None else tuple(h.shape[1:]) for h in self._actor.states]
+            shapes = self._actor.state_shapes()
             self._buffer = RolloutBuffer.allocate(self.env.spec, T, E, self.device, shapes)
         with single_thread():
             self._step, episodes = collect_rollout(self.env, self._actor, self._buffer, self._step)

@@ -7,7 +7,8 @@ collects one rollout (``T`` steps of its envs) per iteration with the same loop 
 in-process collection (:func:`~haml.runners.acting.collect_rollout`). One iteration:
 
 1. the learner puts the new policy weights into Ray's object store **once** (one ``ray.put``
-   of every policy's state dict together), and every worker ``ray.get``\\ s that one object;
+   of every policy's state dict together), and every worker fetches that one object
+   (``ray.get``);
 2. each worker loads them, steps its envs, and returns its rollout as tensors ``[T, E_k, ...]``
    with the episodes that ended;
 3. the learner joins the slices along the env axis into one
@@ -20,9 +21,9 @@ where the rollout came from.
 **Failures.** A worker that dies, raises, or does not answer within ``train.rollout_timeout``
 seconds is killed and replaced by a fresh one (its envs reset and seeded anew, so that it does
 not replay the lost episodes), and its slice of the rollout is collected again from the same
-weights: a log line says so, the batch keeps its full size, nothing waits unboundedly. After
-:data:`MAX_REPLACEMENTS` failures of one slice in one iteration the run stops with a
-:class:`RolloutWorkerError`.
+weights: a log line says so, the batch keeps its full size, nothing waits unboundedly. A slice
+whose worker fails again after :data:`MAX_REPLACEMENTS` replacements within one iteration stops
+the run with a :class:`RolloutWorkerError`; so does a worker that does not start.
 
 **Checkpoints.** :meth:`RolloutWorkers.state_dict` gathers each worker's envs' state, the
 observation it acts on next, its recurrent states and its process's random-generator states;
@@ -150,9 +151,8 @@ class RolloutWorker:
         if self._step is None:
             self.reset()
         if self._buffer is None:
-            shapes = [None if h is None else tuple(h.shape[1:]) for h in self.actor.states]
             self._buffer = RolloutBuffer.allocate(
-                self.env.spec, self.rollout_length, self.stop - self.start, _CPU, shapes
+                self.env.spec, self.rollout_length, self.stop - self.start, _CPU, self.actor.state_shapes()
             )
         with single_thread():
             self._step, episodes = collect_rollout(self.env, self.actor, self._buffer, self._step)
