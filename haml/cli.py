@@ -147,7 +147,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser(
         "bench",
-        help="benchmarks (haml bench ops, haml bench train, haml bench haddpg, haml bench happo)",
+        help="benchmarks (haml bench ops, train, haddpg, happo, rollout-workers)",
         description="Benchmarks of haml's native kernels and of training throughput.",
     )
     benchmarks = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
@@ -186,6 +186,15 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
         add_help=False,
     )
     happo.set_defaults(handler=_run_bench_happo, command_parser=happo, passthrough=[])
+    workers = benchmarks.add_parser(
+        "rollout-workers",
+        help="training steps/s with Ray rollout workers against in-process collection",
+        description="Training steps/s with 0 (in-process), 1, 2, ... Ray rollout workers, and "
+        "what the weight broadcast and the rollout transfer cost; options as "
+        "`python -m haml.bench.rollout_workers --help`.",
+        add_help=False,
+    )
+    workers.set_defaults(handler=_run_bench_rollout_workers, command_parser=workers, passthrough=[])
 
 
 def _run_bench_haddpg(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -198,6 +207,12 @@ def _run_bench_happo(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     from haml.bench.happo import main as happo_main
 
     return happo_main(list(args.passthrough))
+
+
+def _run_bench_rollout_workers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from haml.bench.rollout_workers import main as workers_main
+
+    return workers_main(list(args.passthrough))
 
 
 # ----------------------------------------------------------------------------------------------

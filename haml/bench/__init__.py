@@ -255,6 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from haml.bench.happo import main as happo_main
 
         return happo_main(arguments[1:])
+    if arguments[:1] == ["rollout-workers"]:
+        from haml.bench.rollout_workers import main as workers_main
+
+        return workers_main(arguments[1:])
     parser = argparse.ArgumentParser(
         prog="python -m haml.bench",
         description="Time haml's native kernels against their PyTorch references (ops, the "

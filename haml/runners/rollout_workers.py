@@ -70,6 +70,10 @@ MAX_REPLACEMENTS = 3
 _CPU = torch.device("cpu")
 
 
+ROOM_WAIT_SECONDS = 10.0
+"""How long starting remote workers waits for enough free CPUs in the Ray cluster before refusing."""
+
+
 class RolloutWorkerError(RuntimeError):
     """The rollout workers could not deliver a rollout (repeated failures, no resources)."""
 
@@ -257,6 +261,23 @@ class _Ray:
             ray.init(include_dashboard=False, logging_level="WARNING")
         self.actor_class = ray.remote(num_cpus=1, max_restarts=0)(RolloutWorker)
 
+    def check_room(self, workers: int) -> None:
+        """Refuse at once when the cluster has fewer free CPUs than ``workers``: an actor that
+        waits for a CPU would only fail after ``train.rollout_timeout``."""
+        # CPUs of just-killed actors come back within moments: wait that long, no longer.
+        deadline = time.monotonic() + ROOM_WAIT_SECONDS
+        free = self.ray.available_resources().get("CPU", 0.0)
+        while free < workers and time.monotonic() < deadline:
+            time.sleep(0.2)
+            free = self.ray.available_resources().get("CPU", 0.0)
+        if free < workers:
+            self.close()
+            raise RolloutWorkerError(
+                f"train.rollout_workers={workers} needs {workers} free CPUs of the Ray cluster, "
+                f"which has {free:g}; inside haml sweep, each run's --cpus-per-run is reserved by "
+                "the run itself, so leave CPUs free for its workers or set train.rollout_workers=0"
+            )
+
     def start(self, *args: Any) -> Any:
         return self.actor_class.remote(*args, own_rng=True)
 
@@ -344,6 +365,8 @@ class RolloutWorkers:
         """Workers replaced so far (all slices, whole run)."""
         self.last_timing: dict[str, float] = {}
         self._transport: _InProcess | _Ray = _Ray() if remote else _InProcess()
+        if isinstance(self._transport, _Ray):
+            self._transport.check_room(len(self.slices))
         self.workers = [self._start(k) for k in range(len(self.slices))]
         # Fail at start-up, not in the first iteration, and without retrying: a worker that
         # cannot start (no free CPU in the Ray cluster, envs that cannot be built) would not

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 
 import pytest
 import torch
@@ -297,3 +298,16 @@ def test_two_ray_workers_collect_replace_a_killed_one_and_resume(local_ray, monk
             assert torch.equal(p, q)
     finally:
         resumed.close()
+
+
+def test_more_ray_workers_than_free_cpus_is_an_error_at_once(local_ray, monkeypatch):
+    # 3 workers on a 2-CPU Ray instance: refused when the pool starts (after the short wait for
+    # CPUs being freed), not after train.rollout_timeout.
+    from haml.runners import rollout_workers as RW
+
+    monkeypatch.setattr(RW, "ROOM_WAIT_SECONDS", 0.5)
+    cfg = _cfg(TOY, 3)
+    start = time.monotonic()
+    with pytest.raises(RolloutWorkerError, match="needs 3 free CPUs of the Ray cluster, which has 2"):
+        _runner(cfg, remote=True)
+    assert time.monotonic() - start < cfg.train.rollout_timeout
