@@ -180,8 +180,9 @@ class OnPolicyRunner(RunnerBase):
         episodes that ended meanwhile."""
         T, E = self.cfg.train.rollout_length, self.cfg.train.num_envs
         if self.rollout_workers is not None:
-            self.env_steps += T * E
-            return self.rollout_workers.collect(self.policies)
+            collected = self.rollout_workers.collect(self.policies)
+            self.env_steps += T * E  # counted once the rollout is in, as below
+            return collected
         if self._step is None:
             self.reset_envs()
         if self._buffer is None:
