@@ -47,9 +47,11 @@ def _logged_steps(run_dir: Path) -> list[int]:
         return [int(row["step"]) for row in csv.DictReader(f) if row.get("step")]
 
 
-def _interrupt_after_first_row(argv: list[str], run_dir: Path, log: Path) -> tuple[int, str]:
+def _interrupt_after_first_row(
+    argv: list[str], run_dir: Path, log: Path, signum: int = signal.SIGINT
+) -> tuple[int, str]:
     """Start ``haml train argv`` in a new process group, wait for its first metrics row, Ctrl-C
-    the group; returns (exit code, output)."""
+    the group (or send it ``signum``); returns (exit code, output)."""
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "haml.cli", "train", *argv],
@@ -62,7 +64,7 @@ def _interrupt_after_first_row(argv: list[str], run_dir: Path, log: Path) -> tup
                 assert proc.poll() is None, f"the run ended before its first row:\n{log.read_text()}"
                 assert time.monotonic() < deadline, "no metrics row within 120 s"
                 time.sleep(0.05)
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, signum)
             code = proc.wait(timeout=120)
         finally:
             if proc.poll() is None:
@@ -111,6 +113,17 @@ def test_ctrl_c_checkpoints_the_last_iteration_exits_130_and_resumes(tmp_path, c
     steps = _logged_steps(run_dir)
     assert steps == sorted(set(steps)) and steps[-1] == target
     assert (run_dir / "curve.png").is_file()
+
+
+def test_sigterm_stops_like_ctrl_c_with_a_checkpoint(tmp_path):
+    # What a job scheduler or `kill` sends: the run ends after its iteration, checkpointed.
+    run_dir = tmp_path / "run"
+    argv = ["--algo", "happo", "--env", "toy", "--steps", "10000000", "--out", str(run_dir),
+            "run.checkpoint_every=100000", "eval.every=1", "train.torch_threads=1"]
+    code, output = _interrupt_after_first_row(argv, run_dir, tmp_path / "log.txt", signal.SIGTERM)
+    assert "interrupt (SIGTERM): finishing this iteration" in output
+    iteration = _check_interrupted(run_dir, code, output, batch=1000)
+    assert load_checkpoint(latest_checkpoint(run_dir))["runner"]["iteration"] == iteration
 
 
 def test_ctrl_c_with_async_mamujoco_workers(tmp_path, capsys):

@@ -293,6 +293,37 @@ def test_a_run_from_before_a_config_key_existed_is_taken_over(tmp_path):
         _sweep(tmp_path / "sweep", algos="happo", steps=128)
 
 
+def test_sigterm_on_a_background_sweep_ends_it_like_ctrl_c(tmp_path):
+    # A sweep started with `&` ignores Ctrl-C; SIGTERM (kill, a job scheduler) is how it is
+    # stopped: the current run checkpoints, the exit status is 130, and the same command resumes.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from haml.utils.checkpoint import latest_checkpoint
+
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "haml.cli", "sweep", "--no-ray", "--quiet", "--algo", "happo",
+            "--env", "toy", "--task", TASK, "--steps", "100000000", "--out", str(out),
+            *TOY]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = out / "toy" / TASK / "happo" / "seed-0"
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "metrics.csv").is_file() or len(_rows(run_dir / "metrics.csv")) < 1:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    assert latest_checkpoint(run_dir) is not None
+    assert read_record(run_dir).get("finished") is None
+
+
 # ----------------------------------------------------------------------------------------------
 # Ray
 

@@ -55,27 +55,32 @@ def single_thread() -> Iterator[None]:
 
 
 class InterruptFlag:
-    """SIGINT handling during training: the first Ctrl-C asks the loop to stop after the current
-    iteration (which then writes a checkpoint); a second one interrupts at once."""
+    """SIGINT and SIGTERM handling during training: the first Ctrl-C (or a SIGTERM, as a job
+    scheduler or ``kill`` sends) asks the loop to stop after the current iteration, which then
+    writes a checkpoint; a second one interrupts at once."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> InterruptFlag:
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave SIGINT alone
-            self._previous = None
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        except ValueError:  # not the main thread: leave the signals alone
+            self._previous = {}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\ninterrupt: finishing this iteration, then writing a checkpoint "
-              "(Ctrl-C again to stop at once)", flush=True)
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\ninterrupt ({name}): finishing this iteration, then writing a checkpoint "
+              "(again to stop at once)", flush=True)
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)

@@ -2,13 +2,18 @@
 
 :func:`add_sweep_parser` declares the subcommand on the ``haml`` command's subparsers (its handler
 follows :mod:`haml.cli`'s convention: ``handler(args, parser) -> exit status``). The exit status
-is 0 when every run finished (now or before), 1 when one failed, 130 after Ctrl-C, 2 on bad input.
+is 0 when every run finished (now or before), 1 when one failed, 130 after Ctrl-C or SIGTERM, 2 on
+bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["add_sweep_parser", "run_sweep"]
 
@@ -71,16 +76,37 @@ def run_sweep(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.no_ray and args.address is not None:
         parser.error("--address joins a Ray cluster: drop --no-ray")
     try:
-        result = sweep(
-            args.algo, args.env, args.task, args.seeds, args.steps, tuned=args.tuned, out=args.out,
-            overrides=args.overrides, variants=args.variant or (), file=args.file,
-            cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run, address=args.address,
-            max_retries=args.max_retries,
-            use_ray=False if args.no_ray else None, quiet=args.quiet,
-        )
+        with _sigterm_as_ctrl_c():
+            result = sweep(
+                args.algo, args.env, args.task, args.seeds, args.steps, tuned=args.tuned,
+                out=args.out, overrides=args.overrides, variants=args.variant or (),
+                file=args.file, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                address=args.address, max_retries=args.max_retries,
+                use_ray=False if args.no_ray else None, quiet=args.quiet,
+            )
     except (ValueError, TypeError, FileNotFoundError, ImportError, ConfigError) as err:
         print(f"haml sweep: error: {err}", file=sys.stderr)
         return 2
     if result.count("interrupted") or result.count("not started"):
         return 130
     return 0 if result.ok else 1
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (what ``kill`` and job schedulers send; a sweep started in the background with
+    ``&`` does not even receive Ctrl-C) ends the sweep as Ctrl-C does: runs keep their
+    checkpoints and the same command continues them."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except (ValueError, AttributeError):  # not the main thread, or no SIGTERM here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
