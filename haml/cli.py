@@ -168,51 +168,39 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     )
     bench_train.add_train_arguments(train)
     train.set_defaults(handler=bench_train.run_train_command, command_parser=train)
-    haddpg = benchmarks.add_parser(
-        "haddpg",
-        help="one HADDPG update against its plain PyTorch reference",
-        description="Time one HADDPG update (batch 1000, [256, 256], 2 and 6 agents) against the "
-        "plain PyTorch reference update; options as `python -m haml.bench.haddpg --help`.",
-        add_help=False,
-    )
-    # Its options belong to haml.bench.haddpg's own parser: main() hands them over unparsed.
-    haddpg.set_defaults(handler=_run_bench_haddpg, command_parser=haddpg, passthrough=[])
-    happo = benchmarks.add_parser(
-        "happo",
-        help="one HAPPO actor update against the GEMM floor and the faster routes",
-        description="Time one HAPPO actor update (N 4000, [128]x3 + LayerNorm): autograd, the "
-        "native-gradient and compiled routes, and its matrix products alone; options as "
-        "`python -m haml.bench.happo --help`.",
-        add_help=False,
-    )
-    happo.set_defaults(handler=_run_bench_happo, command_parser=happo, passthrough=[])
-    workers = benchmarks.add_parser(
-        "rollout-workers",
-        help="training steps/s with Ray rollout workers against in-process collection",
-        description="Training steps/s with 0 (in-process), 1, 2, ... Ray rollout workers, and "
-        "what the weight broadcast and the rollout transfer cost; options as "
-        "`python -m haml.bench.rollout_workers --help`.",
-        add_help=False,
-    )
-    workers.set_defaults(handler=_run_bench_rollout_workers, command_parser=workers, passthrough=[])
+    # These benchmarks own their options (each module's main() parses them): the parsed command
+    # hands them over unparsed.
+    for name, (summary, description) in _OWN_PARSER_BENCHMARKS.items():
+        sub = benchmarks.add_parser(name, help=summary, add_help=False, description=(
+            f"{description}; options as `python -m {bench.OWN_PARSER_BENCHMARKS[name]} --help`."))
+        sub.set_defaults(handler=_run_own_parser_bench, command_parser=sub, passthrough=[],
+                         bench_module=bench.OWN_PARSER_BENCHMARKS[name])
 
 
-def _run_bench_haddpg(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from haml.bench.haddpg import main as haddpg_main
+_OWN_PARSER_BENCHMARKS = {
+    "haddpg": (
+        "one HADDPG update against its plain PyTorch reference",
+        "Time one HADDPG update (batch 1000, [256, 256], 2 and 6 agents) against the plain "
+        "PyTorch reference update",
+    ),
+    "happo": (
+        "one HAPPO actor update against the GEMM floor and the faster routes",
+        "Time one HAPPO actor update (N 4000, [128]x3 + LayerNorm): autograd, the native-gradient "
+        "and compiled routes, and its matrix products alone",
+    ),
+    "rollout-workers": (
+        "training steps/s with Ray rollout workers against in-process collection",
+        "Training steps/s with 0 (in-process), 1, 2, ... Ray rollout workers, and what the weight "
+        "broadcast and the rollout transfer cost",
+    ),
+}
+"""haml bench subcommands whose options belong to their module's own parser: (help, description)."""
 
-    return haddpg_main(list(args.passthrough))
 
+def _run_own_parser_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import importlib
 
-def _run_bench_happo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from haml.bench.happo import main as happo_main
-
-    return happo_main(list(args.passthrough))
-
-
-def _run_bench_rollout_workers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from haml.bench.rollout_workers import main as workers_main
-
-    return workers_main(list(args.passthrough))
+    return importlib.import_module(args.bench_module).main(list(args.passthrough))
 
 
 # ----------------------------------------------------------------------------------------------

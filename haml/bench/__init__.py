@@ -222,6 +222,14 @@ def run_ops_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return 0
 
 
+OWN_PARSER_BENCHMARKS = {
+    "haddpg": "haml.bench.haddpg",
+    "happo": "haml.bench.happo",
+    "rollout-workers": "haml.bench.rollout_workers",
+}
+"""Benchmarks whose module parses its own options (``main(argv)``): name -> module."""
+
+
 def add_threads_and_out_arguments(parser: argparse.ArgumentParser) -> None:
     """``--threads N`` and ``--out PATH`` of the update benchmarks (``haddpg``, ``happo``)."""
     parser.add_argument("--threads", type=int, default=None, metavar="N",
@@ -247,18 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from haml.bench.train import main as train_main
 
         return train_main(arguments[1:])
-    if arguments[:1] == ["haddpg"]:
-        from haml.bench.haddpg import main as haddpg_main
+    if arguments[:1] and arguments[0] in OWN_PARSER_BENCHMARKS:
+        import importlib
 
-        return haddpg_main(arguments[1:])
-    if arguments[:1] == ["happo"]:
-        from haml.bench.happo import main as happo_main
-
-        return happo_main(arguments[1:])
-    if arguments[:1] == ["rollout-workers"]:
-        from haml.bench.rollout_workers import main as workers_main
-
-        return workers_main(arguments[1:])
+        return importlib.import_module(OWN_PARSER_BENCHMARKS[arguments[0]]).main(arguments[1:])
     parser = argparse.ArgumentParser(
         prog="python -m haml.bench",
         description="Time haml's native kernels against their PyTorch references (ops, the "
