@@ -143,10 +143,9 @@ class PPOActorLearner:
                 return outs[-1].loss
 
             _, flat, _ = operator.objective_gradient(loss)
-            offset = 0
-            for p in self.policy.parameters():  # the operator's flat layout
-                p.grad = flat[offset : offset + p.numel()].view_as(p)
-                offset += p.numel()
+            params = list(self.policy.parameters())  # the operator's flat layout
+            for p, grad in zip(params, flat.split([p.numel() for p in params])):
+                p.grad = grad.view_as(p)
             return outs[-1]
         out = self._surrogate(mb.view(self.policy).distribution(mb.obs, mb.action_mask), mb, clip)
         out.loss.backward()

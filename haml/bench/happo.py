@@ -5,10 +5,11 @@ The update is :class:`~haml.algorithms.happo.PPOActorLearner`'s (``epochs`` pass
 Adam, gradient-norm clipping) on an ``MLPPolicy`` of [128, 128, 128] with LayerNorm, as in the
 tuned MaMuJoCo settings. Timed in one interleaved run (:func:`haml.bench.timing.measure_interleaved`):
 
-- ``reference``: the learner's update, i.e. today's autograd path;
-- ``native``: the same update whose gradient comes from the native Fisher operator's cached forward
-  and one transposed pass (:meth:`haml.ops.FisherOperator.objective_gradient`), a fresh operator per
-  epoch because the parameters move;
+- ``reference``: the learner's update with ``native_gradient=False``: autograd through the network;
+- ``native``: the learner's update as training runs it, the gradient from the native Fisher
+  operator's cached forward and one transposed pass
+  (:meth:`haml.ops.FisherOperator.objective_gradient`, a fresh operator per epoch because the
+  parameters move);
 - ``compiled``: the same update with the surrogate's forward (policy, log-probability, surrogate)
   through ``torch.compile`` and its backward through the compiled graph;
 - ``floor``: the update's matrix products alone (forward, input and weight gradients of every
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -101,36 +103,6 @@ def _problem(obs_dim: int, action_dim: int):
     return PPOActorLearner, PPOConfig, policy, batch
 
 
-def _native_gradient_update(learner: Any, batch: Any) -> Any:
-    """The learner's update with the gradient from the native Fisher operator's cached forward."""
-    from torch import nn
-
-    from haml.models import joint_log_prob
-    from haml.ops import FisherOperator, clipped_surrogate
-
-    cfg, policy = learner.cfg, learner.policy
-    params = [p for p in policy.parameters() if p.requires_grad]
-
-    def loss(dist: Any) -> torch.Tensor:
-        return clipped_surrogate(joint_log_prob(dist, batch.actions), batch.logp_old,
-                                 batch.advantages, cfg.clip, factor=batch.factor).loss
-
-    def update() -> None:
-        for _ in range(cfg.epochs):
-            with torch.no_grad():
-                op = FisherOperator(policy, batch.obs, None, 0.0)
-            _, flat, _ = op.objective_gradient(loss)
-            offset = 0
-            for p in params:
-                p.grad = flat[offset : offset + p.numel()].view_as(p)
-                offset += p.numel()
-            if cfg.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            learner.optimizer.step()
-
-    return update
-
-
 def _compiled_update(learner: Any, batch: Any) -> Any:
     """Returns a closure around the learner's update with a ``torch.compile``-d forward."""
     from torch import nn
@@ -170,11 +142,14 @@ def happo_cases(options: Options) -> list[Case]:
                 learner_cls, config_cls, policy, batch = _problem(obs_dim, action_dim)
                 # lr 0: every route updates from the same parameters in every call.
                 cfg = config_cls(lr=1e-30, epochs=epochs, clip=0.2)
-                learners = [learner_cls(copy.deepcopy(policy), cfg) for _ in range(3)]
+                autograd, native, compiled = (
+                    learner_cls(copy.deepcopy(policy), dataclasses.replace(cfg, native_gradient=flag))
+                    for flag in (False, True, False)
+                )
                 return Callables(
-                    reference=lambda: learners[0].update(batch),
-                    native=_native_gradient_update(learners[1], batch),
-                    compile=_compiled_update(learners[2], batch),
+                    reference=lambda: autograd.update(batch),
+                    native=lambda: native.update(batch),
+                    compile=_compiled_update(compiled, batch),
                     floor=_gemm_floor(linear_dims(obs_dim, HIDDEN, action_dim), N, epochs),
                 )
 
