@@ -176,6 +176,46 @@ TEST(FisherOperator, BlockedCpuProductMatchesTheAtenProduct) {
   }
 }
 
+// A linear head (a value network, haml.models.VCritic): the same forward and transposed pass, the
+// blocked one equal to the ATen sequence and to the closed form of a one-layer network; no metric,
+// so products and conjugate gradient are refused.
+TEST(FisherOperator, LinearHeadServesTheTransposedPassAndRefusesProducts) {
+  at::manual_seed(12);
+  const int64_t n = haml::fvp_cpu::kBlockRows + 41;
+  for (const bool layer_norm : {true, false}) {
+    for (const bool input_norm : {true, false}) {
+      const auto obs = at::randn({n, 6}, at::kDouble);
+      const auto params = deep_parameters(false, 6, {17, 9}, 1, input_norm, layer_norm);
+      haml::FisherOperator op(obs, params, std::nullopt, std::nullopt, "linear", "relu",
+                              input_norm, layer_norm, 1e-5, 0.0);
+      ASSERT_EQ(op.head_output().sizes(), at::IntArrayRef({n, 1}));
+      const auto g = at::randn({n, 1}, at::kDouble);
+      const auto blocked = op.output_vjp(g);
+      op.set_blocked_cpu_product(false);
+      EXPECT_TRUE(at::allclose(blocked, op.output_vjp(g), 1e-11, 1e-13))
+          << "layer_norm=" << layer_norm << " input_norm=" << input_norm;
+      const auto v = at::zeros({op.num_params()}, at::kDouble);
+      EXPECT_THROW(op.apply(v), c10::Error);
+      EXPECT_THROW(op.conjugate_gradient(v, 3, 1e-10), c10::Error);
+    }
+  }
+  // One Linear: V = x wᵀ + b, so Σ_n g_n ∇V_n = (gᵀx, Σ g).
+  const auto x = at::randn({n, 4}, at::kDouble);
+  const auto w = at::randn({1, 4}, at::kDouble);
+  const auto b = at::randn({1}, at::kDouble);
+  haml::FisherOperator op(x, {w, b}, std::nullopt, std::nullopt, "linear", "tanh", false, false,
+                          1e-5, 0.0);
+  EXPECT_TRUE(at::allclose(op.head_output(), at::addmm(b, x, w.t()), 1e-12, 1e-12));
+  const auto g = at::randn({n, 1}, at::kDouble);
+  const auto grad = op.output_vjp(g);
+  EXPECT_TRUE(at::allclose(grad.narrow(0, 0, 4), g.t().mm(x).view({4}), 1e-12, 1e-12));
+  EXPECT_TRUE(at::allclose(grad.narrow(0, 4, 1), g.sum(0), 1e-12, 1e-12));
+  // An action mask has no meaning without a categorical head.
+  EXPECT_THROW(haml::FisherOperator(x, {w, b}, std::nullopt, at::ones({n, 1}, at::kBool), "linear",
+                                    "tanh", false, false, 1e-5, 0.0),
+               c10::Error);
+}
+
 #if defined(__linux__)
 TEST(FisherOperator, BlockedCpuProductCallsTorchsBlas) {
   // Linux torch wheels export their BLAS (MKL on x86-64, OpenBLAS on aarch64); if this fails,

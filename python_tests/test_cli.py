@@ -34,12 +34,13 @@ def test_info_names_every_op_and_the_backend(capsys):
     out = capsys.readouterr().out
     assert f"torch {torch.__version__}" in out
     rows = _info_rows(capsys)
-    assert set(rows) == {"gae", "clip_surrogate", "fvp", "line_search"}
+    assert set(rows) == {"gae", "clip_surrogate", "fvp", "line_search", "value_gradient"}
     for kernel, public, native in (
         ("gae", "gae", "torch.ops.haml.gae"),
         ("clip_surrogate", "clipped_surrogate", "torch.ops.haml.clip_surrogate_fwd"),
         ("fvp", "FisherOperator", "torch.classes.haml.FisherOperator"),
         ("line_search", "trust_region_step", "torch.classes.haml.FisherOperator"),
+        ("value_gradient", "value_loss_gradient", "torch.classes.haml.FisherOperator"),
     ):
         assert public in rows[kernel][0] and rows[kernel][1] == native
     assert f"HAML_BACKEND: {_backend.REQUESTED}" in out
@@ -125,6 +126,18 @@ def test_info_says_what_dispatch_runs(capsys, monkeypatch):
         logp_old = mlp.distribution(obs).log_prob(actions).sum(-1)
     trust_region_step(mlp, obs, actions, logp_old, torch.randn(16), None, None, max_kl=0.01)
     assert backends and all((b == "native") == says_native["line_search"] for b in backends)
+
+    # The value gradient: native (the reference never called) for a VCritic, as the row says.
+    from haml.models.value import VCritic
+    from haml.ops import value_gradient
+
+    monkeypatch.setattr(value_gradient.reference, "value_loss_gradient", _raise)
+    try:
+        value_gradient.value_loss_gradient(VCritic(3, (8,)), obs, lambda v: v.square().mean())
+        ran_native = True
+    except _Sentinel:
+        ran_native = False
+    assert ran_native == says_native["value_gradient"]
 
 
 def _info_text(capsys) -> str:

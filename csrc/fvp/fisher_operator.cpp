@@ -35,8 +35,8 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
                                bool input_norm, bool layer_norm, double layer_norm_eps,
                                double damping) {
   at::NoGradGuard no_grad;
-  TORCH_CHECK(head == "gaussian" || head == "categorical", kOp,
-              ": 'head' must be \"gaussian\" or \"categorical\", got \"", head, "\"");
+  TORCH_CHECK(head == "gaussian" || head == "categorical" || head == "linear", kOp,
+              ": 'head' must be \"gaussian\", \"categorical\" or \"linear\", got \"", head, "\"");
   TORCH_CHECK(activation == "tanh" || activation == "relu", kOp,
               ": 'activation' must be \"tanh\" or \"relu\", got \"", activation, "\"");
   TORCH_CHECK(damping >= 0.0 && std::isfinite(damping), kOp,
@@ -46,6 +46,9 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
   TORCH_CHECK(obs_in.scalar_type() == at::kFloat || obs_in.scalar_type() == at::kDouble, kOp,
               ": 'obs' must be float32 or float64, got ", obs_in.scalar_type());
   gaussian_ = head == "gaussian";
+  linear_ = head == "linear";
+  TORCH_CHECK(!linear_ || !action_mask.has_value(), kOp,
+              ": 'action_mask' applies only to a categorical head");
   damping_ = damping;
   const bool tanh = activation == "tanh";
   const bool cpu = obs_in.device().is_cpu();
@@ -205,6 +208,9 @@ FisherOperator::FisherOperator(const at::Tensor& obs_in, std::vector<at::Tensor>
                 " entries but the head ", num_out, " outputs");
     // w_n / (Σ w σ²), in the head's [A, N] layout
     scale_ = (sample_scale * (-2 * log_std).exp()).t().contiguous();
+  } else if (linear_) {
+    // No metric: apply_out and conjugate_gradient refuse such an operator.
+    scale_ = sample_scale.view({1, n_});
   } else {
     at::Tensor probs;
     if (action_mask.has_value()) {
@@ -502,6 +508,8 @@ void FisherOperator::aten_product(const at::Tensor& vc, at::Tensor& out) {
 
 void FisherOperator::apply_out(const at::Tensor& v, at::Tensor& out) {
   check_parameters_unchanged();
+  TORCH_CHECK(!linear_, kOp, ": a linear head (a value network) has no Fisher metric; such an ",
+              "operator serves head_output and output_vjp only");
   TORCH_CHECK(v.dim() == 1 && v.size(0) == num_params_, kOp, ": 'vector' must have shape (",
               num_params_, ",), got ", v.sizes());
   TORCH_CHECK(v.scalar_type() == head_.weight.scalar_type() && v.device() == head_.weight.device(),
@@ -561,6 +569,8 @@ at::Tensor FisherOperator::apply(const at::Tensor& v) {
 
 at::Tensor FisherOperator::conjugate_gradient(const at::Tensor& b, int64_t iters,
                                               double residual_tol) {
+  TORCH_CHECK(!linear_, kOp, ": a linear head (a value network) has no Fisher metric; such an ",
+              "operator serves head_output and output_vjp only");
   TORCH_CHECK(b.dim() == 1 && b.size(0) == num_params_, kOp, ": 'b' must have shape (",
               num_params_, ",), got ", b.sizes());
   TORCH_CHECK(iters >= 0, kOp, ": 'iters' must be >= 0, got ", iters);

@@ -31,6 +31,9 @@ class FisherOperator : public torch::CustomClassHolder {
   //   per hidden layer: Linear weight [d_out, d_in], bias; [LayerNorm weight, bias] if layer_norm
   //   head Linear weight [A, d], bias [A]
   // mask: per-sample weights [N] (or none); action_mask: [N, A] availability (categorical only).
+  // head == "linear": a network with a plain Linear output and no distribution (a value network,
+  // haml.models.VCritic). It has no Fisher metric: such an operator serves head_output and
+  // output_vjp (the network's cached forward and its transposed pass), and refuses products.
   FisherOperator(const at::Tensor& obs, std::vector<at::Tensor> params,
                  const std::optional<at::Tensor>& mask,
                  const std::optional<at::Tensor>& action_mask, const std::string& head,
@@ -97,6 +100,7 @@ class FisherOperator : public torch::CustomClassHolder {
   std::vector<at::Tensor> params_;
   std::vector<int64_t> param_versions_;
   bool gaussian_;
+  bool linear_;  // no distribution: no metric, no products
   bool blocked_cpu_ = false;
   double damping_;
   int64_t num_params_ = 0;

@@ -8,6 +8,11 @@ Per minibatch, with V_old the prediction recorded at collection and R̂ = Â + V
 
 ``norm`` is the running :class:`~haml.models.value.ValueNorm` (updated with each minibatch's raw
 returns before it is used, as HARL) or the identity.
+
+Each step's gradient of L comes from :func:`haml.ops.value_gradient.value_loss_gradient` for an MLP
+critic it serves (the native forward with cached activations and one transposed pass; autograd
+only through L), else, or with ``critic.native_gradient: false``, from autograd through the
+network. The two agree to rounding.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from haml.config.schema import CriticConfig
 from haml.models.recurrent import GRUCritic, is_recurrent
 from haml.models.value import ValueNorm, VCritic, huber
 from haml.ops.masked import masked_mean
+from haml.ops.value_gradient import serves_natively, value_loss_gradient
 
 __all__ = ["CriticLearner", "RolloutValues"]
 
@@ -112,21 +118,32 @@ class CriticLearner:
                     self.value_norm.update(target)
                     target = self.value_norm.normalize(target)
                 x = select_units(inputs, idx, length)
-                if sequences is None:
-                    value = self.critic(x)
-                else:
-                    chunks = sequences.subset(idx)
-                    value = self.critic.sequence(
-                        x.view(length, -1, x.shape[-1]), chunks.h0, chunks.starts.view(length, -1)
-                    )[0].flatten()
-                error = huber(target - value, cfg.huber_delta)
-                if cfg.value_clip > 0:
-                    old = select_units(old_raw, idx, length)
-                    clipped = old + (value - old).clamp(-cfg.value_clip, cfg.value_clip)
-                    error = torch.max(error, huber(target - clipped, cfg.huber_delta))
-                loss = masked_mean(error, None if mask is None else select_units(mask, idx, length))
+                old = select_units(old_raw, idx, length) if cfg.value_clip > 0 else None
+                weights = None if mask is None else select_units(mask, idx, length)
+
+                def value_loss(value: torch.Tensor) -> torch.Tensor:
+                    error = huber(target - value, cfg.huber_delta)
+                    if old is not None:
+                        clipped = old + (value - old).clamp(-cfg.value_clip, cfg.value_clip)
+                        error = torch.max(error, huber(target - clipped, cfg.huber_delta))
+                    return masked_mean(error, weights)
+
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if cfg.native_gradient and sequences is None and serves_natively(self.critic, x):
+                    loss, flat, _ = value_loss_gradient(self.critic, x, value_loss)
+                    params = list(self.critic.parameters())  # the flat layout
+                    for p, grad in zip(params, flat.split([p.numel() for p in params])):
+                        p.grad = grad.view_as(p)
+                else:
+                    if sequences is None:
+                        value = self.critic(x)
+                    else:
+                        chunks = sequences.subset(idx)
+                        value = self.critic.sequence(
+                            x.view(length, -1, x.shape[-1]), chunks.h0, chunks.starts.view(length, -1)
+                        )[0].flatten()
+                    loss = value_loss(value)
+                    loss.backward()
                 if cfg.max_grad_norm > 0:
                     nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()

@@ -19,6 +19,12 @@ tuned MaMuJoCo settings. Timed in one interleaved run (:func:`haml.bench.timing.
 The table prints each route's time, ``reference/native`` and ``compiled/native``, the achieved
 GFLOP/s of the autograd update (the GEMMs' FLOPs over its time) and that as a fraction of the
 floor's GFLOP/s.
+
+Then one critic update of the same settings (:class:`~haml.algorithms.critics.CriticLearner`: a
+``VCritic`` of [128, 128, 128] with LayerNorm on inputs of the same two sizes, clipped Huber loss,
+value normalisation, Adam, gradient-norm clipping), interleaved the same way: ``reference`` with
+``critic.native_gradient=False`` (autograd through the network), ``native`` as training runs it
+(:func:`haml.ops.value_gradient.value_loss_gradient`), and its GEMM floor.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from haml.bench import report
 from haml.bench.ops import Callables, Case, Options, _generator, compile_skip_reason, run_case
 from haml.bench.timing import format_seconds
 
-__all__ = ["SHAPES", "happo_cases", "linear_dims", "update_gemm_flops", "main"]
+__all__ = ["SHAPES", "happo_cases", "critic_cases", "linear_dims", "update_gemm_flops", "main"]
 
 N, HIDDEN = 4000, (128, 128, 128)
 SHAPES = ((17, 6), (113, 8))
@@ -166,6 +172,58 @@ def happo_cases(options: Options) -> list[Case]:
     return cases
 
 
+def _critic_problem(in_dim: int):
+    """A critic learner's inputs on a fresh ``VCritic`` and one batch of the tuned settings' size."""
+    from haml.models.value import VCritic
+
+    torch.manual_seed(in_dim)
+    critic = VCritic(in_dim, HIDDEN, "relu", layer_norm=True, input_norm=True)
+    gen = _generator(in_dim)
+    inputs = torch.randn(N, in_dim, generator=gen)
+    returns = 3.0 * torch.randn(N, generator=gen)
+    with torch.no_grad():
+        old_raw = critic(inputs)
+    return critic, inputs, returns, old_raw
+
+
+def critic_cases(options: Options) -> list[Case]:
+    """One critic-update case per input size and epoch count, on the CPU."""
+    from haml.algorithms.critics import CriticLearner
+    from haml.config.schema import CriticConfig
+
+    cases = []
+    for in_dim, _ in SHAPES[:1] if options.quick else SHAPES:
+        for epochs in EPOCHS[:1] if options.quick else EPOCHS:
+
+            def build(in_dim=in_dim, epochs=epochs) -> Callables:
+                critic, inputs, returns, old_raw = _critic_problem(in_dim)
+                # lr 0: both routes update from the same parameters in every call. The tuned
+                # settings' loss: Huber δ 10, value clip 0.05, value normalisation, clip norm 10.
+                cfg = CriticConfig(lr=1e-30, epochs=epochs, huber_delta=10.0, value_clip=0.05,
+                                   value_norm=True, max_grad_norm=10.0)
+                autograd, native = (
+                    CriticLearner(copy.deepcopy(critic), dataclasses.replace(cfg, native_gradient=flag))
+                    for flag in (False, True)
+                )
+                return Callables(
+                    reference=lambda: autograd.update(inputs, returns, old_raw),
+                    native=lambda: native.update(inputs, returns, old_raw),
+                    floor=_gemm_floor(linear_dims(in_dim, HIDDEN, 1), N, epochs),
+                )
+
+            cases.append(Case(
+                op="happo_critic_update",
+                shape={"N": N, "hidden": "x".join(map(str, HIDDEN)) + "+LN", "obs": in_dim,
+                       "actions": 1, "epochs": epochs},
+                device=torch.device("cpu"),
+                build=build,
+                native_op="happo_critic_update",
+                compile_skip="not timed for the critic",
+                floor="the update's matrix products alone (torch.mm into preallocated outputs)",
+            ))
+    return cases
+
+
 def _line(record: dict[str, Any]) -> str:
     shape, times, ratios = record["shape"], record["times"], record["ratios"]
 
@@ -178,12 +236,16 @@ def _line(record: dict[str, Any]) -> str:
     autograd, floor = times["reference"]["median"], times["floor"]["median"]
     compiled = ratios["compiled/native"]
     load = times["reference"].get("other_load")
+    what = (
+        f"critic: inputs={shape['obs']}" if record["op"] == "happo_critic_update"
+        else f"actor: obs={shape['obs']} actions={shape['actions']}"
+    )
     return (
-        f"obs={shape['obs']} actions={shape['actions']} epochs={shape['epochs']}: "
+        f"{what} epochs={shape['epochs']}: "
         f"autograd {show('reference')} ({flops / autograd / 1e9:.0f} GFLOP/s, "
         f"{floor / autograd:.0%} of the GEMM floor's {flops / floor / 1e9:.0f} GFLOP/s)  "
-        f"native gradient {show('native')} (autograd/native {ratios['reference/native']:.2f}x)  "
-        f"compiled {show('compiled')}"
+        f"native gradient {show('native')} (autograd/native {ratios['reference/native']:.2f}x)"
+        + ("" if record["op"] == "happo_critic_update" else f"  compiled {show('compiled')}")
         + ("" if compiled is None else
            f" (autograd/compiled {ratios['reference/native'] / compiled:.2f}x)")
         + ("" if load is None else f"  (other processes: {load:.0%} of the CPUs)")
@@ -198,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m haml.bench.happo",
         description="Time one HAPPO actor update (N 4000, [128]x3 + LayerNorm, observations 17 "
         "and 113, 5 and 15 epochs): today's autograd path, the native-gradient and compiled "
-        "routes, and the update's matrix products alone (the GEMM floor).",
+        "routes, and the update's matrix products alone (the GEMM floor); then one critic "
+        "update of the same sizes, autograd against the native gradient.",
     )
     parser.add_argument("--quick", action="store_true", help="one shape, 5 epochs, short timings")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
@@ -212,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"cpu ({env['device_names']['cpu']})", flush=True)
     start = time.perf_counter()
     records = []
-    for case in happo_cases(options):
+    for case in [*happo_cases(options), *critic_cases(options)]:
         record = run_case(case, options)
         records.append(record)
         print(_line(record), flush=True)

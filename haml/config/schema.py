@@ -205,6 +205,10 @@ class CriticConfig:
     """Train V on normalised returns (running mean/variance, β = 0.99999, HARL's ValueNorm)."""
     lr_schedule: str = "constant"
     """``constant`` or ``linear`` decay to 0 over the run."""
+    native_gradient: bool = True
+    """Each step's gradient from the native forward and transposed pass
+    (:func:`haml.ops.value_gradient.value_loss_gradient`) for an MLP critic it serves; the same
+    gradient to rounding as autograd, which ``false`` forces (and recurrent critics use)."""
 
     def __post_init__(self) -> None:
         check_positive("critic", "lr", self.lr)

@@ -26,6 +26,7 @@ from haml.ops.clip_surrogate import SurrogateOut, clipped_surrogate
 from haml.ops.fvp import FisherOperator, conjugate_gradient, fisher_vector_product
 from haml.ops.gae import gae
 from haml.ops.line_search import TrustRegionInfo, backtracking_line_search, trust_region_step
+from haml.ops.value_gradient import value_loss_gradient
 
 __all__ = [
     "gae",
@@ -37,6 +38,7 @@ __all__ = [
     "backtracking_line_search",
     "trust_region_step",
     "TrustRegionInfo",
+    "value_loss_gradient",
     "backend",
     "has_native",
     "BUILD_INFO",

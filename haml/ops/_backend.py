@@ -141,6 +141,12 @@ NATIVE_CLASS_KERNELS: dict[str, tuple[str, str]] = {
         "haml.ops.FisherOperator, so native for the same policies as fvp; the backtracking line search "
         "itself is PyTorch",
     ),
+    "value_gradient": (
+        "FisherOperator",
+        "haml.models.VCritic on float32/float64 inputs [N, in_dim] with every parameter trainable "
+        "(the operator's forward and transposed pass, with a linear head); other networks run "
+        "autograd",
+    ),
 }
 
 

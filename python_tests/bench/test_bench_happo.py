@@ -6,6 +6,7 @@ import torch
 
 from haml.bench.happo import (
     _gemm_floor,
+    critic_cases,
     happo_cases,
     linear_dims,
     main,
@@ -51,10 +52,32 @@ def test_the_native_route_is_the_learners_native_gradient_and_the_reference_auto
     assert len(calls) == case.shape["epochs"]
 
 
+def test_the_critic_routes_are_the_critic_learners_two_gradient_paths(monkeypatch):
+    # As for the actor: the critic learner's parity tests
+    # (python_tests/algorithms/test_critic_native_gradient.py) cover what the bench times.
+    import haml.algorithms.critics as critics
+
+    calls = []
+    real = critics.value_loss_gradient
+    monkeypatch.setattr(critics, "value_loss_gradient", lambda *a: calls.append(1) or real(*a))
+    (case,) = critic_cases(Options.make(quick=True, compile=False))
+    fns = case.build()
+    fns.reference()
+    assert calls == []
+    fns.native()
+    from haml.ops import _backend
+
+    served = _backend.has_native_class("FisherOperator")  # a VCritic on float32 [N, in]
+    assert len(calls) == (case.shape["epochs"] if served else 0)
+
+
 def test_cases_and_command(capsys):
     cases = happo_cases(Options.make(quick=False, compile=False))
     assert [(c.shape["obs"], c.shape["epochs"]) for c in cases] == [(17, 5), (17, 15), (113, 5), (113, 15)]
     assert main(["--quick", "--no-compile", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert "obs=17 actions=6 epochs=5: autograd" in out and "of the GEMM floor" in out
-    assert "autograd/native" in out
+    assert "actor: obs=17 actions=6 epochs=5: autograd" in out and "of the GEMM floor" in out
+    assert "critic: inputs=17 epochs=5: autograd" in out
+    assert out.count("autograd/native") == 2
+    assert [(c.shape["obs"], c.shape["epochs"]) for c in critic_cases(Options.make(quick=False, compile=False))] == [
+        (17, 5), (17, 15), (113, 5), (113, 15)]
