@@ -380,3 +380,37 @@ def test_a_killed_ray_worker_is_retried_and_resumes(local_ray, tmp_path):
     whole = haml.train("happo", "toy", TASK, steps=steps, out=tmp_path / "whole", quiet=True,
                        overrides=[*TOY, "train.torch_threads=1"])
     _assert_same_policies(whole.run_dir, plan.run_dir)
+
+
+def test_sigterm_on_a_ray_sweep_stops_its_runs_with_a_checkpoint(tmp_path):
+    # ray.init replaces the driver's SIGTERM handler with an immediate exit; haml sweep keeps its
+    # own, and stops each Ray task as Ctrl-C stops haml train: it finishes its iteration and
+    # writes a checkpoint. The run checkpoints only on that stop (checkpoint_every is huge), so a
+    # checkpoint proves it.
+    pytest.importorskip("ray")
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from haml.utils.checkpoint import latest_checkpoint
+
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "haml.cli", "sweep", "--quiet", "--algo", "happo",
+            "--env", "toy", "--task", TASK, "--steps", "100000000", "--out", str(out),
+            *TOY[:-1], "run.checkpoint_every=1000000"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = out / "toy" / TASK / "happo" / "seed-0"
+    try:
+        deadline = time.monotonic() + 180
+        while not (run_dir / "metrics.csv").is_file() or len(_rows(run_dir / "metrics.csv")) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.1)
+        assert latest_checkpoint(run_dir) is None
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    assert latest_checkpoint(run_dir) is not None, output

@@ -175,6 +175,23 @@ def _print_end(result: SweepResult, stream: TextIO) -> None:
               "stopped ones resume from their latest checkpoint)", file=stream)
 
 
+def _sigterm_handler() -> Any:
+    """The current SIGTERM handler (None where this thread cannot set one)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
+        return None
+    return signal.getsignal(signal.SIGTERM)
+
+
+def _restore_sigterm_handler(handler: Any) -> None:
+    import signal
+
+    if handler is not None:
+        signal.signal(signal.SIGTERM, handler)
+
+
 def _on_ray(plans, progress, address: str | None, **options: Any):
     """:func:`haml.sweeps.execute.run_on_ray` on the Ray instance this process is connected to,
     or else on one it starts (``address``: joins that cluster) and shuts down at the end."""
@@ -184,7 +201,11 @@ def _on_ray(plans, progress, address: str | None, **options: Any):
 
     started_here = not ray.is_initialized()
     if started_here:
+        caller_sigterm = _sigterm_handler()
         ray.init(address=address)
+        # ray.init replaces the driver's SIGTERM handler with one that exits at once; keep the
+        # caller's (`haml sweep` turns SIGTERM into Ctrl-C, which stops the runs with checkpoints).
+        _restore_sigterm_handler(caller_sigterm)
     try:
         return run_on_ray(plans, progress, **options)
     finally:

@@ -74,11 +74,30 @@ def run_in_process(plans: Sequence[RunPlan], progress: SweepProgress) -> list[Ru
     return statuses
 
 
+def _stop(ray, pending: list, grace_s: float) -> None:
+    """Stop the ``pending`` tasks: first as Ctrl-C stops ``haml train`` (a non-forced cancel
+    raises it in the task, whose run finishes its iteration and writes a checkpoint), then, for
+    whatever still runs after ``grace_s`` seconds or at a second Ctrl-C, by killing the worker
+    (that run keeps its previous checkpoint)."""
+    for ref in pending:
+        ray.cancel(ref, force=False)
+    try:
+        ray.wait(pending, num_returns=len(pending), timeout=grace_s)
+    except KeyboardInterrupt:
+        pass
+    for ref in pending:
+        ray.cancel(ref, force=True)
+
+
 def run_on_ray(plans: Sequence[RunPlan], progress: SweepProgress, *, cpus_per_run: float,
-               gpus_per_run: float, max_retries: int, wait_s: float = 1.0) -> list[RunStatus]:
+               gpus_per_run: float, max_retries: int, wait_s: float = 1.0,
+               stop_grace_s: float = 120.0) -> list[RunStatus]:
     """Every run as a Ray task on the Ray instance this process is connected to; returns when
-    all have ended. Ctrl-C cancels the tasks (their runs keep their checkpoints). Ray hides the
-    GPUs from a task that reserves none, so runs on ``cuda`` need ``gpus_per_run > 0``."""
+    all have ended. Ctrl-C (or SIGTERM under ``haml sweep``) stops the running tasks as Ctrl-C stops
+    ``haml train``: each finishes its iteration and writes a checkpoint, within ``stop_grace_s``
+    seconds; a task still running then, or at a second Ctrl-C, is killed and its run keeps its
+    previous checkpoint. Ray hides the GPUs from a task that reserves none, so runs on ``cuda``
+    need ``gpus_per_run > 0``."""
     import ray
     from ray.exceptions import RayError, RayTaskError
 
@@ -100,8 +119,8 @@ def run_on_ray(plans: Sequence[RunPlan], progress: SweepProgress, *, cpus_per_ru
                 except RayError as err:  # workers lost more than max_retries times, ...
                     statuses[plan.label] = _failed(progress, plan, err)
     except KeyboardInterrupt:
+        _stop(ray, pending, stop_grace_s)
         for ref in pending:
-            ray.cancel(ref, force=True)
             plan = refs[ref]
             # A run may have finished between the last wait and the cancel.
             done = finished_steps(read_record(plan.run_dir))
