@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -293,33 +294,44 @@ def test_a_run_from_before_a_config_key_existed_is_taken_over(tmp_path):
         _sweep(tmp_path / "sweep", algos="happo", steps=128)
 
 
-def test_sigterm_on_a_background_sweep_ends_it_like_ctrl_c(tmp_path):
-    # A sweep started with `&` ignores Ctrl-C; SIGTERM (kill, a job scheduler) is how it is
-    # stopped: the current run checkpoints, the exit status is 130, and the same command resumes.
+def _sigterm_sweep_after_rows(
+    tmp_path, flags: list[str], overrides: list[str], rows: int, before_signal=None
+) -> tuple[int, str, Path]:
+    """``haml sweep`` of one toy HAPPO run in a subprocess, sent SIGTERM once its metrics.csv has
+    ``rows`` rows (``before_signal(run_dir)`` runs just before); returns the exit status, the
+    output and the run directory."""
     import signal
     import subprocess
     import sys
     import time
 
-    from haml.utils.checkpoint import latest_checkpoint
-
     out = tmp_path / "sweep"
-    argv = [sys.executable, "-m", "haml.cli", "sweep", "--no-ray", "--quiet", "--algo", "happo",
-            "--env", "toy", "--task", TASK, "--steps", "100000000", "--out", str(out),
-            *TOY]
+    argv = [sys.executable, "-m", "haml.cli", "sweep", *flags, "--quiet", "--algo", "happo",
+            "--env", "toy", "--task", TASK, "--steps", "100000000", "--out", str(out), *overrides]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run_dir = out / "toy" / TASK / "happo" / "seed-0"
     try:
-        deadline = time.monotonic() + 120
-        while not (run_dir / "metrics.csv").is_file() or len(_rows(run_dir / "metrics.csv")) < 1:
+        deadline = time.monotonic() + 180
+        while not (run_dir / "metrics.csv").is_file() or len(_rows(run_dir / "metrics.csv")) < rows:
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
             time.sleep(0.05)
+        if before_signal is not None:
+            before_signal(run_dir)
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=120)
+        output, _ = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, output
+    return proc.returncode, output, run_dir
+
+
+def test_sigterm_on_a_background_sweep_ends_it_like_ctrl_c(tmp_path):
+    # A sweep started with `&` ignores Ctrl-C; SIGTERM (kill, a job scheduler) is how it is
+    # stopped: the current run checkpoints, the exit status is 130, and the same command resumes.
+    from haml.utils.checkpoint import latest_checkpoint
+
+    code, output, run_dir = _sigterm_sweep_after_rows(tmp_path, ["--no-ray"], TOY, rows=1)
+    assert code == 130, output
     assert latest_checkpoint(run_dir) is not None
     assert read_record(run_dir).get("finished") is None
 
@@ -388,29 +400,14 @@ def test_sigterm_on_a_ray_sweep_stops_its_runs_with_a_checkpoint(tmp_path):
     # writes a checkpoint. The run checkpoints only on that stop (checkpoint_every is huge), so a
     # checkpoint proves it.
     pytest.importorskip("ray")
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from haml.utils.checkpoint import latest_checkpoint
 
-    out = tmp_path / "sweep"
-    argv = [sys.executable, "-m", "haml.cli", "sweep", "--quiet", "--algo", "happo",
-            "--env", "toy", "--task", TASK, "--steps", "100000000", "--out", str(out),
-            *TOY[:-1], "run.checkpoint_every=1000000"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    run_dir = out / "toy" / TASK / "happo" / "seed-0"
-    try:
-        deadline = time.monotonic() + 180
-        while not (run_dir / "metrics.csv").is_file() or len(_rows(run_dir / "metrics.csv")) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
-            time.sleep(0.1)
+    def no_checkpoint_yet(run_dir):
         assert latest_checkpoint(run_dir) is None
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, output
+
+    code, output, run_dir = _sigterm_sweep_after_rows(
+        tmp_path, [], [*TOY[:-1], "run.checkpoint_every=1000000"], rows=2,
+        before_signal=no_checkpoint_yet,
+    )
+    assert code == 130, output
     assert latest_checkpoint(run_dir) is not None, output
