@@ -25,6 +25,7 @@ in the order it is defined below. A cell is empty when that metric was not logge
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 
@@ -33,6 +34,7 @@ __all__ = [
     "METRICS",
     "PER_AGENT",
     "CSV_COLUMNS",
+    "csv_cell_value",
     "STEP",
     "WALL_TIME",
     "ENV_PREFIX",
@@ -328,3 +330,12 @@ def csv_row(step: int, wall_time: float, values: Mapping[str, float]) -> dict[st
         else:
             row[name] = ""
     return row
+
+
+def csv_cell_value(cell: str | None) -> float:
+    """A ``metrics.csv`` cell read back as a float: NaN where the cell is empty (the metric was not
+    logged in that row), missing, or not a number."""
+    try:
+        return float(cell) if cell else math.nan
+    except ValueError:
+        return math.nan

@@ -262,11 +262,11 @@ def read_curve(
         for cells in reader:
             if len(cells) != len(header):
                 continue
-            xv, yv = _number(cells[i_x]), _number(cells[i_y])
+            xv, yv = M.csv_cell_value(cells[i_x]), M.csv_cell_value(cells[i_y])
             if derived and math.isfinite(xv):
                 # Rows repeated by a resume (steps not beyond the last counted) add no time; a
                 # row past it without a rate has no known time.
-                rate = _number(cells[i_rate])
+                rate = M.csv_cell_value(cells[i_rate])
                 if xv > last_step and math.isfinite(rate) and rate > 0:
                     seconds += (xv - last_step) / rate
                     last_step = xv
@@ -278,13 +278,6 @@ def read_curve(
     xs = np.array(sorted(points), dtype=np.float64)
     ys = np.array([points[v] for v in xs], dtype=np.float64)
     return Curve(run_dir, run_key(run_dir), xs, ys)
-
-
-def _number(cell: str) -> float:
-    try:
-        return float(cell)
-    except ValueError:
-        return math.nan  # an empty cell: the metric was not logged in that row
 
 
 # ----------------------------------------------------------------------------------------------

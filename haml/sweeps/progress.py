@@ -64,10 +64,8 @@ def _tail_rows(path: Path) -> list[dict[str, str]]:
 
 
 def _number(text: str | None) -> float | None:
-    try:
-        value = float(text) if text else math.nan
-    except ValueError:
-        return None
+    """A metrics.csv cell as a finite float, or None."""
+    value = M.csv_cell_value(text)
     return value if math.isfinite(value) else None
 
 
