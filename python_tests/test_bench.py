@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import io
 import json
 import math
+import pkgutil
 import time
 
 import pytest
@@ -33,9 +35,14 @@ QUICK_SHAPES = {
     "fvp[torch.func]": [_POLICY],
     "trust_region_step": [_POLICY],
     "trust_region_step[recomputed]": [_POLICY],
+    "value_gradient": [{"critic": "halfcheetah 3x128 LN", "N": 4000, "inputs": 17}],
 }
 """The rows of a quick run: one per op (the trust-region kernels' registry entries give several)."""
-KERNELS = {"gae", "clip_surrogate", "fvp", "line_search"}
+KERNELS = {
+    module.name for module in pkgutil.iter_modules(importlib.import_module("haml.ops").__path__)
+    if module.ispkg
+}
+"""Every op package under haml/ops: each must have a benchmark entry (docs/DESIGN.md, item 5)."""
 NATIVE_OPS = {"gae": "gae", "clip_surrogate": "clip_surrogate_fwd"}
 
 
@@ -65,6 +72,7 @@ def test_quick_run_writes_the_json_it_returns(quick_run):
 
 def test_every_op_and_quick_shape_is_measured(quick_run):
     document, _ = quick_run
+    assert KERNELS == {"gae", "clip_surrogate", "fvp", "line_search", "value_gradient"}
     assert KERNELS <= set(REGISTRY)
     measured = {}
     for case in document["cases"]:
@@ -121,7 +129,11 @@ def test_full_case_table_and_compile_limit():
     assert set(shapes) == {
         ("gae", (200, 20)), ("gae", (1000, 1024)), ("gae", (128, 4096)),
         ("clip_surrogate", (4000,)), ("clip_surrogate", (65536,)),
-    } | {(op, policy) for op in trust_region_ops for policy in policies}
+    } | {(op, policy) for op in trust_region_ops for policy in policies} | {
+        ("value_gradient", ("halfcheetah 3x128 LN", 4000, 17)),
+        ("value_gradient", ("ant 3x128 LN", 4000, 113)),
+        ("value_gradient", ("default 1x64 LN", 4000, 17)),
+    }
     for policy in policies:
         assert shapes[("fvp", policy)].targets == (
             Target("reference/native", ">=", 1.5), Target("native/floor", "<=", 1.5)

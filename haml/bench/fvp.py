@@ -21,6 +21,10 @@ size, line search), each starting from the same parameters, native against:
 
 In the ``fvp`` rows operators are built outside the timed call, as the ~11 products of a step
 share one; the ``line_search`` rows time everything a step does.
+
+The ``value_gradient`` rows time one critic step's gradient (the clipped Huber loss of a
+``VCritic`` on N = 4000 inputs) through :func:`haml.ops.value_loss_gradient`, whose native form
+is the same class with a linear head, against autograd through the network (its reference).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from haml.bench.ops import (
     compile_skip_reason,
 )
 
-__all__ = ["POLICIES", "fvp_cases", "trust_region_cases"]
+__all__ = ["CRITICS", "POLICIES", "fvp_cases", "trust_region_cases", "value_gradient_cases"]
 
 # (name, obs_dim, hidden, n_actions, head, N): MaMuJoCo-like Gaussian policies (obs 17-113,
 # actions 3-8; HARL's tuned 3x128 with LayerNorm, and the papers' 2x64), and SMAC-like categorical
@@ -198,4 +202,55 @@ def trust_region_cases(device: torch.device, options: Options) -> list[Case]:
                 targets=STEP_TARGETS,
             )
         )
+    return cases
+
+
+# (name, input size, hidden, N): the tuned MaMuJoCo critics (a state of 17 or 113 features), and
+# the papers' default [64].
+CRITICS = (
+    ("halfcheetah 3x128 LN", 17, (128, 128, 128), 4000),
+    ("ant 3x128 LN", 113, (128, 128, 128), 4000),
+    ("default 1x64 LN", 17, (64,), 4000),
+)
+
+
+def value_gradient_cases(device: torch.device, options: Options) -> list[Case]:
+    """One critic step's gradient (:func:`haml.ops.value_loss_gradient`, the clipped Huber loss of
+    :mod:`haml.algorithms.critics`) against autograd through the network (its reference)."""
+    from haml.models.value import VCritic, huber
+    from haml.ops import value_gradient
+    from haml.ops.value_gradient import reference
+
+    native_skip = _native_skip("FisherOperator", device)
+    cases = []
+    for name, in_dim, hidden, n in CRITICS[:1] if options.quick else CRITICS:
+
+        def build(in_dim=in_dim, hidden=hidden, n=n) -> Callables:
+            torch.manual_seed(in_dim)
+            critic = VCritic(in_dim, hidden, "relu", layer_norm=True, input_norm=True).to(device)
+            gen = _generator(in_dim + n)
+            inputs = torch.randn(n, in_dim, generator=gen).to(device)
+            target = torch.randn(n, generator=gen).to(device)
+            with torch.no_grad():
+                old = critic(inputs)
+
+            def loss(values: torch.Tensor) -> torch.Tensor:
+                clipped = old + (values - old).clamp(-0.2, 0.2)
+                return torch.max(huber(target - values, 10.0), huber(target - clipped, 10.0)).mean()
+
+            return Callables(
+                reference=lambda: reference.value_loss_gradient(critic, inputs, loss),
+                native=None if native_skip else (
+                    lambda: value_gradient.value_loss_gradient(critic, inputs, loss)
+                ),
+            )
+
+        cases.append(Case(
+            op="value_gradient",
+            shape={"critic": name, "N": n, "inputs": in_dim},
+            device=device,
+            build=build,
+            native_op="FisherOperator",
+            compile_skip=compile_skip_reason(options, "not compiled: the reference is autograd itself"),
+        ))
     return cases

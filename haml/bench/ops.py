@@ -359,7 +359,8 @@ CaseFactory = Callable[[torch.device, Options], list[Case]]
 def _trust_region_factories() -> dict[str, CaseFactory]:
     from haml.bench import fvp  # imports haml.models (gymnasium): only when registered here
 
-    return {"fvp": fvp.fvp_cases, "line_search": fvp.trust_region_cases}
+    return {"fvp": fvp.fvp_cases, "line_search": fvp.trust_region_cases,
+            "value_gradient": fvp.value_gradient_cases}
 
 
 REGISTRY: dict[str, CaseFactory] = {
