@@ -160,3 +160,18 @@ def test_wrong_input_width_is_named_by_the_native_operator():
     critic = make_critic(CONFIGS[3])
     with pytest.raises(RuntimeError, match="'obs' has 4 features"):
         value_loss_gradient(critic, torch.randn(3, 4, dtype=torch.float64), lambda v: v.sum())
+
+
+@needs_native
+@pytest.mark.gpu
+def test_native_gradient_on_cuda_matches_autograd():
+    # Off the CPU the operator runs its ATen sequence instead of the blocked product.
+    for config in CONFIGS:
+        critic = make_critic(config).cuda()
+        x = torch.randn(300, 5, dtype=torch.float64, device="cuda")
+        loss = lambda v: huber(1.0 - v, 1.0).mean()  # noqa: E731
+        assert serves_natively(critic, x)
+        _, gradient, _ = value_loss_gradient(critic, x, loss)
+        _, ref_gradient, _ = reference.value_loss_gradient(critic, x, loss)
+        assert gradient.device.type == "cuda"
+        assert (gradient - ref_gradient).norm() <= 1e-10 * ref_gradient.norm() + 1e-14
