@@ -15,6 +15,10 @@ again; the run is reported failed and the others go on.
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -74,19 +78,47 @@ def run_in_process(plans: Sequence[RunPlan], progress: SweepProgress) -> list[Ru
     return statuses
 
 
-def _stop(ray, pending: list, grace_s: float) -> None:
-    """Stop the ``pending`` tasks: first as Ctrl-C stops ``haml train`` (a non-forced cancel
-    raises it in the task, whose run finishes its iteration and writes a checkpoint), then, for
-    whatever still runs after ``grace_s`` seconds or at a second Ctrl-C, by killing the worker
-    (that run keeps its previous checkpoint)."""
+def _running_pid(plan: RunPlan, since: float) -> int | None:
+    """The pid of the process on this host that runs ``plan``'s current session, started since
+    ``since`` (this sweep's start), or None (queued, ended, or on another node)."""
+    sessions = read_record(plan.run_dir).get("sessions") or []
+    last = sessions[-1] if sessions else {}
+    if "wall_seconds" in last or last.get("host") != socket.gethostname():
+        return None
+    if float(last.get("started", 0.0)) < since or not isinstance(last.get("pid"), int):
+        return None
+    return last["pid"]
+
+
+def _stop(ray, refs: dict, pending: list, grace_s: float, since: float) -> None:
+    """Stop the ``pending`` tasks. A running run on this host gets SIGTERM in its worker process,
+    which ``haml train`` takes as its first Ctrl-C: it finishes the iteration and writes a
+    checkpoint. (Ray workers have their own process group, so a terminal's Ctrl-C does not reach
+    them, and they block SIGINT.) Queued tasks, runs on other nodes, and whatever still runs after
+    ``grace_s`` seconds or at a second Ctrl-C are cancelled by killing the worker (a run keeps its
+    previous checkpoint).
+
+    ``ray.cancel`` without force is not used for the graceful stop: a task it interrupts that then
+    returns normally can crash Ray's task manager (seen with Ray 2.60)."""
+    signalled = []
     for ref in pending:
-        ray.cancel(ref, force=False)
+        pid = _running_pid(refs[ref], since)
+        try:
+            if pid is None:
+                raise ProcessLookupError
+            os.kill(pid, signal.SIGTERM)
+            signalled.append(ref)
+        except (ProcessLookupError, PermissionError):
+            ray.cancel(ref, force=True)
     try:
-        ray.wait(pending, num_returns=len(pending), timeout=grace_s)
+        if signalled:
+            ray.wait(signalled, num_returns=len(signalled), timeout=grace_s)
     except KeyboardInterrupt:
         pass
-    for ref in pending:
-        ray.cancel(ref, force=True)
+    if signalled:
+        _, running = ray.wait(signalled, num_returns=len(signalled), timeout=0)
+        for ref in running:
+            ray.cancel(ref, force=True)
 
 
 def run_on_ray(plans: Sequence[RunPlan], progress: SweepProgress, *, cpus_per_run: float,
@@ -104,6 +136,7 @@ def run_on_ray(plans: Sequence[RunPlan], progress: SweepProgress, *, cpus_per_ru
     task = ray.remote(run_one).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
                                        max_retries=max_retries, retry_exceptions=False,
                                        name="haml-sweep-run")
+    since = time.time()
     refs = {task.remote(plan): plan for plan in plans}
     statuses: dict[str, RunStatus] = {}
     pending = list(refs)
@@ -119,7 +152,7 @@ def run_on_ray(plans: Sequence[RunPlan], progress: SweepProgress, *, cpus_per_ru
                 except RayError as err:  # workers lost more than max_retries times, ...
                     statuses[plan.label] = _failed(progress, plan, err)
     except KeyboardInterrupt:
-        _stop(ray, pending, stop_grace_s)
+        _stop(ray, refs, pending, stop_grace_s, since)
         for ref in pending:
             plan = refs[ref]
             # A run may have finished between the last wait and the cancel.
