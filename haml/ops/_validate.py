@@ -75,6 +75,33 @@ def needs_autograd(*tensors: torch.Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def require_differentiable_scalar(op: str, name: str, value: object, depends_on: str) -> torch.Tensor:
+    """What a user's callable ``name`` returned: a 0-d floating tensor with a gradient in
+    ``depends_on`` (an objective of a distribution, a loss of values)."""
+    if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
+        got = (
+            f"shape {tuple(value.shape)}, {value.dtype}" if isinstance(value, torch.Tensor)
+            else type(value).__name__
+        )
+        raise TypeError(f"{op}: '{name}' must return a 0-d floating tensor, got {got}")
+    if not value.requires_grad:
+        raise ValueError(
+            f"{op}: the {name}'s value does not depend on {depends_on} (it has no gradient)"
+        )
+    return value
+
+
+def warn_once(said: set[str], message: str, stacklevel: int = 2) -> None:
+    """A ``RuntimeWarning`` with ``message`` unless ``said`` (the caller's record) has it already:
+    the ops' one warning per reason to fall back to their reference. ``stacklevel`` as
+    ``warnings.warn``'s, counted from the caller."""
+    if message not in said:
+        said.add(message)
+        import warnings
+
+        warnings.warn(message, RuntimeWarning, stacklevel=stacklevel + 1)
+
+
 def require_int(op: str, name: str, value: object, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{op}: '{name}' must be an int, got {type(value).__name__}")

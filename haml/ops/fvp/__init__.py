@@ -30,7 +30,6 @@ product; ``torch.func`` Gauss–Newton) are documented in :mod:`haml.ops.fvp.ref
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import torch
@@ -83,9 +82,8 @@ def serves_natively(policy: nn.Module, obs: torch.Tensor) -> bool:
 
 
 def _say_fallback_once(reason: str) -> None:
-    if reason and reason not in _FALLBACKS_SAID:
-        _FALLBACKS_SAID.add(reason)
-        warnings.warn(f"haml.ops.FisherOperator: {reason}", RuntimeWarning, stacklevel=3)
+    if reason:
+        _validate.warn_once(_FALLBACKS_SAID, f"haml.ops.FisherOperator: {reason}", stacklevel=3)
 
 
 def _scalar_valued(
@@ -94,19 +92,10 @@ def _scalar_valued(
     """``objective``, checked to return a 0-d floating tensor that depends on the distribution."""
 
     def checked(dist: Distribution) -> torch.Tensor:
-        value = objective(dist)
-        if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
-            raise TypeError(
-                f"{_NAME}.objective_gradient: 'objective' must return a 0-d floating tensor, got "
-                + (f"shape {tuple(value.shape)}, {value.dtype}" if isinstance(value, torch.Tensor)
-                   else type(value).__name__)
-            )
-        if not value.requires_grad:
-            raise ValueError(
-                f"{_NAME}.objective_gradient: the objective's value does not depend on the "
-                "distribution's parameters (it has no gradient)"
-            )
-        return value
+        return _validate.require_differentiable_scalar(
+            f"{_NAME}.objective_gradient", "objective", objective(dist),
+            "the distribution's parameters",
+        )
 
     return checked
 

@@ -20,13 +20,12 @@ is built.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from haml.ops import _backend
+from haml.ops import _backend, _validate
 from haml.ops.value_gradient import reference
 
 __all__ = ["value_loss_gradient", "serves_natively"]
@@ -84,15 +83,7 @@ def _check(network: object, inputs: object, loss: object) -> list[nn.Parameter]:
 
 
 def _scalar(value: object) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
-        got = (
-            f"shape {tuple(value.shape)}, {value.dtype}" if isinstance(value, torch.Tensor)
-            else type(value).__name__
-        )
-        raise TypeError(f"{_OP}: 'loss' must return a 0-d floating tensor, got {got}")
-    if not value.requires_grad:
-        raise ValueError(f"{_OP}: the loss does not depend on the values (it has no gradient)")
-    return value
+    return _validate.require_differentiable_scalar(_OP, "loss", value, "the values")
 
 
 def value_loss_gradient(
@@ -112,9 +103,8 @@ def value_loss_gradient(
     _check(network, inputs, loss)
     reason = _native_unsupported(network, inputs)
     if reason is not None:
-        if reason and reason not in _FALLBACKS_SAID:
-            _FALLBACKS_SAID.add(reason)
-            warnings.warn(f"haml.ops.value_loss_gradient: {reason}", RuntimeWarning, stacklevel=2)
+        if reason:
+            _validate.warn_once(_FALLBACKS_SAID, f"haml.ops.value_loss_gradient: {reason}")
         return reference.value_loss_gradient(network, inputs, lambda v: _scalar(loss(v)))
     body = network.body
     with torch.no_grad():
