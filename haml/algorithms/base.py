@@ -17,7 +17,10 @@ from torch import nn
 from haml.buffers.layout import select_units
 from haml.models.recurrent import SequenceView
 
-__all__ = ["ActorBatch", "ActorLearner", "Sequences", "linear_decay", "minibatch_indices", "schedule_lr"]
+__all__ = [
+    "ActorBatch", "ActorLearner", "Sequences", "linear_decay", "minibatch_indices", "schedule_lr",
+    "set_flat_grad",
+]
 
 
 @dataclass
@@ -136,3 +139,11 @@ def minibatch_indices(
         return [None]
     order = torch.randperm(n).to(device)
     return list(order.chunk(num_minibatches))
+
+
+def set_flat_grad(module: nn.Module, flat: torch.Tensor) -> None:
+    """Each parameter's ``.grad`` from ``flat``, a gradient laid out over ``module.parameters()``
+    in order (the native gradients' layout), as views of it."""
+    params = list(module.parameters())
+    for p, grad in zip(params, flat.split([p.numel() for p in params])):
+        p.grad = grad.view_as(p)

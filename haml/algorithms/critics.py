@@ -17,6 +17,7 @@ network. The two agree to rounding.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 
 from dataclasses import dataclass
 
-from haml.algorithms.base import Sequences, minibatch_indices, schedule_lr
+from haml.algorithms.base import Sequences, minibatch_indices, schedule_lr, set_flat_grad
 from haml.buffers.layout import select_units
 from haml.config.schema import CriticConfig
 from haml.models.recurrent import GRUCritic, is_recurrent
@@ -32,7 +33,7 @@ from haml.models.value import ValueNorm, VCritic, huber
 from haml.ops.masked import masked_mean
 from haml.ops.value_gradient import serves_natively, value_loss_gradient
 
-__all__ = ["CriticLearner", "RolloutValues"]
+__all__ = ["CriticLearner", "RolloutValues", "clipped_value_loss"]
 
 
 @dataclass
@@ -47,6 +48,24 @@ class RolloutValues:
     """V(s_{t+1}) in return units, from the true next state."""
     h_used: torch.Tensor | None = None
     h_next: torch.Tensor | None = None
+
+
+def clipped_value_loss(
+    value: torch.Tensor,
+    target: torch.Tensor,
+    old: torch.Tensor,
+    value_clip: float,
+    huber_delta: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """L(φ) of the module doc for predictions ``value``, (normalised) targets ``target`` and the
+    collection-time outputs ``old``, each ``[N]``; ``value_clip`` 0 drops the clipped term,
+    ``huber_delta`` 0 gives the squared error, ``mask`` weights the samples in the mean."""
+    error = huber(target - value, huber_delta)
+    if value_clip > 0:
+        clipped = old + (value - old).clamp(-value_clip, value_clip)
+        error = torch.max(error, huber(target - clipped, huber_delta))
+    return masked_mean(error, mask)
 
 
 class CriticLearner:
@@ -118,22 +137,18 @@ class CriticLearner:
                     self.value_norm.update(target)
                     target = self.value_norm.normalize(target)
                 x = select_units(inputs, idx, length)
-                old = select_units(old_raw, idx, length) if cfg.value_clip > 0 else None
-                weights = None if mask is None else select_units(mask, idx, length)
-
-                def value_loss(value: torch.Tensor) -> torch.Tensor:
-                    error = huber(target - value, cfg.huber_delta)
-                    if old is not None:
-                        clipped = old + (value - old).clamp(-cfg.value_clip, cfg.value_clip)
-                        error = torch.max(error, huber(target - clipped, cfg.huber_delta))
-                    return masked_mean(error, weights)
-
+                value_loss = functools.partial(
+                    clipped_value_loss,
+                    target=target,
+                    old=select_units(old_raw, idx, length),
+                    value_clip=cfg.value_clip,
+                    huber_delta=cfg.huber_delta,
+                    mask=None if mask is None else select_units(mask, idx, length),
+                )
                 self.optimizer.zero_grad(set_to_none=True)
                 if cfg.native_gradient and sequences is None and serves_natively(self.critic, x):
                     loss, flat, _ = value_loss_gradient(self.critic, x, value_loss)
-                    params = list(self.critic.parameters())  # the flat layout
-                    for p, grad in zip(params, flat.split([p.numel() for p in params])):
-                        p.grad = grad.view_as(p)
+                    set_flat_grad(self.critic, flat)
                 else:
                     if sequences is None:
                         value = self.critic(x)

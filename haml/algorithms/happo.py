@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from haml.algorithms.base import ActorBatch, minibatch_indices, schedule_lr
+from haml.algorithms.base import ActorBatch, minibatch_indices, schedule_lr, set_flat_grad
 from haml.config.schema import LR_SCHEDULES, check_choice, check_positive
 from haml.models import joint_entropy, joint_log_prob
 from haml.ops import FisherOperator, SurrogateOut, clipped_surrogate
@@ -143,9 +143,7 @@ class PPOActorLearner:
                 return outs[-1].loss
 
             _, flat, _ = operator.objective_gradient(loss)
-            params = list(self.policy.parameters())  # the operator's flat layout
-            for p, grad in zip(params, flat.split([p.numel() for p in params])):
-                p.grad = grad.view_as(p)
+            set_flat_grad(self.policy, flat)
             return outs[-1]
         out = self._surrogate(mb.view(self.policy).distribution(mb.obs, mb.action_mask), mb, clip)
         out.loss.backward()

@@ -217,7 +217,8 @@ CRITICS = (
 def value_gradient_cases(device: torch.device, options: Options) -> list[Case]:
     """One critic step's gradient (:func:`haml.ops.value_loss_gradient`, the clipped Huber loss of
     :mod:`haml.algorithms.critics`) against autograd through the network (its reference)."""
-    from haml.models.value import VCritic, huber
+    from haml.algorithms.critics import clipped_value_loss
+    from haml.models.value import VCritic
     from haml.ops import value_gradient
     from haml.ops.value_gradient import reference
 
@@ -234,9 +235,8 @@ def value_gradient_cases(device: torch.device, options: Options) -> list[Case]:
             with torch.no_grad():
                 old = critic(inputs)
 
-            def loss(values: torch.Tensor) -> torch.Tensor:
-                clipped = old + (values - old).clamp(-0.2, 0.2)
-                return torch.max(huber(target - values, 10.0), huber(target - clipped, 10.0)).mean()
+            loss = functools.partial(clipped_value_loss, target=target, old=old, value_clip=0.2,
+                                     huber_delta=10.0)
 
             return Callables(
                 reference=lambda: reference.value_loss_gradient(critic, inputs, loss),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import pytest
 import torch
 from torch import nn
 
+from haml.algorithms.critics import clipped_value_loss
 from haml.models.value import VCritic, huber
 from haml.ops import _backend, value_gradient
 from haml.ops.value_gradient import reference, serves_natively, value_loss_gradient
@@ -41,13 +43,8 @@ def make_critic(config, dtype=torch.float64, in_dim=5, seed=0):
 
 def critic_loss(target, old, mask):
     """The critic learner's clipped Huber loss (haml.algorithms.critics), masked."""
-
-    def loss(values):
-        clipped = old + (values - old).clamp(-0.2, 0.2)
-        error = torch.max(huber(target - values, 1.0), huber(target - clipped, 1.0))
-        return (error * mask).sum() / mask.sum()
-
-    return loss
+    return functools.partial(clipped_value_loss, target=target, old=old, value_clip=0.2,
+                             huber_delta=1.0, mask=mask)
 
 
 @needs_native
