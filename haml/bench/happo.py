@@ -236,8 +236,9 @@ def _line(record: dict[str, Any]) -> str:
     autograd, floor = times["reference"]["median"], times["floor"]["median"]
     compiled = ratios["compiled/native"]
     load = times["reference"].get("other_load")
+    critic = record["op"] == "happo_critic_update"
     what = (
-        f"critic: inputs={shape['obs']}" if record["op"] == "happo_critic_update"
+        f"critic: inputs={shape['obs']}" if critic
         else f"actor: obs={shape['obs']} actions={shape['actions']}"
     )
     return (
@@ -245,7 +246,7 @@ def _line(record: dict[str, Any]) -> str:
         f"autograd {show('reference')} ({flops / autograd / 1e9:.0f} GFLOP/s, "
         f"{floor / autograd:.0%} of the GEMM floor's {flops / floor / 1e9:.0f} GFLOP/s)  "
         f"native gradient {show('native')} (autograd/native {ratios['reference/native']:.2f}x)"
-        + ("" if record["op"] == "happo_critic_update" else f"  compiled {show('compiled')}")
+        + ("" if critic else f"  compiled {show('compiled')}")
         + ("" if compiled is None else
            f" (autograd/compiled {ratios['reference/native'] / compiled:.2f}x)")
         + ("" if load is None else f"  (other processes: {load:.0%} of the CPUs)")
