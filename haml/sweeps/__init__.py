@@ -12,11 +12,12 @@ docs/SWEEPS.md describes the commands, the directory layout and what resumes aft
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -175,21 +176,20 @@ def _print_end(result: SweepResult, stream: TextIO) -> None:
               "stopped ones resume from their latest checkpoint)", file=stream)
 
 
-def _sigterm_handler() -> Any:
-    """The current SIGTERM handler (None where this thread cannot set one)."""
+@contextlib.contextmanager
+def _keeping_sigterm_handler() -> Iterator[None]:
+    """Puts back the SIGTERM handler the block found (where this thread can set one)."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGTERM"):
-        return None
-    return signal.getsignal(signal.SIGTERM)
-
-
-def _restore_sigterm_handler(handler: Any) -> None:
-    import signal
-
-    if handler is not None:
-        signal.signal(signal.SIGTERM, handler)
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _on_ray(plans, progress, address: str | None, **options: Any):
@@ -201,11 +201,10 @@ def _on_ray(plans, progress, address: str | None, **options: Any):
 
     started_here = not ray.is_initialized()
     if started_here:
-        caller_sigterm = _sigterm_handler()
-        ray.init(address=address)
         # ray.init replaces the driver's SIGTERM handler with one that exits at once; keep the
         # caller's (`haml sweep` turns SIGTERM into Ctrl-C, which stops the runs with checkpoints).
-        _restore_sigterm_handler(caller_sigterm)
+        with _keeping_sigterm_handler():
+            ray.init(address=address)
     try:
         return run_on_ray(plans, progress, **options)
     finally:

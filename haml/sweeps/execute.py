@@ -90,6 +90,14 @@ def _running_pid(plan: RunPlan, since: float) -> int | None:
     return last["pid"]
 
 
+def _sent_sigterm(pid: int) -> bool:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):  # ended meanwhile, or not ours
+        return False
+    return True
+
+
 def _stop(ray, refs: dict, pending: list, grace_s: float, since: float) -> None:
     """Stop the ``pending`` tasks. A running run on this host gets SIGTERM in its worker process,
     which ``haml train`` takes as its first Ctrl-C: it finishes the iteration and writes a
@@ -103,12 +111,9 @@ def _stop(ray, refs: dict, pending: list, grace_s: float, since: float) -> None:
     signalled = []
     for ref in pending:
         pid = _running_pid(refs[ref], since)
-        try:
-            if pid is None:
-                raise ProcessLookupError
-            os.kill(pid, signal.SIGTERM)
+        if pid is not None and _sent_sigterm(pid):
             signalled.append(ref)
-        except (ProcessLookupError, PermissionError):
+        else:
             ray.cancel(ref, force=True)
     try:
         if signalled:
