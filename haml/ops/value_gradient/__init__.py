@@ -62,6 +62,8 @@ def serves_natively(network: nn.Module, inputs: torch.Tensor) -> bool:
 
 
 def _check(network: object, inputs: object, loss: object) -> list[nn.Parameter]:
+    from haml.models.value import VCritic
+
     if not isinstance(network, nn.Module):
         raise TypeError(f"{_OP}: 'network' must be an nn.Module, got {type(network).__name__}")
     if not callable(loss):
@@ -78,6 +80,11 @@ def _check(network: object, inputs: object, loss: object) -> list[nn.Parameter]:
         raise ValueError(
             f"{_OP}: 'inputs' are {inputs.dtype} on {inputs.device} but the network's parameters "
             f"are {ref.dtype} on {ref.device}"
+        )
+    if isinstance(network, VCritic) and inputs.shape[-1] != network.body.in_dim:
+        raise ValueError(
+            f"{_OP}: 'inputs' have {inputs.shape[-1]} features but the network takes "
+            f"{network.body.in_dim}"
         )
     return params
 
