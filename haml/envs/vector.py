@@ -287,13 +287,18 @@ class _DeferredSigint:
     flag instead). The Python-level handler is swapped rather than the signal masked: a process-
     directed signal may be delivered to any thread, and Python runs its handler in the main
     thread all the same. Outside the main thread (where Python runs no signal handlers) this does
-    nothing.
+    nothing, and so does a process that ignores SIGINT (a job started in the background by a
+    non-interactive shell inherits that): its Ctrl-C stays ignored rather than becoming a
+    deferred one.
     """
 
     def __init__(self) -> None:
         self._frames: list[Any] = []
         self._previous: Any = None
-        self._active = threading.current_thread() is threading.main_thread()
+        self._active = (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+        )
 
     def _note(self, signum: int, frame: Any) -> None:
         self._frames.append(frame)

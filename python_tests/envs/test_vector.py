@@ -583,8 +583,17 @@ def test_workers_ignore_sigint_and_the_main_process_keeps_its_handler():
         envs.close()
 
 
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test: a session started in the background by a
+    non-interactive shell inherits an ignored SIGINT, under which a Ctrl-C test cannot fail."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("asynchronous", [False, True])
-def test_ctrl_c_during_a_step_leaves_the_envs_whole_and_saveable(asynchronous):
+def test_ctrl_c_during_a_step_leaves_the_envs_whole_and_saveable(asynchronous, python_sigint):
     envs = make_vec(num_envs=2, asynchronous=asynchronous, step_seconds=0.4)
     try:
         envs.reset()
@@ -602,7 +611,26 @@ def test_ctrl_c_during_a_step_leaves_the_envs_whole_and_saveable(asynchronous):
         envs.close()
 
 
-def test_a_second_ctrl_c_abandons_a_stuck_step():
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_an_ignored_sigint_stays_ignored_during_a_step(asynchronous):
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    envs = make_vec(num_envs=2, asynchronous=asynchronous, step_seconds=0.4)
+    try:
+        envs.reset()
+        # two signals: a deferred Ctrl-C would have raised at the second one
+        timers = [threading.Timer(t, os.kill, (os.getpid(), signal.SIGINT)) for t in (0.1, 0.2)]
+        for timer in timers:
+            timer.start()
+        assert envs.step(box_actions(2, 0.5)).state[:, 0].tolist() == [1.0, 1.0]
+        for timer in timers:
+            timer.join()
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        envs.close()
+
+
+def test_a_second_ctrl_c_abandons_a_stuck_step(python_sigint):
     fns = [functools.partial(make_fake, 0), functools.partial(make_fake, 1, hang_at=1)]
     envs = GymVectorEnv(fns, env="fake", task="pair", seed=0, asynchronous=True)
     try:
