@@ -8,7 +8,16 @@
 #   scripts/check_sanitizers.sh            # build dir build/sanitize; PYTHON selects the torch
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3}
+# The Python whose torch the build uses: PYTHON if given, else the environment that setup.sh
+# installs into (scripts/python_env.sh), whose torch a system python3 may not have.
+if [[ -z "${PYTHON:-}" ]]; then
+  source scripts/python_env.sh
+  haml_select_python --quiet
+fi
+if ! "$PYTHON" -c "import torch" 2>/dev/null; then
+  echo "$(basename "$0"): $PYTHON has no torch; run bash scripts/setup.sh --dev first, or set PYTHON" >&2
+  exit 1
+fi
 BUILD=${HAML_SANITIZE_BUILD:-build/sanitize}
 JOBS=${JOBS:-$(nproc)}
 
