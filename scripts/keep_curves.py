@@ -36,8 +36,9 @@ KEPT_COLUMNS = (
 )
 
 
-def keep_curves(run_dir: Path, to: Path) -> Path:
-    """Writes the cut-down copy of one run below ``to``; returns the copy's directory."""
+def keep_curves(run_dir: Path, to: Path) -> tuple[Path, int]:
+    """Writes the cut-down copy of one run below ``to``; returns the copy's directory and the
+    last step it holds."""
     key = run_key(run_dir)
     target = to / key.algo
     if key.variant:
@@ -56,12 +57,24 @@ def keep_curves(run_dir: Path, to: Path) -> Path:
         with open(partial, "w", newline="", encoding="utf-8") as dst:
             writer = csv.writer(dst)
             writer.writerow([header[i] for i in kept])
+            last_step = 0
             for cells in reader:
                 # A line cut short by a crash is skipped, as haml plot skips it.
                 if len(cells) == len(header):
                     writer.writerow([cells[i] for i in kept])
+                    last_step = max(last_step, int(float(cells[header.index(M.STEP)])))
         partial.replace(target / METRICS_FILE)
-    return target
+    return target, last_step
+
+
+def _planned_steps(run_dir: Path) -> int | None:
+    """``train.steps`` of a run's config.yaml, None where it cannot be read."""
+    import yaml
+
+    try:
+        return int(yaml.safe_load((run_dir / CONFIG_FILE).read_text())["train"]["steps"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
     for run_dir in runs:
-        print(f"{run_dir} -> {keep_curves(run_dir, args.to)}")
+        target, last_step = keep_curves(run_dir, args.to)
+        planned = _planned_steps(run_dir)
+        unfinished = f" (unfinished: {last_step:,} of {planned:,} steps)" if (
+            planned is not None and last_step < planned) else ""
+        print(f"{run_dir} -> {target}{unfinished}")
     return 0
 
 

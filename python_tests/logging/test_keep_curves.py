@@ -37,7 +37,7 @@ def _run(root: Path, algo: str, seed: int, variant: str | None = None) -> Path:
     with open(run_dir / "metrics.csv", "a") as file:
         file.write("7000,12.5,")
     config = {"algo_name": algo, "seed": seed, "env": {"name": "mamujoco", "task": "HalfCheetah-2x3"},
-              "eval": {"episodes": 40}}
+              "eval": {"episodes": 40}, "train": {"steps": 6000 if seed == 0 else 10000}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     if variant:
         (run_dir / plot.SWEEP_RUN_FILE).write_text(yaml.safe_dump({"variant": variant}))
@@ -51,7 +51,12 @@ def test_copies_draw_the_same_curves_with_fewer_columns(tmp_path, capsys):
     assert keep_curves.main([str(tmp_path / "runs"), "--to", str(kept_root)]) == 0
     copies = {run: kept_root / run_key(run).algo / (run_key(run).variant or "") / run.name
               for run in runs}
-    assert len(capsys.readouterr().out.splitlines()) == 3
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    # the seed-1 run planned 10,000 steps and logged 6,000; the seed-0 runs planned 6,000
+    unfinished = [line for line in lines if "unfinished" in line]
+    assert len(unfinished) == 1
+    assert str(runs[1]) in unfinished[0] and "(unfinished: 6,000 of 10,000 steps)" in unfinished[0]
     for run, copy in copies.items():
         assert run_key(copy) == run_key(run)
         with open(copy / "metrics.csv", newline="") as file:
