@@ -175,3 +175,24 @@ def poison_happo(monkeypatch):
         monkeypatch.setattr(PPOActorLearner, "update", poisoned)
 
     return arm
+
+
+TINY_MAMUJOCO = [
+    "train.num_envs=2", "train.rollout_length=8", "actor.hidden=[8]", "critic.network.hidden=[8]",
+    "eval.every=2", "eval.episodes=2", "eval.num_envs=2", "env.options.episode_limit=5",
+    "env.options.vectorization=sync",
+]
+
+
+@pytest.fixture(scope="module")
+def mamujoco_run(tmp_path_factory):
+    """A finished 32-step HAPPO run on MaMuJoCo HalfCheetah-2x3 with tiny networks, 5-step
+    episodes and sync envs (its checkpoint at iteration 2), for tests of what reads a run."""
+    pytest.importorskip("gymnasium_robotics")
+    from haml import cli
+
+    run_dir = tmp_path_factory.mktemp("mamujoco") / "run"
+    argv = ["train", "--algo", "happo", "--env", "mamujoco", "--task", "HalfCheetah-2x3",
+            "--steps", "32", "--out", str(run_dir), "--quiet", *TINY_MAMUJOCO]
+    assert cli.main(argv) == 0
+    return run_dir

@@ -167,23 +167,6 @@ def test_eval_render_on_the_toy_env_says_it_cannot_render(toy_run, capsys):
     assert not (toy_run / "videos").exists()
 
 
-MAMUJOCO_RENDER = [
-    "train.num_envs=2", "train.rollout_length=8", "actor.hidden=[8]", "critic.network.hidden=[8]",
-    "eval.every=2", "eval.episodes=2", "eval.num_envs=2", "env.options.episode_limit=5",
-    "env.options.vectorization=sync",
-]
-
-
-@pytest.fixture(scope="module")
-def mamujoco_run(tmp_path_factory) -> Path:
-    pytest.importorskip("gymnasium_robotics")
-    run_dir = tmp_path_factory.mktemp("mamujoco") / "run"
-    argv = ["train", "--algo", "happo", "--env", "mamujoco", "--task", "HalfCheetah-2x3",
-            "--steps", "32", "--out", str(run_dir), "--quiet", *MAMUJOCO_RENDER]
-    assert cli.main(argv) == 0
-    return run_dir
-
-
 def test_mamujoco_render_on_a_headless_machine_uses_egl_or_says_why_not(
     mamujoco_run, monkeypatch
 ):

@@ -19,15 +19,9 @@ if [[ -z "${CUDA_HOME:-}" ]]; then
   else CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$NVCC")")"); fi
 fi
 # The Python whose torch the build uses: PYTHON if given, else the environment that setup.sh
-# installs into (scripts/python_env.sh), whose torch a system python3 may not have.
-if [[ -z "${PYTHON:-}" ]]; then
-  source scripts/python_env.sh
-  haml_select_python --quiet
-fi
-if ! "$PYTHON" -c "import torch" 2>/dev/null; then
-  echo "$(basename "$0"): $PYTHON has no torch; run bash scripts/setup.sh --dev first, or set PYTHON" >&2
-  exit 1
-fi
+# installs into, whose torch a system python3 may not have.
+source scripts/python_env.sh
+haml_require_torch_python "$(basename "$0")" || exit 1
 TORCH_DIR=$("$PYTHON" -c "import os, torch; print(os.path.dirname(torch.__file__))")
 ABI=$("$PYTHON" -c "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))")
 

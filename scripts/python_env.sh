@@ -1,5 +1,6 @@
-# Sourced (not run) by setup.sh, main.sh and test.sh: chooses the Python environment that haml is
-# installed into and run from, and sets PYTHON to its interpreter (an absolute path).
+# Sourced (not run) by setup.sh, main.sh, test.sh and the check scripts: chooses the Python
+# environment that haml is installed into and run from, and sets PYTHON to its interpreter (an
+# absolute path).
 #
 #   - A Python that already runs in a virtual environment (an activated venv or virtualenv,
 #     pyenv-virtualenv, `PYTHON=/path/to/env/bin/python`) or in a conda environment: that one.
@@ -56,4 +57,16 @@ print(kind, sys.executable, sys.prefix, sep="\n")
 # pip of the chosen environment (call haml_select_python first).
 haml_pip_install() {
   "$PYTHON" -m pip install --disable-pip-version-check -q "$@"
+}
+
+# PYTHON as the caller set it, else haml_select_python's choice; an error naming setup.sh (and
+# status 1) where that Python has no torch. $1: the calling script's name, for the message.
+haml_require_torch_python() {
+  if [[ -z "${PYTHON:-}" ]]; then
+    haml_select_python --quiet || return 1
+  fi
+  if ! "$PYTHON" -c "import torch" 2>/dev/null; then
+    echo "$1: $PYTHON has no torch; run bash scripts/setup.sh --dev first, or set PYTHON" >&2
+    return 1
+  fi
 }
