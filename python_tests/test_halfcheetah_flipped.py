@@ -43,4 +43,5 @@ def test_runs_that_are_not_halfcheetah_or_have_no_checkpoint_are_errors(tmp_path
                      "--quiet"]) == 0
     assert flipped.main([str(toy), str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
-    assert "not a MaMuJoCo HalfCheetah one" in err and "missing" in err
+    assert "not a MaMuJoCo HalfCheetah one" in err
+    assert f"{tmp_path / 'missing'} is not a run directory (no config.yaml)" in err

@@ -21,6 +21,8 @@ import torch
 from haml.config.loader import config_from_dict
 from haml.envs.registry import make_env
 from haml.evaluation import _load_policies
+from haml.logging.logger import CONFIG_FILE
+from haml.logging.plot import run_key
 from haml.runners.evaluate import JointActor
 from haml.utils.checkpoint import load_latest_run_checkpoint
 
@@ -32,10 +34,15 @@ def _mujoco_data(env):
 
 def upside_down_share(run_dir: Path, episodes: int = 2, seed: int = 0) -> tuple[float, list[float], int]:
     """(share of steps with |pitch| > π/2, the episodes' returns, the checkpoint's env steps)."""
+    # The run's kind from its config.yaml, before its checkpoint (an off-policy one holds the
+    # replay buffer, about 1 GB) is read.
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    key = run_key(run_dir)
+    if key.env != "mamujoco" or not key.task.startswith("HalfCheetah"):
+        raise ValueError(f"{run_dir} is a {key.env}/{key.task} run, not a MaMuJoCo HalfCheetah one")
     _, state, _ = load_latest_run_checkpoint(run_dir)
     cfg = config_from_dict(state["config"])
-    if cfg.env.name != "mamujoco" or not cfg.env.task.startswith("HalfCheetah"):
-        raise ValueError(f"{run_dir} is a {cfg.env.name}/{cfg.env.task} run, not a MaMuJoCo HalfCheetah one")
     options = {k: v for k, v in dict(cfg.env.options).items() if k != "vectorization"}
     env = make_env(cfg.env.name, cfg.env.task, num_envs=1, seed=seed, device=torch.device("cpu"),
                    vectorization="sync", **options)

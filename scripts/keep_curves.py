@@ -22,7 +22,7 @@ from pathlib import Path
 
 from haml.logging import metrics as M
 from haml.logging.logger import CONFIG_FILE, METRICS_FILE
-from haml.logging.plot import SWEEP_RUN_FILE, find_run_dirs, run_key
+from haml.logging.plot import SWEEP_RUN_FILE, _read_config, find_run_dirs, run_key
 
 KEPT_COLUMNS = (
     M.STEP,
@@ -52,6 +52,7 @@ def keep_curves(run_dir: Path, to: Path) -> tuple[Path, int]:
         reader = csv.reader(src)
         header = next(reader)
         kept = [header.index(c) for c in KEPT_COLUMNS if c in header]
+        i_step = header.index(M.STEP)
         # Written beside the target and renamed, so that an interrupted copy leaves the old one.
         partial = target / (METRICS_FILE + ".partial")
         with open(partial, "w", newline="", encoding="utf-8") as dst:
@@ -62,19 +63,18 @@ def keep_curves(run_dir: Path, to: Path) -> tuple[Path, int]:
                 # A line cut short by a crash is skipped, as haml plot skips it.
                 if len(cells) == len(header):
                     writer.writerow([cells[i] for i in kept])
-                    last_step = max(last_step, int(float(cells[header.index(M.STEP)])))
+                    last_step = max(last_step, int(float(cells[i_step])))
         partial.replace(target / METRICS_FILE)
     return target, last_step
 
 
 def _planned_steps(run_dir: Path) -> int | None:
-    """``train.steps`` of a run's config.yaml, None where it cannot be read."""
-    import yaml
-
+    """``train.steps`` of a run's config.yaml, None where it is not there."""
     try:
-        return int(yaml.safe_load((run_dir / CONFIG_FILE).read_text())["train"]["steps"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        steps = _read_config(run_dir)["train"]["steps"]
+    except (KeyError, TypeError):
         return None
+    return steps if isinstance(steps, int) else None
 
 
 def main(argv: list[str] | None = None) -> int:
