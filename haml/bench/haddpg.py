@@ -13,6 +13,12 @@ What the learner does that the reference does not: the critic's first-layer stat
 critic's weights in the actor phase; each agent's new action computed once, after its step,
 instead of by every successor; the targets updated by one multi-tensor lerp.
 
+Each row also prints the update's matrix products (:mod:`haml.bench.products`): the FLOPs of the
+learner's and of the reference's (whole updates; the mean over a policy-delay cycle for HATD3),
+and the time the learner's products take replayed alone, the **floor**. The learner cannot be
+faster than its floor, so reference / floor is the most that reference / learner can reach
+without changing which products the update does.
+
 ``python -m haml.bench.haddpg`` (or ``python -m haml.bench haddpg``) prints the table; the cases
 have the :class:`haml.bench.ops.Case` form, the "native" column being the learner.
 """
@@ -39,9 +45,10 @@ from haml.bench.ops import (
     compile_skip_reason,
     run_case,
 )
+from haml.bench.products import Products, record_products
 from haml.bench.timing import format_seconds
 
-__all__ = ["AGENTS", "ALGOS", "TARGETS", "haddpg_cases", "main"]
+__all__ = ["AGENTS", "ALGOS", "TARGETS", "haddpg_cases", "main", "matmul_flops"]
 
 AGENTS = (2, 6)
 OBS_DIM, ACTION_DIM, BATCH, HIDDEN = 17, 3, 1000, (256, 256)
@@ -112,15 +119,64 @@ def problem(n_agents: int, device: torch.device, dtype: torch.dtype = torch.floa
     return learner, batch
 
 
-def haddpg_cases(device: torch.device, options: Options, algo: str = "haddpg") -> list[Case]:
-    """One case per agent count: "native" is the learner's ``update``, "reference" is its
-    module's ``reference_update``, each on its own copy of the same learner."""
+def _reference_update(algo: str):
     if algo == "hasac":
         from haml.algorithms.hasac import reference_update
     elif algo == "hatd3":
         from haml.algorithms.hatd3 import reference_update
     else:
         from haml.algorithms.haddpg import reference_update
+    return reference_update
+
+
+def updates_per_call(algo: str) -> int:
+    """How many updates one timed call makes: a whole cycle of update kinds. HATD3 steps its
+    actors every ``policy_delay``-th update only, so its single updates take two very different
+    times, and a median over them would be that of whichever kind happened to be sampled more."""
+    from haml.algorithms.hatd3 import TD3Config
+
+    return TD3Config().policy_delay if algo == "hatd3" else 1
+
+
+def _cycle(update, algo: str):
+    updates = updates_per_call(algo)
+
+    def run() -> None:
+        for _ in range(updates):
+            update()
+
+    return run
+
+
+def update_products(n_agents: int, algo: str = "haddpg", side: str = "native",
+                    device: torch.device = torch.device("cpu")) -> Products:
+    """The matrix products of one cycle of updates (:func:`updates_per_call`) of the learner
+    (``side="native"``) or of the reference, on a fresh problem, after one unrecorded cycle so
+    that lazily built state (the optimisers' moments) is in place."""
+    learner, batch = problem(n_agents, device, algo=algo)
+    if side == "native":
+        cycle = _cycle(lambda: learner.update(batch), algo)
+    elif side == "reference":
+        reference_update = _reference_update(algo)
+        cycle = _cycle(lambda: reference_update(learner, batch), algo)
+    else:
+        raise ValueError(f"side must be 'native' or 'reference', got {side!r}")
+    cycle()
+    return record_products(cycle)
+
+
+def matmul_flops(n_agents: int, algo: str = "haddpg",
+                 device: torch.device = torch.device("cpu")) -> dict[str, float]:
+    """Matrix-product FLOPs of one update (the mean over a cycle): ``{"native": ...,
+    "reference": ...}``."""
+    return {side: update_products(n_agents, algo, side, device).flops_per_run / updates_per_call(algo)
+            for side in ("native", "reference")}
+
+
+def haddpg_cases(device: torch.device, options: Options, algo: str = "haddpg") -> list[Case]:
+    """One case per agent count: "native" is the learner's ``update``, "reference" is its
+    module's ``reference_update``, each on its own copy of the same learner."""
+    reference_update = _reference_update(algo)
 
     cases = []
     for n_agents in AGENTS[:1] if options.quick else AGENTS:
@@ -129,21 +185,23 @@ def haddpg_cases(device: torch.device, options: Options, algo: str = "haddpg") -
             learner, batch = problem(n_agents, device, algo=algo)
             twin = copy.deepcopy(learner)
             return Callables(
-                reference=lambda: reference_update(twin, batch),
-                native=lambda: learner.update(batch),
+                reference=_cycle(lambda: reference_update(twin, batch), algo),
+                native=_cycle(lambda: learner.update(batch), algo),
+                floor=update_products(n_agents, algo, "native", device).replay(),
             )
 
         cases.append(
             Case(
                 op=f"{algo}_update",
                 shape={"agents": n_agents, "B": BATCH, "hidden": "x".join(map(str, HIDDEN)),
-                       "obs": OBS_DIM, "actions": ACTION_DIM},
+                       "obs": OBS_DIM, "actions": ACTION_DIM, "updates": updates_per_call(algo)},
                 device=device,
                 build=build,
                 native_op=f"{algo}_update",
                 compile_skip=compile_skip_reason(
                     options, "not compiled: an update is n + 1 optimiser steps"
                 ),
+                floor="the learner's matrix products alone, recorded from its update and replayed",
                 targets=TARGETS.get((device.type, n_agents), ()),
             )
         )
@@ -151,19 +209,31 @@ def haddpg_cases(device: torch.device, options: Options, algo: str = "haddpg") -
 
 
 def _line(record: dict[str, Any]) -> str:
-    fast, ref = record["times"]["native"], record["times"]["reference"]
+    """One case's row, times per update (a timed call is a cycle of ``shape["updates"]``)."""
+    fast, ref, floor = (record["times"][name] for name in ("native", "reference", "floor"))
+    updates = record["shape"]["updates"]
     ratio = record["ratios"]["reference/native"]
+    flops = record["matmul_flops"]
     met = "".join(
         f"  target ref/fast {t['relation']} {t['bound']:g}: {'met' if t['met'] else 'NOT met'}"
         for t in record["targets"]
     )
     load = fast.get("other_load")
+
+    def per_update(t: dict[str, Any]) -> str:
+        return (f"{format_seconds(t['median'] / updates)} "
+                f"(IQR {format_seconds(t['iqr'] / updates)})")
+
     return (
         f"{record['device']:4} agents={record['shape']['agents']}  "
-        f"fast {format_seconds(fast['median'])} (IQR {format_seconds(fast['iqr'])})  "
-        f"reference {format_seconds(ref['median'])} (IQR {format_seconds(ref['iqr'])})  "
-        f"ref/fast {ratio:.2f}x{met}"
+        + ("" if updates == 1 else f"(per update, timed {updates} at a time)  ")
+        + f"fast {per_update(fast)}  reference {per_update(ref)}  ref/fast {ratio:.2f}x{met}"
         + ("" if load is None else f"  (other processes: {load:.0%} of the CPUs)")
+        + f"\n     products: fast {flops['native'] / 1e9:.2f} GFLOP, reference "
+        f"{flops['reference'] / 1e9:.2f} GFLOP ({flops['reference'] / flops['native']:.2f}x); "
+        f"fast's alone {format_seconds(floor['median'] / updates)}, so ref/fast <= "
+        f"{ref['median'] / floor['median']:.2f}x (fast is {record['ratios']['native/floor']:.2f}x "
+        "its products)"
     )
 
 
@@ -203,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for device in devices:
         for case in haddpg_cases(device, options, args.algo):
             record = run_case(case, options)
+            record["matmul_flops"] = matmul_flops(case.shape["agents"], args.algo, device)
             records.append(record)
             print(_line(record), flush=True)
     if args.out is not None:

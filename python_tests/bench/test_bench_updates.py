@@ -4,7 +4,7 @@ prints its rows."""
 import pytest
 import torch
 
-from haml.bench.haddpg import ALGOS, haddpg_cases, main, problem
+from haml.bench.haddpg import ALGOS, haddpg_cases, main, matmul_flops, problem
 from haml.bench.ops import Options
 
 
@@ -18,9 +18,54 @@ def test_the_bench_times_the_update_of(algo, capsys):
     assert main(["--algo", algo, "--quick", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert f"--algo {algo}" in out and "agents=2" in out and "ref/fast" in out
+    assert "products: fast" in out and "so ref/fast <=" in out
+    assert cases[0].floor is not None
 
 
 def test_an_unknown_algorithm_is_refused():
     assert "haddpg" in ALGOS
     with pytest.raises(ValueError, match="this bench times"):
         problem(2, torch.device("cpu"), algo="happo")
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_the_products_bound_is_below_the_2x_goal_at_6_agents(algo):
+    # What the BENCHMARKS note claims: with the update's mathematics fixed, the learner's matrix
+    # products alone keep it from being 2x the reference. A learner change that removes products
+    # breaks this test on purpose, so that the note and the goal are looked at again.
+    flops = matmul_flops(6, algo)
+    bound = flops["reference"] / flops["native"]
+    assert flops["native"] > 1e9
+    assert 1.2 < bound < 2.0
+
+
+def test_the_counted_products_match_a_hand_count_of_haddpgs_update():
+    # HADDPG's learner at 2 agents, counted by hand (2 B m n FLOPs for a B x m by m x n product;
+    # a backward pass costs one such product for the weight gradient and one for the input
+    # gradient where the input needs one). A counter that missed the backward passes would be
+    # about 40 % short.
+    from haml.bench.haddpg import ACTION_DIM, BATCH, HIDDEN, OBS_DIM
+
+    n, b, o, a, h = 2, BATCH, OBS_DIM, ACTION_DIM, HIDDEN[0]
+    state, joint_action = n * o, n * a
+
+    def mm(m, k):
+        return 2 * b * m * k
+
+    actor = mm(o, h) + mm(h, h) + mm(h, a)
+    critic = mm(state + joint_action, h) + mm(h, h) + mm(h, 1)
+    critic_step = (
+        n * actor  # the target actors at the next observations
+        + critic  # the target critic
+        + 2 * critic  # the critic's forward and its weight gradients
+        + mm(h, h) + mm(h, 1)  # its input gradients past the first layer
+    )
+    per_agent = (
+        actor + actor + mm(h, h) + mm(h, a)  # the actor's forward, weight and input gradients
+        + mm(joint_action, h) + 2 * (mm(h, h) + mm(h, 1)) + mm(joint_action, h)
+        # the critic on the new action: its action term, later layers there and back, and the
+        # gradient to the joint action; no weight gradients
+    )
+    actor_phase = mm(state, h) + n * per_agent + (n - 1) * actor  # + the predecessors' actions
+    expected = critic_step + actor_phase
+    assert matmul_flops(2, "haddpg")["native"] == pytest.approx(expected, rel=0.01)
