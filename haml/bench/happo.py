@@ -12,9 +12,10 @@ tuned MaMuJoCo settings. Timed in one interleaved run (:func:`haml.bench.timing.
   parameters move);
 - ``compiled``: the same update with the surrogate's forward (policy, log-probability, surrogate)
   through ``torch.compile`` and its backward through the compiled graph;
-- ``floor``: the update's matrix products alone (forward, input and weight gradients of every
-  Linear, every epoch) through ``torch.mm`` into preallocated outputs: what the update would cost
-  at the machine's GEMM speed, the limit the issue measures against.
+- ``floor``: the update's matrix products alone, recorded from the autograd update
+  (:mod:`haml.bench.products`: every product of the forward and backward passes of every epoch,
+  and of the metrics' forward after them) and replayed on tensors of the same sizes and strides:
+  what the update would cost at the machine's GEMM speed, the limit the issue measures against.
 
 The table prints each route's time, ``reference/native`` and ``compiled/native``, the achieved
 GFLOP/s of the autograd update (the GEMMs' FLOPs over its time) and that as a fraction of the
@@ -41,9 +42,10 @@ import torch
 
 from haml.bench import report
 from haml.bench.ops import Callables, Case, Options, _generator, compile_skip_reason, run_case
+from haml.bench.products import record_products
 from haml.bench.timing import format_seconds
 
-__all__ = ["SHAPES", "happo_cases", "critic_cases", "linear_dims", "update_gemm_flops", "main"]
+__all__ = ["SHAPES", "happo_cases", "critic_cases", "main"]
 
 N, HIDDEN = 4000, (128, 128, 128)
 SHAPES = ((17, 6), (113, 8))
@@ -51,39 +53,13 @@ SHAPES = ((17, 6), (113, 8))
 EPOCHS = (5, 15)
 
 
-def linear_dims(obs_dim: int, hidden: Sequence[int], action_dim: int) -> list[tuple[int, int]]:
-    """(in, out) of each Linear of the policy, the Gaussian head's mean last."""
-    sizes = [obs_dim, *hidden, action_dim]
-    return list(zip(sizes[:-1], sizes[1:]))
-
-
-def update_gemm_flops(dims: Sequence[tuple[int, int]], n: int, epochs: int) -> int:
-    """FLOPs of the matrix products of ``epochs`` forward+backward passes over ``n`` samples: the
-    forward product, the weight gradient, and the input gradient of every Linear but the first."""
-    per_epoch = sum(2 * n * d_in * d_out for d_in, d_out in dims) * 2
-    per_epoch += sum(2 * n * d_in * d_out for d_in, d_out in dims[1:])
-    return per_epoch * epochs
-
-
-def _gemm_floor(dims: Sequence[tuple[int, int]], n: int, epochs: int) -> Any:
-    """A callable doing exactly the products that :func:`update_gemm_flops` counts."""
-    gen = _generator(0)
-    acts = [torch.randn(n, d_in, generator=gen) for d_in, _ in dims]
-    outs = [torch.empty(n, d_out) for _, d_out in dims]
-    weights = [torch.randn(d_out, d_in, generator=gen) for d_in, d_out in dims]
-    weight_grads = [torch.empty(d_out, d_in) for d_in, d_out in dims]
-    input_grads = [torch.empty(n, d_in) for d_in, _ in dims]
-
-    def run() -> None:
-        for _ in range(epochs):
-            for x, w, y in zip(acts, weights, outs):
-                torch.mm(x, w.t(), out=y)
-            for i in reversed(range(len(dims))):
-                torch.mm(outs[i].t(), acts[i], out=weight_grads[i])
-                if i > 0:
-                    torch.mm(outs[i], weights[i], out=input_grads[i])
-
-    return run
+def _floor(update: Any) -> tuple[Any, float]:
+    """``(floor, flops)``: the matrix products of one call of ``update`` (an autograd update,
+    recorded by :func:`haml.bench.products.record_products` after one unrecorded call), as a
+    callable that replays them alone, and their FLOPs."""
+    update()
+    products = record_products(update)
+    return products.replay(), products.flops_per_run
 
 
 def _problem(obs_dim: int, action_dim: int):
@@ -137,8 +113,10 @@ def _compiled_update(learner: Any, batch: Any) -> Any:
     return lambda: update
 
 
-def happo_cases(options: Options) -> list[Case]:
-    """One case per (observation, action) size and epoch count, on the CPU."""
+def happo_cases(options: Options, flops: dict[tuple[int, int], float] | None = None) -> list[Case]:
+    """One case per (observation, action) size and epoch count, on the CPU. Building a case
+    records its floor's FLOPs in ``flops`` under (observation size, epochs)."""
+    flops = {} if flops is None else flops
     cases = []
     device = torch.device("cpu")
     for obs_dim, action_dim in SHAPES[:1] if options.quick else SHAPES:
@@ -148,15 +126,16 @@ def happo_cases(options: Options) -> list[Case]:
                 learner_cls, config_cls, policy, batch = _problem(obs_dim, action_dim)
                 # lr 0: every route updates from the same parameters in every call.
                 cfg = config_cls(lr=1e-30, epochs=epochs, clip=0.2)
-                autograd, native, compiled = (
+                autograd, native, compiled, recorded = (
                     learner_cls(copy.deepcopy(policy), dataclasses.replace(cfg, native_gradient=flag))
-                    for flag in (False, True, False)
+                    for flag in (False, True, False, False)
                 )
+                floor, flops[(obs_dim, epochs)] = _floor(lambda: recorded.update(batch))
                 return Callables(
                     reference=lambda: autograd.update(batch),
                     native=lambda: native.update(batch),
                     compile=_compiled_update(compiled, batch),
-                    floor=_gemm_floor(linear_dims(obs_dim, HIDDEN, action_dim), N, epochs),
+                    floor=floor,
                 )
 
             cases.append(Case(
@@ -167,7 +146,7 @@ def happo_cases(options: Options) -> list[Case]:
                 build=build,
                 native_op="happo_actor_update",
                 compile_skip=compile_skip_reason(options),
-                floor="the update's matrix products alone (torch.mm into preallocated outputs)",
+                floor="the autograd update's matrix products alone, recorded and replayed",
             ))
     return cases
 
@@ -186,11 +165,13 @@ def _critic_problem(in_dim: int):
     return critic, inputs, returns, old_raw
 
 
-def critic_cases(options: Options) -> list[Case]:
-    """One critic-update case per input size and epoch count, on the CPU."""
+def critic_cases(options: Options, flops: dict[tuple[int, int], float] | None = None) -> list[Case]:
+    """One critic-update case per input size and epoch count, on the CPU. Building a case
+    records its floor's FLOPs in ``flops`` under (input size, epochs)."""
     from haml.algorithms.critics import CriticLearner
     from haml.config.schema import CriticConfig
 
+    flops = {} if flops is None else flops
     cases = []
     for in_dim, _ in SHAPES[:1] if options.quick else SHAPES:
         for epochs in EPOCHS[:1] if options.quick else EPOCHS:
@@ -201,14 +182,15 @@ def critic_cases(options: Options) -> list[Case]:
                 # settings' loss: Huber δ 10, value clip 0.05, value normalisation, clip norm 10.
                 cfg = CriticConfig(lr=1e-30, epochs=epochs, huber_delta=10.0, value_clip=0.05,
                                    value_norm=True, max_grad_norm=10.0)
-                autograd, native = (
+                autograd, native, recorded = (
                     CriticLearner(copy.deepcopy(critic), dataclasses.replace(cfg, native_gradient=flag))
-                    for flag in (False, True)
+                    for flag in (False, True, False)
                 )
+                floor, flops[(in_dim, epochs)] = _floor(lambda: recorded.update(inputs, returns, old_raw))
                 return Callables(
                     reference=lambda: autograd.update(inputs, returns, old_raw),
                     native=lambda: native.update(inputs, returns, old_raw),
-                    floor=_gemm_floor(linear_dims(in_dim, HIDDEN, 1), N, epochs),
+                    floor=floor,
                 )
 
             cases.append(Case(
@@ -219,7 +201,7 @@ def critic_cases(options: Options) -> list[Case]:
                 build=build,
                 native_op="happo_critic_update",
                 compile_skip="not timed for the critic",
-                floor="the update's matrix products alone (torch.mm into preallocated outputs)",
+                floor="the autograd update's matrix products alone, recorded and replayed",
             ))
     return cases
 
@@ -231,8 +213,7 @@ def _line(record: dict[str, Any]) -> str:
         t = times[name]
         return "skipped" if t is None else format_seconds(t["median"])
 
-    flops = update_gemm_flops(linear_dims(shape["obs"], HIDDEN, shape["actions"]), N,
-                              shape["epochs"])
+    flops = record["matmul_flops"]
     autograd, floor = times["reference"]["median"], times["floor"]["median"]
     compiled = ratios["compiled/native"]
     load = times["reference"].get("other_load")
@@ -276,8 +257,12 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"cpu ({env['device_names']['cpu']})", flush=True)
     start = time.perf_counter()
     records = []
-    for case in [*happo_cases(options), *critic_cases(options)]:
+    actor_flops: dict[tuple[int, int], float] = {}
+    critic_flops: dict[tuple[int, int], float] = {}
+    for case, flops in [*((c, actor_flops) for c in happo_cases(options, actor_flops)),
+                        *((c, critic_flops) for c in critic_cases(options, critic_flops))]:
         record = run_case(case, options)
+        record["matmul_flops"] = flops[(case.shape["obs"], case.shape["epochs"])]
         records.append(record)
         print(_line(record), flush=True)
     if args.out is not None:
