@@ -8,6 +8,10 @@ reaching the backend (the forward and the autograd backward passes alike);
 :meth:`Products.replay` returns a callable that runs only those products, on fresh tensors of the
 same sizes and strides. No update that does these products can be faster than their replay: it is
 the update's floor.
+
+Only products dispatched through PyTorch are seen: a native kernel that calls BLAS itself (an op
+of ``haml._C``) shows up as its own op, not as products, so record the plain PyTorch form of an
+update.
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ class _Operand:
     device: torch.device
 
     def materialise(self) -> torch.Tensor:
-        return torch.empty_strided(self.size, self.stride, dtype=self.dtype,
-                                   device=self.device).normal_()
+        # Through a flat buffer, since a recorded operand may be a broadcast view (stride 0, as
+        # the gradient of a sum), which cannot be written element by element.
+        extent = 1 + sum((n - 1) * s for n, s in zip(self.size, self.stride)) if all(self.size) else 0
+        flat = torch.empty(extent, dtype=self.dtype, device=self.device).normal_()
+        return flat.as_strided(self.size, self.stride)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@ def test_a_linear_layers_forward_and_backward_are_three_products_of_known_size()
     # Per run: the forward (addmm), the weight gradient and the input gradient, each 2*11*5*7.
     assert len(products.calls) == 6
     assert products.flops_per_run == 3 * 2 * 11 * 5 * 7
+    # The gradient of the sum is a broadcast view (stride 0): the replay keeps that layout.
+    assert any(0 in a.stride for c in products.calls for a in c.args if hasattr(a, "stride"))
+    replayed = record_products(products.replay())
+    assert [(c.op, c.args) for c in replayed.calls] == [(c.op, c.args) for c in products.calls]
 
 
 def test_batched_products_count_their_batch():
