@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from haml.models.box_squash import BoxSquash
 from haml.models.checks import check_agent_sizes, check_obs, check_positive_int
 from haml.models.mlp import MLP, init_linear
 from haml.models.policies import HEAD_GAIN, parse_action_space
@@ -49,7 +50,7 @@ def _box_bounds(action_space: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return low, high
 
 
-class DeterministicPolicy(nn.Module):
+class DeterministicPolicy(BoxSquash):
     """μ_θ(o): ``MLP -> Linear -> squash`` into the action Box.
 
     Args:
@@ -89,32 +90,9 @@ class DeterministicPolicy(nn.Module):
         self.action_dim = int(low.shape[0])
         self.body = MLP(obs_dim, hidden, activation, layer_norm, input_norm, layer_norm_eps)
         self.head = init_linear(nn.Linear(self.body.out_dim, self.action_dim), HEAD_GAIN)
-        bounded = torch.isfinite(low) & torch.isfinite(high)
-        # The centre and half-width of a bounded dimension; 0 and 1 for an unbounded one, so that
-        # no inf ever meets a zero gradient (0 · inf = NaN) in the squash's backward.
-        center = torch.where(bounded, (low + high) / 2, torch.zeros_like(low))
-        scale = torch.where(bounded, (high - low) / 2, torch.ones_like(low))
-        dtype_now = self.head.weight.dtype
-        self.register_buffer("action_low", low.to(dtype_now))
-        self.register_buffer("action_high", high.to(dtype_now))
-        self.register_buffer("action_center", center.to(dtype_now))
-        self.register_buffer("action_scale", scale.to(dtype_now))
-        self.register_buffer("bounded", bounded)
-        # "all", "none" or "some" dimensions squashed: the first two skip the torch.where.
-        self._squash = (
-            "all" if bool(bounded.all()) else "none" if not bool(bounded.any()) else "some"
-        )
+        self._register_box(low, high, self.head.weight.dtype)
         if dtype is not None or device is not None:
             self.to(device=device, dtype=dtype)
-
-    def squash(self, x: torch.Tensor) -> torch.Tensor:
-        """The head's output ``x [*B, d]`` mapped into the Box (bounded dimensions only)."""
-        if self._squash == "none":
-            return x
-        squashed = torch.addcmul(self.action_center, self.action_scale, torch.tanh(x))
-        # c ± h can round past a bound (float32: -2.2 + 5.1 > 2.9).
-        squashed = torch.clamp(squashed, self.action_low, self.action_high)
-        return squashed if self._squash == "all" else torch.where(self.bounded, squashed, x)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """μ_θ(o): actions ``[*B, d]`` for observations ``[*B, obs_dim]`` (differentiable)."""

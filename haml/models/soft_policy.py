@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from haml.models.box_squash import BoxSquash
 from haml.models.checks import check_obs
 from haml.models.mlp import MLP, init_linear
 from haml.models.policies import HEAD_GAIN, masked_logits, parse_action_space
@@ -69,7 +70,7 @@ def tanh_log_abs_det(u: torch.Tensor) -> torch.Tensor:
     return 2.0 * (_LOG_2 - u - F.softplus(-2.0 * u))
 
 
-class SquashedGaussianPolicy(nn.Module):
+class SquashedGaussianPolicy(BoxSquash):
     """π_θ(a|o): ``MLP`` trunk, a mean head and a log-σ head, tanh-squashed into the Box.
 
     Args:
@@ -136,15 +137,7 @@ class SquashedGaussianPolicy(nn.Module):
         self.body = MLP(obs_dim, hidden, activation, layer_norm, input_norm, layer_norm_eps)
         self.mean_head = init_linear(nn.Linear(self.body.out_dim, self.action_dim), HEAD_GAIN)
         self.log_std_head = init_linear(nn.Linear(self.body.out_dim, self.action_dim), HEAD_GAIN)
-        center = torch.where(bounded, (low + high) / 2, torch.zeros_like(low))
-        scale = torch.where(bounded, (high - low) / 2, torch.ones_like(low))
-        dtype_now = self.mean_head.weight.dtype
-        self.register_buffer("action_low", low.to(dtype_now))
-        self.register_buffer("action_high", high.to(dtype_now))
-        self.register_buffer("action_center", center.to(dtype_now))
-        self.register_buffer("action_scale", scale.to(dtype_now))
-        self.register_buffer("bounded", bounded)
-        self._squash = "all" if bool(bounded.all()) else "none" if not bool(bounded.any()) else "some"
+        self._register_box(low, high, self.mean_head.weight.dtype)
         if dtype is not None or device is not None:
             self.to(device=device, dtype=dtype)
 
@@ -154,15 +147,6 @@ class SquashedGaussianPolicy(nn.Module):
         features = self.body(obs)
         log_std = torch.clamp(self.log_std_head(features), self.log_std_min, self.log_std_max)
         return self.mean_head(features), log_std
-
-    def squash(self, u: torch.Tensor) -> torch.Tensor:
-        """``a = c + h·tanh(u)`` on the bounded dimensions (clipped to the bounds against
-        rounding), ``a = u`` on the unbounded ones."""
-        if self._squash == "none":
-            return u
-        squashed = torch.addcmul(self.action_center, self.action_scale, torch.tanh(u))
-        squashed = torch.clamp(squashed, self.action_low, self.action_high)
-        return squashed if self._squash == "all" else torch.where(self.bounded, squashed, u)
 
     def log_abs_det(self, u: torch.Tensor) -> torch.Tensor:
         """``Σ_j log |∂a_j/∂u_j|`` ``[*B]``: ``log h_j + log(1 - tanh² u_j)`` over the bounded
