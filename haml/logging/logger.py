@@ -28,6 +28,7 @@ import csv
 import dataclasses
 import enum
 import io
+import math
 import numbers
 import os
 import sys
@@ -100,7 +101,6 @@ class RunLogger:
         self.total_steps = int(total_steps)
         self.start_step = int(start_step)
         self.last_step = self.start_step
-        self.last_eval_return: float | None = None
         self._clock = clock
         self._t0 = clock()
         self._last_time = self._t0
@@ -111,7 +111,8 @@ class RunLogger:
         self.config_path = write_config(self.run_dir / CONFIG_FILE, self.config)
 
         self.metrics_path = self.run_dir / METRICS_FILE
-        _prepare_csv(self.metrics_path, self.start_step)
+        # A resumed run starts from the evaluation its kept rows end with.
+        self.last_eval_return: float | None = _prepare_csv(self.metrics_path, self.start_step)
         self._csv_file = open(self.metrics_path, "a", newline="", encoding="utf-8")
         self._csv = csv.writer(self._csv_file, lineterminator=_LINE_END)
 
@@ -264,17 +265,19 @@ def _indent(text: str) -> str:
 # metrics.csv
 
 
-def _prepare_csv(path: Path, start_step: int) -> None:
-    """Leave ``path`` holding the header and the rows a run starting at ``start_step`` keeps."""
+def _prepare_csv(path: Path, start_step: int) -> float | None:
+    """Leave ``path`` holding the header and the rows a run starting at ``start_step`` keeps;
+    returns the latest evaluation return among the kept rows (None: none), so that a resumed
+    run's progress shows it before its next evaluation."""
     if start_step == 0 or not path.exists():
         atomic_write_text(path, _csv_text([M.CSV_COLUMNS]))
-        return
+        return None
 
     with open(path, newline="", encoding="utf-8") as file:
         rows = list(csv.reader(file))
     if not rows:
         atomic_write_text(path, _csv_text([M.CSV_COLUMNS]))
-        return
+        return None
     old_header, body = rows[0], rows[1:]
     if M.STEP not in old_header:
         raise ValueError(f"RunLogger: {path} has no '{M.STEP}' column; it is not a haml metrics file")
@@ -287,6 +290,7 @@ def _prepare_csv(path: Path, start_step: int) -> None:
         )
 
     kept = []
+    last_eval: float | None = None
     for cells in body:
         if len(cells) != len(old_header):  # a line cut short by a crash
             continue
@@ -297,9 +301,13 @@ def _prepare_csv(path: Path, start_step: int) -> None:
             continue
         if step <= start_step:
             kept.append([row.get(column, "") for column in M.CSV_COLUMNS])
+            evaluated = M.csv_cell_value(row.get(M.EVAL_RETURN))
+            if math.isfinite(evaluated):
+                last_eval = evaluated
 
     # Atomic: a crash while truncating must not lose the rows being kept.
     atomic_write_text(path, _csv_text([M.CSV_COLUMNS, *kept]))
+    return last_eval
 
 
 _LINE_END = "\n"

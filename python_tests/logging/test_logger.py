@@ -209,6 +209,19 @@ def test_progress_after_resume_counts_only_the_new_steps(tmp_path):
     )
 
 
+def test_a_resumed_run_shows_the_last_kept_evaluation_until_its_next_one(tmp_path):
+    with open_logger(tmp_path) as logger:
+        logger.log(100, {M.EVAL_RETURN: 7.5})
+        logger.log(200, {})
+        logger.log(300, {M.EVAL_RETURN: 9.0})  # after the checkpoint: dropped on resume
+    clock, out = FakeClock(), io.StringIO()
+    with open_logger(tmp_path, stream=out, clock=clock, start_step=200, line_interval_s=0) as logger:
+        assert logger.last_eval_return == 7.5
+        clock.now = 10.0
+        logger.log(400, {})
+    assert "eval return 7.50" in out.getvalue().splitlines()[0]
+
+
 def test_a_run_past_its_budget_shows_no_negative_eta(tmp_path):
     clock, out = FakeClock(), io.StringIO()
     with open_logger(tmp_path, stream=out, clock=clock, start_step=1000, line_interval_s=0) as logger:
