@@ -27,6 +27,7 @@ from haml.config.loader import load_config
 from haml.envs.toy.presets import HETEROGENEITY_TRAP_OPTIMUM, heterogeneity_trap_payoff
 from haml.models.dueling import DuelingJointQCritic, DuelingQNetwork
 from haml.runners.guards import single_thread
+from offpolicy_checks import assert_target_critic_moves_by_tau
 
 OBS_DIMS = (4, 6, 3)
 ACTION_COUNTS = (3, 2, 5)  # heterogeneous: no padding anywhere
@@ -295,11 +296,7 @@ def test_metrics_are_detached_tensors():
 
 
 def test_the_target_critic_moves_by_tau():
-    learner = make_learner(tau=0.25)
-    old_target = [p.clone() for p in learner.target_critic.parameters()]
-    learner.update(make_batch())
-    for t, s, old in zip(learner.target_critic.parameters(), learner.critic.parameters(), old_target):
-        torch.testing.assert_close(t, 0.75 * old + 0.25 * s)
+    assert_target_critic_moves_by_tau(make_learner, make_batch())
 
 
 # -- parity and resume ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from haml.algorithms.haddpg import (
     reference_update,
 )
 from haml.models import DeterministicPolicy, QCritic
+from offpolicy_checks import assert_target_critic_moves_by_tau, box_batch
 
 OBS_DIMS = (4, 6, 3)
 ACTION_DIMS = (2, 1, 3)
@@ -44,29 +45,8 @@ def make_learner(
 def make_batch(
     B: int = 32, dtype: torch.dtype = torch.float32, seed: int = 1, active: bool = False
 ) -> types.SimpleNamespace:
-    """A hand-built batch with the fields of haml.buffers.replay.ReplaySample."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def draw(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen, dtype=dtype)
-
-    terminated = torch.rand(B, generator=gen) < 0.2
-    active_masks = None
-    if active:
-        active_masks = tuple(torch.rand(B, generator=gen) < 0.7 for _ in OBS_DIMS)
-    return types.SimpleNamespace(
-        obs=tuple(draw(B, o) for o in OBS_DIMS),
-        state=draw(B, STATE_DIM),
-        actions=tuple(draw(B, d).clamp(-1, 1) for d in ACTION_DIMS),
-        action_masks=None,
-        active_masks=active_masks,
-        reward=draw(B),
-        discount=0.99**3 * (~terminated).to(dtype),
-        next_obs=tuple(draw(B, o) for o in OBS_DIMS),
-        next_state=draw(B, STATE_DIM),
-        next_action_masks=None,
-        steps=torch.full((B,), 3, dtype=torch.int64),
-    )
+    return box_batch(OBS_DIMS, ACTION_DIMS, STATE_DIM, n_step=3, B=B, dtype=dtype, seed=seed,
+                     active=active)
 
 
 def all_parameters(learner: DDPGLearner) -> list[torch.Tensor]:
@@ -293,12 +273,7 @@ def test_metrics_are_detached_tensors():
 
 
 def test_targets_move_by_tau():
-    learner = make_learner(tau=0.25)
-    targets_before = [p.detach().clone() for p in learner.target_critic.parameters()]
-    learner.update(make_batch())
-    pairs = zip(learner.target_critic.parameters(), learner.critic.parameters())
-    for (t, s), t0 in zip(pairs, targets_before):
-        torch.testing.assert_close(t, 0.75 * t0 + 0.25 * s.detach(), rtol=1e-6, atol=1e-6)
+    assert_target_critic_moves_by_tau(make_learner, make_batch())
 
 
 # -- parity with the reference, resume ----------------------------------------------------------

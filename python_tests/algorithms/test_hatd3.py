@@ -5,7 +5,6 @@ and exact resume of the learner's state."""
 from __future__ import annotations
 
 import copy
-import types
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from gymnasium import spaces
 
 from haml.algorithms.hatd3 import TD3Config, TD3Learner, reference_update, smoothed_target_action
 from haml.models import DeterministicPolicy, QCritic
+from offpolicy_checks import box_batch
 
 OBS_DIMS = (4, 6, 3)
 ACTION_DIMS = (2, 1, 3)
@@ -39,28 +39,8 @@ def make_learner(
 
 
 def make_batch(B: int = 32, dtype: torch.dtype = torch.float32, seed: int = 1, active: bool = False):
-    gen = torch.Generator().manual_seed(seed)
-
-    def draw(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen, dtype=dtype)
-
-    terminated = torch.rand(B, generator=gen) < 0.2
-    active_masks = None
-    if active:
-        active_masks = tuple(torch.rand(B, generator=gen) < 0.7 for _ in OBS_DIMS)
-    return types.SimpleNamespace(
-        obs=tuple(draw(B, o) for o in OBS_DIMS),
-        state=draw(B, STATE_DIM),
-        actions=tuple(draw(B, d).clamp(-1, 1) for d in ACTION_DIMS),
-        action_masks=None,
-        active_masks=active_masks,
-        reward=draw(B),
-        discount=0.99**2 * (~terminated).to(dtype),
-        next_obs=tuple(draw(B, o) for o in OBS_DIMS),
-        next_state=draw(B, STATE_DIM),
-        next_action_masks=None,
-        steps=torch.full((B,), 2, dtype=torch.int64),
-    )
+    return box_batch(OBS_DIMS, ACTION_DIMS, STATE_DIM, n_step=2, B=B, dtype=dtype, seed=seed,
+                     active=active)
 
 
 def actor_parameters(learner: TD3Learner) -> list[torch.Tensor]:
