@@ -165,29 +165,42 @@ def update_products(n_agents: int, algo: str = "haddpg", side: str = "native",
     return record_products(cycle)
 
 
+def _flops_per_update(products: dict[str, Products], algo: str) -> dict[str, float]:
+    return {side: p.flops_per_run / updates_per_call(algo) for side, p in products.items()}
+
+
 def matmul_flops(n_agents: int, algo: str = "haddpg",
                  device: torch.device = torch.device("cpu")) -> dict[str, float]:
     """Matrix-product FLOPs of one update (the mean over a cycle): ``{"native": ...,
     "reference": ...}``."""
-    return {side: update_products(n_agents, algo, side, device).flops_per_run / updates_per_call(algo)
-            for side in ("native", "reference")}
+    return _flops_per_update(
+        {side: update_products(n_agents, algo, side, device) for side in ("native", "reference")},
+        algo,
+    )
 
 
-def haddpg_cases(device: torch.device, options: Options, algo: str = "haddpg") -> list[Case]:
+def haddpg_cases(device: torch.device, options: Options, algo: str = "haddpg",
+                 flops: dict[int, dict[str, float]] | None = None) -> list[Case]:
     """One case per agent count: "native" is the learner's ``update``, "reference" is its
-    module's ``reference_update``, each on its own copy of the same learner."""
+    module's ``reference_update``, each on its own copy of the same learner. Building a case
+    records both sides' products once: the learner's become the floor, and their FLOPs per
+    update (:func:`matmul_flops`'s numbers) go into ``flops`` under the agent count."""
     reference_update = _reference_update(algo)
+    flops = {} if flops is None else flops
 
     cases = []
     for n_agents in AGENTS[:1] if options.quick else AGENTS:
 
         def build(n_agents=n_agents) -> Callables:
+            products = {side: update_products(n_agents, algo, side, device)
+                        for side in ("native", "reference")}
+            flops[n_agents] = _flops_per_update(products, algo)
             learner, batch = problem(n_agents, device, algo=algo)
             twin = copy.deepcopy(learner)
             return Callables(
                 reference=_cycle(lambda: reference_update(twin, batch), algo),
                 native=_cycle(lambda: learner.update(batch), algo),
-                floor=update_products(n_agents, algo, "native", device).replay(),
+                floor=products["native"].replay(),
             )
 
         cases.append(
@@ -271,9 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     records = []
     for device in devices:
-        for case in haddpg_cases(device, options, args.algo):
+        flops: dict[int, dict[str, float]] = {}
+        for case in haddpg_cases(device, options, args.algo, flops):
             record = run_case(case, options)
-            record["matmul_flops"] = matmul_flops(case.shape["agents"], args.algo, device)
+            record["matmul_flops"] = flops[case.shape["agents"]]
             records.append(record)
             print(_line(record), flush=True)
     if args.out is not None:

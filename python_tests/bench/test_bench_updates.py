@@ -20,6 +20,9 @@ def test_the_bench_times_the_update_of(algo, capsys):
     assert f"--algo {algo}" in out and "agents=2" in out and "ref/fast" in out
     assert "products: fast" in out and "so ref/fast <=" in out
     assert cases[0].floor is not None
+    flops = {}
+    haddpg_cases(torch.device("cpu"), Options.make(quick=True, compile=False), algo, flops)[0].build()
+    assert flops[2] == matmul_flops(2, algo)
 
 
 def test_an_unknown_algorithm_is_refused():
