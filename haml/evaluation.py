@@ -25,7 +25,7 @@ import torch
 from haml.envs.base import VectorMultiAgentEnv
 from haml.runners.evaluate import EvalResult, evaluate
 
-__all__ = ["VIDEO_NAME", "EvalReport", "evaluate_run", "video_path"]
+__all__ = ["VIDEO_NAME", "EvalReport", "evaluate_run", "load_policies", "video_path"]
 
 
 @dataclass
@@ -55,9 +55,13 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def _load_policies(checkpoint: dict, spec, device: torch.device, cfg=None):
-    """``(config, policies)`` of a checkpoint, the policies built for ``spec`` with its weights;
-    ``cfg`` is the checkpoint's config when the caller has already read it."""
+def load_policies(checkpoint: dict, spec, device: torch.device, cfg=None):
+    """``(config, policies)`` of a loaded run checkpoint: the acting policies built for ``spec`` (an
+    env's :class:`~haml.envs.base.EnvSpec`) on ``device``, with the checkpoint's weights, in
+    eval mode. ``cfg`` is the checkpoint's config when the caller has already read it.
+
+    For scripts that act with a trained run's policies themselves (``scripts/halfcheetah_flipped.py``).
+    """
     from haml.config.loader import config_from_dict
     from haml.models.build import load_policy_weights
     from haml.runners import acting_policies
@@ -127,7 +131,7 @@ def evaluate_run(
     else:
         dev = env.device
     try:
-        _, policies = _load_policies(state, env.spec, dev, cfg)
+        _, policies = load_policies(state, env.spec, dev, cfg)
         report_line = _Progress(progress)
         result = evaluate(
             policies, env, episodes, seed=seed,

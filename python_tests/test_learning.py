@@ -26,7 +26,7 @@ import torch
 import haml.training as T
 from haml.envs.toy import expected_payoff
 from haml.envs.toy.presets import HETEROGENEITY_TRAP_OPTIMUM
-from haml.evaluation import _load_policies
+from haml.evaluation import load_policies
 from haml.utils.checkpoint import latest_checkpoint, load_checkpoint
 
 HA_ALGOS = ["happo", "hatrpo", "haa2c"]
@@ -42,7 +42,7 @@ def _rows(run_dir) -> list[dict[str, str]]:
 
 def _learnt_action_probs(run_dir, spec) -> list[torch.Tensor]:
     """Each agent's action probabilities at the (constant) observation, from the last checkpoint."""
-    _, policies = _load_policies(load_checkpoint(latest_checkpoint(run_dir)), spec, torch.device("cpu"))
+    _, policies = load_policies(load_checkpoint(latest_checkpoint(run_dir)), spec, torch.device("cpu"))
     obs = torch.ones(1, 1)
     with torch.no_grad():
         return [policy.distribution(obs).probs[0] for policy in policies]

@@ -20,7 +20,7 @@ import torch
 
 from haml.config.loader import config_from_dict
 from haml.envs.registry import make_env
-from haml.evaluation import _load_policies
+from haml.evaluation import load_policies
 from haml.logging.logger import CONFIG_FILE
 from haml.logging.plot import run_key
 from haml.runners.evaluate import JointActor
@@ -47,7 +47,7 @@ def upside_down_share(run_dir: Path, episodes: int = 2, seed: int = 0) -> tuple[
     env = make_env(cfg.env.name, cfg.env.task, num_envs=1, seed=seed, device=torch.device("cpu"),
                    vectorization="sync", **options)
     try:
-        _, policies = _load_policies(state, env.spec, torch.device("cpu"), cfg)
+        _, policies = load_policies(state, env.spec, torch.device("cpu"), cfg)
         actor = JointActor(policies, 1)
         step = env.reset(seed=seed)
         data = _mujoco_data(env)  # reset and autoreset keep the object, only its values change

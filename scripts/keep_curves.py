@@ -22,7 +22,7 @@ from pathlib import Path
 
 from haml.logging import metrics as M
 from haml.logging.logger import CONFIG_FILE, METRICS_FILE
-from haml.logging.plot import SWEEP_RUN_FILE, _read_config, find_run_dirs, run_key
+from haml.logging.plot import SWEEP_RUN_FILE, read_run_config, find_run_dirs, run_key
 
 KEPT_COLUMNS = (
     M.STEP,
@@ -71,7 +71,7 @@ def keep_curves(run_dir: Path, to: Path) -> tuple[Path, int]:
 def _planned_steps(run_dir: Path) -> int | None:
     """``train.steps`` of a run's config.yaml, None where it is not there."""
     try:
-        steps = _read_config(run_dir)["train"]["steps"]
+        steps = read_run_config(run_dir)["train"]["steps"]
     except (KeyError, TypeError):
         return None
     return steps if isinstance(steps, int) else None

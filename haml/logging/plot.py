@@ -57,6 +57,7 @@ __all__ = [
     "plot_run",
     "plot_runs",
     "read_curve",
+    "read_run_config",
     "run_key",
     "TRAINING_HOURS",
 ]
@@ -187,7 +188,7 @@ def find_run_dirs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 def run_key(run_dir: str | os.PathLike[str]) -> RunKey:
     """(env, task, algo, seed) of a run, from its config.yaml or else from its directory names."""
     run_dir = Path(run_dir)
-    config = _read_config(run_dir)
+    config = read_run_config(run_dir)
     seed = config.get("seed") if isinstance(config, dict) else None
     try:
         # The layout haml writes (haml.config.config_to_dict): algo_name at the top level.
@@ -205,7 +206,7 @@ def run_key(run_dir: str | os.PathLike[str]) -> RunKey:
 
 def _eval_episodes(run_dir: Path) -> int | None:
     """``eval.episodes`` of a run's config.yaml, or None where it is not there."""
-    config = _read_config(run_dir)
+    config = read_run_config(run_dir)
     try:
         episodes = config["eval"]["episodes"]
     except (KeyError, TypeError):
@@ -213,8 +214,9 @@ def _eval_episodes(run_dir: Path) -> int | None:
     return episodes if isinstance(episodes, int) else None
 
 
-def _read_config(run_dir: Path) -> Any:
-    return _read_yaml(run_dir / CONFIG_FILE)
+def read_run_config(run_dir: str | os.PathLike[str]) -> Any:
+    """A run's config.yaml as plain data ({} where it is missing, empty or unreadable)."""
+    return _read_yaml(Path(run_dir) / CONFIG_FILE)
 
 
 def _read_yaml(path: Path) -> Any:

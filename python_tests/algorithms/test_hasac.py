@@ -527,7 +527,7 @@ def test_discrete_hasac_reaches_the_optimum_of_the_heterogeneity_trap(tmp_path):
     import haml
     from haml.envs.registry import make_env
     from haml.envs.toy import expected_payoff
-    from haml.evaluation import _load_policies
+    from haml.evaluation import load_policies
     from haml.utils.checkpoint import latest_checkpoint, load_checkpoint
 
     env = make_env("toy", "heterogeneity-trap", num_envs=1)
@@ -537,7 +537,7 @@ def test_discrete_hasac_reaches_the_optimum_of_the_heterogeneity_trap(tmp_path):
         result = haml.train("hasac", "toy", "heterogeneity-trap", steps=60_000, seed=seed, out=out,
                             quiet=True, overrides=["train.torch_threads=1", "eval.every=1000"])
         optimal += result.eval_return == 2.0
-        _, policies = _load_policies(load_checkpoint(latest_checkpoint(out)), env.spec,
+        _, policies = load_policies(load_checkpoint(latest_checkpoint(out)), env.spec,
                                      torch.device("cpu"))
         with torch.no_grad():
             probs = [p.probs(torch.ones(1, 1))[0][0] for p in policies]
