@@ -538,7 +538,7 @@ def test_discrete_hasac_reaches_the_optimum_of_the_heterogeneity_trap(tmp_path):
                             quiet=True, overrides=["train.torch_threads=1", "eval.every=1000"])
         optimal += result.eval_return == 2.0
         _, policies = load_policies(load_checkpoint(latest_checkpoint(out)), env.spec,
-                                     torch.device("cpu"))
+                                    torch.device("cpu"))
         with torch.no_grad():
             probs = [p.probs(torch.ones(1, 1))[0][0] for p in policies]
         payoffs.append(float(expected_payoff(env.payoff, probs)))
