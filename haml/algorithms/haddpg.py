@@ -18,8 +18,9 @@ One update from a replay batch of n-step transitions (s, o, a, R, γ^K(1 - termi
    order matters.
 4. **Targets.** φ' ← τφ + (1 - τ)φ' and the same for every actor, one multi-tensor op.
 
-:class:`DDPGLearner` does this with the critic's state term ``W_s s + b`` computed once per actor
-phase (:meth:`~haml.models.QCritic.state_term`), gradients taken for the updated actor's parameters
+:class:`DDPGLearner` does this with the critic's state term (what s contributes to its first
+layer, input LayerNorm or not) computed once per actor phase
+(:meth:`~haml.models.QCritic.state_term`), gradients taken for the updated actor's parameters
 only, and every new action computed once. :func:`reference_update` is the same update written
 plainly (the full critic and every predecessor's action rebuilt for every agent): the
 specification, which the parity test and ``python -m haml.bench.haddpg`` compare against.
@@ -38,7 +39,8 @@ from torch import nn
 from haml.algorithms.off_policy_base import OffPolicyLearnerBase, check_replay_keys
 from haml.config.schema import check_choice
 from haml.models.build import build_deterministic_policies, build_q_critic
-from haml.models.deterministic import DeterministicPolicy, QCritic, frozen_copy, polyak_update
+from haml.models.deterministic import DeterministicPolicy, frozen_copy, polyak_update
+from haml.models.q_critic import QCritic
 from haml.ops.masked import masked_mean
 
 if TYPE_CHECKING:  # the buffer imports gymnasium; the learner only reads the sample's fields

@@ -42,9 +42,10 @@ Q_φ1, Q_φ2 (:class:`~haml.models.QCritic`, ``twin=True``) with target networks
 5. **Targets.** φ' ← τφ + (1 - τ)φ' for both critic networks, one multi-tensor op. There are no
    target actors: the critic target reads the current policies, as in SAC.
 
-:class:`SACLearner` does this with the critic's state term ``W_s s + b`` computed once for the
-actor phase (:meth:`~haml.models.QCritic.state_term` / ``q_from``), gradients taken for the
-stepping actor only, and a Discrete agent's per-action Q values in one batched call.
+:class:`SACLearner` does this with the critic's state term (what s contributes to its first
+layer, input LayerNorm or not) computed once for the actor phase
+(:meth:`~haml.models.QCritic.state_term` / ``q_from``), gradients taken for the stepping actor
+only, and a Discrete agent's per-action Q values in one batched call.
 :func:`reference_update` is the same update written plainly: the specification, which the
 parity test compares against.
 
@@ -67,7 +68,8 @@ from haml.algorithms.off_policy_base import OffPolicyLearnerBase, check_replay_k
 from haml.config.schema import check_choice
 from haml.logging import metrics as M
 from haml.models.build import build_q_critic
-from haml.models.deterministic import QCritic, frozen_copy, polyak_update
+from haml.models.deterministic import frozen_copy, polyak_update
+from haml.models.q_critic import QCritic, StateTerm
 from haml.models.soft_policy import make_soft_policy
 from haml.ops.masked import masked_mean
 
@@ -315,7 +317,7 @@ class SACLearner(OffPolicyLearnerBase):
         self._step(self.critic_optimizer, self._critic_params, q_loss)
         return q_loss.detach(), torch.minimum(q1, q2).detach().mean()
 
-    def _discrete_q(self, h_s: tuple[torch.Tensor, ...], joint: list[torch.Tensor],
+    def _discrete_q(self, h_s: StateTerm, joint: list[torch.Tensor],
                     agent: int) -> torch.Tensor:
         """``min(Q_φ1, Q_φ2)(s, ..., onehot(a), ...)`` for every action a of Discrete agent
         ``agent``, the others at ``joint``: ``[B, n_a]``, from one critic call on ``[n_a, B, ·]``."""
@@ -326,8 +328,6 @@ class SACLearner(OffPolicyLearnerBase):
             eye[:, None, :].expand(n_a, B, n_a) if j == agent else x.expand(n_a, *x.shape)
             for j, x in enumerate(joint)
         ]
-        if not self.critic.splits:  # h_s is the state itself: one copy per action
-            h_s = (h_s[0].expand(n_a, *h_s[0].shape),)
         q1, q2 = self.critic.q_from(h_s, torch.cat(per_action, dim=-1))
         return torch.minimum(q1, q2).transpose(0, 1)
 

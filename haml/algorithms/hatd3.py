@@ -41,7 +41,8 @@ from haml.algorithms.haddpg import (
     reference_target_update,
 )
 from haml.config.schema import check_positive
-from haml.models.deterministic import DeterministicPolicy, QCritic
+from haml.models.deterministic import DeterministicPolicy
+from haml.models.q_critic import QCritic
 
 if TYPE_CHECKING:
     from haml.buffers.replay import ReplaySample

@@ -5,7 +5,7 @@ Needs only torch (gymnasium is read when a policy is built from an action space)
 environment and no algorithm.
 """
 
-from haml.models.deterministic import DeterministicPolicy, QCritic, frozen_copy, polyak_update
+from haml.models.deterministic import DeterministicPolicy, frozen_copy, polyak_update
 from haml.models.mlp import ACTIVATIONS, MLP
 from haml.models.policies import (
     MLPPolicy,
@@ -16,6 +16,7 @@ from haml.models.policies import (
     masked_logits,
     sample_head,
 )
+from haml.models.q_critic import QCritic, StateTerm
 from haml.models.stacked import StackedPolicies
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "PolicySpec",
     "QCritic",
     "StackedPolicies",
+    "StateTerm",
     "StochasticPolicy",
     "frozen_copy",
     "joint_entropy",

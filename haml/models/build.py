@@ -121,7 +121,7 @@ def build_q_critic(
     """The centralised :class:`~haml.models.deterministic.QCritic` Q(s, a¹..aⁿ) on the global
     state and the joint action (``twin``: two Q estimates, for the TD3-style algorithms). A
     Discrete agent's action enters one-hot (:func:`action_input_size`)."""
-    from haml.models.deterministic import QCritic
+    from haml.models.q_critic import QCritic
 
     action_dims = [action_input_size(space) for space in action_spaces]
     return QCritic(state_dim, action_dims, hidden=tuple(net.hidden), activation=net.activation,

@@ -1,11 +1,8 @@
-"""The networks of the deterministic off-policy algorithms (HADDPG, MADDPG; [HAML], Algorithm 3).
+"""The networks of the deterministic off-policy algorithms (HADDPG, MADDPG; [HAML], Algorithm 3)
+besides their critic (:mod:`haml.models.q_critic`).
 
 - :class:`DeterministicPolicy`: μ_θ(o), an :class:`~haml.models.mlp.MLP` trunk and a linear head
   squashed into the action ``Box`` with tanh; ``explore`` adds Gaussian noise, clipped to the Box.
-- :class:`QCritic`: the centralised critic Q_φ(s, a¹..aⁿ) over the global state and the joint
-  action (agents' action sizes may differ), optionally twin (two independent Q networks). Its
-  first layer is split, ``W [s, a] + b = (W_s s + b) + W_a a``, so that the HA actor phase, which
-  evaluates Q once per agent on the same states, computes the state term once per update.
 - Target networks: :func:`frozen_copy` and :func:`polyak_update` (one multi-tensor lerp over every
   parameter).
 
@@ -21,15 +18,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from haml.models.box_squash import BoxSquash
-from haml.models.checks import check_agent_sizes, check_obs, check_positive_int
+from haml.models.checks import check_obs, check_positive_int
 from haml.models.mlp import MLP, init_linear
 from haml.models.policies import HEAD_GAIN, parse_action_space
 
-__all__ = ["DeterministicPolicy", "QCritic", "frozen_copy", "polyak_update"]
+__all__ = ["DeterministicPolicy", "frozen_copy", "polyak_update"]
 
 
 def _box_bounds(action_space: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,123 +131,6 @@ class DeterministicPolicy(BoxSquash):
             )
             action = torch.addcmul(action, noise, self.action_scale, value=float(noise_std))
             return torch.clamp(action, self.action_low, self.action_high)
-
-
-class QCritic(nn.Module):
-    """Q_φ(s, a¹..aⁿ): an :class:`MLP` over ``[s, a¹, ..., aⁿ]`` and a linear output, one or two
-    (``twin``) independent networks.
-
-    Args:
-        state_dim: size of the global state s.
-        action_dims: ``(d_1, ..., d_n)``, each agent's action size; the joint action is their
-            concatenation in agent order.
-        hidden, activation, layer_norm, input_norm, layer_norm_eps: each network's trunk.
-        twin: two Q networks (TD3-style clipped double Q); ``forward`` then returns ``(q1, q2)``.
-        dtype, device: where to put the parameters.
-
-    The split of the first layer: :meth:`state_term` computes ``h_s = W_s s + b`` (one tensor per
-    network) and :meth:`q_from` ``(h_s, actions)`` adds ``W_a a`` and runs the rest, equal to
-    :meth:`forward` up to rounding. It needs ``input_norm=False``: a LayerNorm over ``[s, a]``
-    mixes the two, so with ``input_norm`` ``state_term`` returns the state itself and ``q_from``
-    runs the whole network (the same values, no saving). ``splits`` says which applies.
-    """
-
-    def __init__(
-        self,
-        state_dim: int,
-        action_dims: Sequence[int],
-        hidden: Sequence[int] = (64, 64),
-        activation: str = "relu",
-        layer_norm: bool = False,
-        input_norm: bool = False,
-        twin: bool = False,
-        layer_norm_eps: float = 1e-5,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> None:
-        super().__init__()
-        check_positive_int("QCritic", "state_dim", state_dim)
-        check_agent_sizes("QCritic", "action_dims", action_dims, "one action size per agent")
-        self.state_dim = state_dim
-        self.action_dims = tuple(action_dims)
-        self.twin = bool(twin)
-        in_dim = state_dim + sum(self.action_dims)
-        self.nets = nn.ModuleList()
-        for _ in range(2 if self.twin else 1):
-            body = MLP(in_dim, hidden, activation, layer_norm, input_norm, layer_norm_eps)
-            head = init_linear(nn.Linear(body.out_dim, 1), 1.0)
-            self.nets.append(nn.Sequential(*body.layers, head))
-        self.splits = not input_norm
-        if dtype is not None or device is not None:
-            self.to(device=device, dtype=dtype)
-
-    def _joint(self, actions: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-        if isinstance(actions, torch.Tensor):
-            joint = actions
-        else:
-            if len(actions) != len(self.action_dims):
-                raise ValueError(
-                    f"QCritic: {len(actions)} agents' actions given, "
-                    f"expected {len(self.action_dims)}"
-                )
-            joint = actions[0] if len(actions) == 1 else torch.cat(tuple(actions), dim=-1)
-        if joint.shape[-1] != sum(self.action_dims):
-            raise ValueError(
-                f"QCritic: the joint action must have {sum(self.action_dims)} entries "
-                f"(action_dims={self.action_dims}), got shape {tuple(joint.shape)}"
-            )
-        return joint
-
-    def _out(self, qs: list[torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        qs = [q.squeeze(-1) for q in qs]
-        return (qs[0], qs[1]) if self.twin else qs[0]
-
-    def forward(
-        self, state: torch.Tensor, actions: Sequence[torch.Tensor] | torch.Tensor
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Q(s, a) ``[*B]`` (or ``(q1, q2)`` when twin) of states ``[*B, S]`` and per-agent actions
-        ``[*B, d_i]`` (or the joint action ``[*B, Σd]``): the plain, unsplit network."""
-        x = torch.cat((state, self._joint(actions)), dim=-1)
-        return self._out([net(x) for net in self.nets])
-
-    def _chosen(self, which: int | None) -> list[nn.Module]:
-        if which is None:
-            return list(self.nets)
-        if which not in range(len(self.nets)):
-            raise ValueError(f"QCritic: 'which' must be one of {list(range(len(self.nets)))} or None, "
-                             f"got {which!r}")
-        return [self.nets[which]]
-
-    def state_term(self, state: torch.Tensor, which: int | None = None) -> tuple[torch.Tensor, ...]:
-        """``h_s = W_s s + b`` per network ``[*B, H_1]`` (the state's part of the first layer);
-        the state itself when :attr:`splits` is False. ``which``: that network only (0 or 1)."""
-        if not self.splits:
-            return (state,)
-        s = self.state_dim
-        return tuple(F.linear(state, net[0].weight[:, :s], net[0].bias) for net in self._chosen(which))
-
-    def q_from(
-        self,
-        h_s: tuple[torch.Tensor, ...],
-        actions: Sequence[torch.Tensor] | torch.Tensor,
-        which: int | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Q from :meth:`state_term`'s ``h_s`` and the actions: ``rest(h_s + W_a a)``.
-
-        ``which``: evaluate that network only and return its ``[*B]`` values (``h_s`` then from
-        ``state_term(state, which)``): TD3's actors ascend the first twin alone."""
-        joint = self._joint(actions)
-        if not self.splits:
-            qs = self(h_s[0], joint)
-            return qs if which is None or not self.twin else qs[which]
-        s = self.state_dim
-        qs = []
-        for net, h in zip(self._chosen(which), h_s):
-            first = torch.addmm(h, joint, net[0].weight[:, s:].t()) if joint.dim() == 2 else (
-                h + F.linear(joint, net[0].weight[:, s:])
-            )
-            qs.append(net[1:](first))
-        return self._out(qs) if which is None else qs[0].squeeze(-1)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ def make_learner(
     dtype: torch.dtype = torch.float32,
     hidden: tuple[int, ...] = (16, 16),
     seed: int = 0,
+    critic_norms: bool = False,
     **cfg_overrides,
 ) -> DDPGLearner:
     torch.manual_seed(seed)
@@ -37,7 +38,8 @@ def make_learner(
         DeterministicPolicy(o, spaces.Box(-1.0, 1.0, (d,)), hidden=hidden, dtype=dtype)
         for o, d in zip(OBS_DIMS, ACTION_DIMS)
     ]
-    critic = QCritic(STATE_DIM, ACTION_DIMS, hidden=hidden, dtype=dtype)
+    critic = QCritic(STATE_DIM, ACTION_DIMS, hidden=hidden, layer_norm=critic_norms,
+                     input_norm=critic_norms, dtype=dtype)
     cfg = HADDPGConfig(**{"batch_size": 32, **cfg_overrides})
     return DDPGLearner(policies, critic, cfg, gamma=0.99, sequential=sequential)
 
@@ -279,6 +281,9 @@ def test_targets_move_by_tau():
 # -- parity with the reference, resume ----------------------------------------------------------
 
 
+# With the SMAX/SMAC/MPE critic (input and hidden LayerNorms) the state term is the input
+# norm's split (haml.models.q_critic); the reference runs the whole critic.
+@pytest.mark.parametrize("critic_norms", [False, True], ids=["plain", "norms"])
 @pytest.mark.parametrize(
     "dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)], ids=["f32", "f64"]
 )
@@ -293,8 +298,9 @@ def test_targets_move_by_tau():
     ],
     ids=["ha", "ha-policy", "ha-huber-clip-masks", "ma", "ma-policy-masks"],
 )
-def test_fast_update_matches_the_reference(dtype, tol, sequential, overrides, active):
-    fast = make_learner(sequential=sequential, dtype=dtype, hidden=(32, 32), **overrides)
+def test_fast_update_matches_the_reference(critic_norms, dtype, tol, sequential, overrides, active):
+    fast = make_learner(sequential=sequential, dtype=dtype, hidden=(32, 32),
+                        critic_norms=critic_norms, **overrides)
     slow = copy.deepcopy(fast)
     for step in range(3):
         batch = make_batch(dtype=dtype, seed=10 + step, active=active)

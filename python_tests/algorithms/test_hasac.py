@@ -46,11 +46,11 @@ DISCRETE = (("discrete", 3), ("discrete", 4), ("discrete", 2))
 
 
 def make_learner(kinds=CONTINUOUS, sequential=True, dtype=torch.float32, hidden=(16, 16), seed=0,
-                 log_std=(-20.0, 2.0), **cfg_overrides) -> SACLearner:
+                 log_std=(-20.0, 2.0), critic_norms=False, **cfg_overrides) -> SACLearner:
     torch.manual_seed(seed)
     policies = make_policies(kinds, dtype, hidden, log_std)
     critic = QCritic(STATE_DIM, [p.action_dim for p in policies], hidden=hidden, twin=True,
-                     dtype=dtype)
+                     layer_norm=critic_norms, input_norm=critic_norms, dtype=dtype)
     cfg = HASACConfig(**{"batch_size": 32, "alpha": 0.05, **cfg_overrides})
     return SACLearner(policies, critic, cfg, gamma=0.99, sequential=sequential)
 
@@ -420,6 +420,9 @@ def test_the_target_critic_moves_by_tau():
 # -- parity with the reference, resume ----------------------------------------------------------
 
 
+# With the SMAX/SMAC/MPE critic (input and hidden LayerNorms) the state term is the input
+# norm's split (haml.models.q_critic); the reference runs the whole critic.
+@pytest.mark.parametrize("critic_norms", [False, True], ids=["plain", "norms"])
 @pytest.mark.parametrize(
     "dtype, tol", [(torch.float32, 2e-5), (torch.float64, 1e-10)], ids=["f32", "f64"]
 )
@@ -436,8 +439,10 @@ def test_the_target_critic_moves_by_tau():
     ids=["ha", "ha-mse-auto-clip-active", "ha-mixed-auto", "ha-discrete-masks", "ma",
          "ma-discrete-masks-clip"],
 )
-def test_fast_update_matches_the_reference(dtype, tol, kinds, sequential, overrides, active, masks):
-    fast = make_learner(kinds, sequential=sequential, dtype=dtype, hidden=(32, 32), **overrides)
+def test_fast_update_matches_the_reference(critic_norms, dtype, tol, kinds, sequential, overrides,
+                                           active, masks):
+    fast = make_learner(kinds, sequential=sequential, dtype=dtype, hidden=(32, 32),
+                        critic_norms=critic_norms, **overrides)
     slow = copy.deepcopy(fast)
     for step in range(3):
         batch = make_batch(kinds, dtype=dtype, seed=10 + step, active=active, masks=masks)

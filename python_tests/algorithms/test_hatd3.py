@@ -25,6 +25,7 @@ def make_learner(
     dtype: torch.dtype = torch.float32,
     hidden: tuple[int, ...] = (16, 16),
     seed: int = 0,
+    critic_norms: bool = False,
     **cfg_overrides,
 ) -> TD3Learner:
     torch.manual_seed(seed)
@@ -33,7 +34,8 @@ def make_learner(
         DeterministicPolicy(o, spaces.Box(-1.0 - i, 1.0 + 2 * i, (d,)), hidden=hidden, dtype=dtype)
         for i, (o, d) in enumerate(zip(OBS_DIMS, ACTION_DIMS))
     ]
-    critic = QCritic(STATE_DIM, ACTION_DIMS, hidden=hidden, twin=True, dtype=dtype)
+    critic = QCritic(STATE_DIM, ACTION_DIMS, hidden=hidden, layer_norm=critic_norms,
+                     input_norm=critic_norms, twin=True, dtype=dtype)
     cfg = TD3Config(**{"batch_size": 32, **cfg_overrides})
     return TD3Learner(policies, critic, cfg, gamma=0.99, sequential=sequential)
 
@@ -162,6 +164,9 @@ def test_the_actors_ascend_the_first_q_network_only():
 # -- parity with the reference, resume ----------------------------------------------------------
 
 
+# With the SMAX/SMAC/MPE critic (input and hidden LayerNorms) the state term is the input
+# norm's split (haml.models.q_critic); the reference runs the whole critic.
+@pytest.mark.parametrize("critic_norms", [False, True], ids=["plain", "norms"])
 @pytest.mark.parametrize(
     "dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)], ids=["f32", "f64"]
 )
@@ -175,8 +180,9 @@ def test_the_actors_ascend_the_first_q_network_only():
     ],
     ids=["ha", "ha-policy-delay1-masks", "ha-huber-clip-nonoise", "ma-delay3-masks"],
 )
-def test_fast_update_matches_the_reference(dtype, tol, sequential, overrides, active):
-    fast = make_learner(sequential=sequential, dtype=dtype, hidden=(32, 32), **overrides)
+def test_fast_update_matches_the_reference(critic_norms, dtype, tol, sequential, overrides, active):
+    fast = make_learner(sequential=sequential, dtype=dtype, hidden=(32, 32),
+                        critic_norms=critic_norms, **overrides)
     slow = copy.deepcopy(fast)
     for step in range(4):
         batch = make_batch(dtype=dtype, seed=10 + step, active=active)

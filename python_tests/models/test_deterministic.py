@@ -163,15 +163,31 @@ def test_policy_bad_input():
 # -- QCritic ----------------------------------------------------------------------------------
 
 
+def _randomise_norms(critic: QCritic, gen: torch.Generator) -> None:
+    """Non-trivial γ and β in every LayerNorm (they start at 1 and 0, which would hide a γ or β
+    left out of the split)."""
+    with torch.no_grad():
+        for module in critic.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.copy_(1 + 0.5 * torch.randn(module.weight.shape, generator=gen,
+                                                          dtype=module.weight.dtype))
+                module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=gen,
+                                                    dtype=module.bias.dtype))
+
+
 @pytest.mark.parametrize("twin", [False, True])
 @pytest.mark.parametrize("layer_norm", [False, True])
-def test_split_first_layer_equals_the_unsplit_forward(device, twin, layer_norm):
-    critic = QCritic(7, [3, 1, 2], hidden=(16, 8), layer_norm=layer_norm, twin=twin,
-                     dtype=torch.float64, device=device)
+@pytest.mark.parametrize("input_norm", [False, True])
+def test_split_first_layer_equals_the_unsplit_forward(device, twin, layer_norm, input_norm):
+    critic = QCritic(7, [3, 1, 2], hidden=(16, 8), layer_norm=layer_norm, input_norm=input_norm,
+                     twin=twin, dtype=torch.float64)
     gen = _gen(1)
-    state = torch.randn(50, 7, generator=gen, dtype=torch.float64).to(device)
+    _randomise_norms(critic, gen)
+    critic.to(device)
+    # States off-centre and on another scale than the actions: the input norm's mean and
+    # variance then come from both parts, which a wrong combination of the two would miss.
+    state = (3 + 2 * torch.randn(50, 7, generator=gen, dtype=torch.float64)).to(device)
     actions = [torch.randn(50, d, generator=gen, dtype=torch.float64).to(device) for d in (3, 1, 2)]
-    assert critic.splits
     plain = critic(state, actions)
     split = critic.q_from(critic.state_term(state), actions)
     joint = critic(state, torch.cat(actions, -1))
@@ -186,26 +202,51 @@ def test_split_first_layer_equals_the_unsplit_forward(device, twin, layer_norm):
         torch.testing.assert_close(j, p, rtol=0, atol=0)
 
 
-def test_split_gradients_match():
-    critic = QCritic(5, [2, 2], hidden=(12, 12), dtype=torch.float64)
+@pytest.mark.parametrize("input_norm", [False, True])
+def test_split_gradients_match(input_norm):
+    critic = QCritic(5, [2, 2], hidden=(12, 12), input_norm=input_norm, twin=True,
+                     dtype=torch.float64)
     gen = _gen(2)
+    _randomise_norms(critic, gen)
     state = torch.randn(30, 5, generator=gen, dtype=torch.float64)
     a0 = torch.randn(30, 2, generator=gen, dtype=torch.float64, requires_grad=True)
     a1 = torch.randn(30, 2, generator=gen, dtype=torch.float64)
-    (g_plain,) = torch.autograd.grad(critic(state, [a0, a1]).sum(), a0)
-    (g_split,) = torch.autograd.grad(critic.q_from(critic.state_term(state), [a0, a1]).sum(), a0)
-    torch.testing.assert_close(g_split, g_plain, rtol=0, atol=1e-12)
+    params = list(critic.parameters())
+    plain = torch.autograd.grad(critic(state, [a0, a1])[1].sum(), [a0, *params], allow_unused=True)
+    split = torch.autograd.grad(
+        critic.q_from(critic.state_term(state, which=1), [a0, a1], which=1).sum(), [a0, *params],
+        allow_unused=True,
+    )
+    # The first network's parameters get no gradient from the second's value either way.
+    assert [g is None for g in split] == [g is None for g in plain]
+    assert sum(g is not None for g in plain) == 1 + len(params) // 2
+    for g_split, g_plain in zip(split, plain):
+        if g_plain is not None:
+            torch.testing.assert_close(g_split, g_plain, rtol=0, atol=1e-12)
 
 
-def test_input_norm_falls_back_to_the_whole_network():
-    critic = QCritic(4, [2], hidden=(8,), input_norm=True, dtype=torch.float64)
-    assert not critic.splits
-    state = torch.randn(9, 4, generator=_gen(), dtype=torch.float64)
-    action = torch.randn(9, 2, generator=_gen(1), dtype=torch.float64)
-    h_s = critic.state_term(state)
-    assert h_s[0] is state
-    q = critic(state, [action])
-    torch.testing.assert_close(critic.q_from(h_s, [action]), q, rtol=0, atol=0)
+@pytest.mark.parametrize("input_norm", [False, True])
+def test_one_state_term_serves_candidate_actions(input_norm):
+    """A state term ``[B, ·]`` broadcast against actions ``[C, B, ·]`` (discrete HASAC's one call
+    for every action of an agent) equals C separate evaluations."""
+    critic = QCritic(6, [4, 3], hidden=(10,), input_norm=input_norm, twin=True, dtype=torch.float64)
+    gen = _gen(3)
+    _randomise_norms(critic, gen)
+    state = torch.randn(20, 6, generator=gen, dtype=torch.float64)
+    other = torch.randn(20, 3, generator=gen, dtype=torch.float64)
+    onehot = torch.eye(4, dtype=torch.float64)[:, None, :].expand(4, 20, 4)
+    q1, q2 = critic.q_from(critic.state_term(state), [onehot, other.expand(4, 20, 3)])
+    assert q1.shape == (4, 20)
+    for k in range(4):
+        r1, r2 = critic(state, [onehot[k], other])
+        torch.testing.assert_close(q1[k], r1, rtol=0, atol=1e-12)
+        torch.testing.assert_close(q2[k], r2, rtol=0, atol=1e-12)
+
+
+def test_state_term_and_q_from_need_the_same_networks():
+    critic = QCritic(4, [2], hidden=(8,), twin=True)
+    with pytest.raises(ValueError, match="same 'which'"):
+        critic.q_from(critic.state_term(torch.zeros(3, 4), which=0), [torch.zeros(3, 2)])
 
 
 def test_critic_bad_input():
