@@ -2,14 +2,22 @@
 specification :func:`~haml.algorithms.haddpg.reference_update`, measured in one run.
 
 An update is the critic step, every agent's actor step in a random order, and the target update,
-at the sizes of the authors' tuned MaMuJoCo runs: batch 1000, [256, 256] ReLU networks, 2 and 6
-agents with 17 observation and 3 action entries each, the state their concatenated observations.
+at the sizes of one of two settings (:data:`SETTINGS`, ``--setting``):
+
+- ``mamujoco`` (default): the authors' tuned MaMuJoCo runs, batch 1000, [256, 256] ReLU networks,
+  2 and 6 agents with 17 observation and 3 action entries each, the state their concatenated
+  observations;
+- ``smax`` (HASAC only, the discrete variant): haml's SMAX 3m runs, batch 1000, 3 agents with 75
+  observation entries, 8 actions (about 60 % available) and a 72-entry state, [64] ReLU networks
+  with input and hidden LayerNorms, automatic temperature.
+
 Both learners start from the same networks and update on the same batch; their calls are timed
 with blocks interleaved (:func:`haml.bench.timing.measure_interleaved`), so the machine's drift
 does not enter the ratio.
 
 What the learner does that the reference does not: the critic's first-layer state term
-``W_s s + b`` computed once per actor phase instead of once per agent; no gradient of the
+(:meth:`~haml.models.QCritic.state_term`) computed once per actor phase instead of once per agent
+(and, for a Discrete agent, once per candidate action); no gradient of the
 critic's weights in the actor phase; each agent's new action computed once, after its step,
 instead of by every successor; the targets updated by one multi-tensor lerp.
 
@@ -31,6 +39,7 @@ import sys
 import time
 import types
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,12 +57,36 @@ from haml.bench.ops import (
 from haml.bench.products import Products, record_products
 from haml.bench.timing import format_seconds
 
-__all__ = ["AGENTS", "ALGOS", "TARGETS", "haddpg_cases", "main", "matmul_flops"]
+__all__ = ["AGENTS", "ALGOS", "SETTINGS", "TARGETS", "Setting", "haddpg_cases", "main",
+           "matmul_flops"]
 
 AGENTS = (2, 6)
 OBS_DIM, ACTION_DIM, BATCH, HIDDEN = 17, 3, 1000, (256, 256)
 TARGETS = {("cpu", 6): (Target("reference/native", ">=", 2.0),)}
-"""Issue 20's goal: at least twice the plain update's speed at 6 agents on the CPU."""
+"""Issue 20's goal: at least twice the plain update's speed at 6 agents on the CPU (MaMuJoCo
+setting)."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The sizes of one bench setting: agent counts, per-agent observation size, the state size
+    (None: the agents' observations concatenated), the action space (``("box", d)`` or
+    ``("discrete", n)``, the latter with action masks), the networks, and which updates apply."""
+
+    agents: tuple[int, ...]
+    obs_dim: int
+    state_dim: int | None
+    action: tuple[str, int]
+    hidden: tuple[int, ...]
+    norms: bool
+    algos: tuple[str, ...]
+
+
+SETTINGS = {
+    "mamujoco": Setting(AGENTS, OBS_DIM, None, ("box", ACTION_DIM), HIDDEN, False,
+                        ("haddpg", "hatd3", "hasac")),
+    "smax": Setting((3,), 75, 72, ("discrete", 8), (64,), True, ("hasac",)),
+}
 
 
 ALGOS = ("haddpg", "hatd3", "hasac")
@@ -63,33 +96,42 @@ soft twin critic, the authors' default fixed temperature)."""
 
 
 def problem(n_agents: int, device: torch.device, dtype: torch.dtype = torch.float32,
-            algo: str = "haddpg"):
-    """``(learner, batch)``: a fresh learner of ``algo`` (HA, buffer successors) and one replay
-    batch of random transitions, the same numbers on every device."""
+            algo: str = "haddpg", setting: str = "mamujoco"):
+    """``(learner, batch)``: a fresh learner of ``algo`` (HA, buffer successors) at ``setting``'s
+    sizes and one replay batch of random transitions, the same numbers on every device."""
     from gymnasium import spaces
 
     from haml.algorithms.haddpg import DDPGLearner, HADDPGConfig
     from haml.algorithms.hasac import HASACConfig, SACLearner
     from haml.algorithms.hatd3 import TD3Config, TD3Learner
     from haml.models import DeterministicPolicy, QCritic
-    from haml.models.soft_policy import SquashedGaussianPolicy
+    from haml.models.soft_policy import make_soft_policy
 
     if algo not in ALGOS:
         raise ValueError(f"unknown algorithm {algo!r}; this bench times {list(ALGOS)}")
+    if setting not in SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}; this bench has {list(SETTINGS)}")
+    size = SETTINGS[setting]
+    if algo not in size.algos:
+        raise ValueError(f"the {setting} setting times {list(size.algos)}, not {algo!r}")
     twin = algo != "haddpg"
-    actor_cls = SquashedGaussianPolicy if algo == "hasac" else DeterministicPolicy
+    kind, n_act = size.action
+    discrete = kind == "discrete"
+    space = spaces.Discrete(n_act) if discrete else spaces.Box(-1.0, 1.0, (n_act,))
+    nets = {"hidden": size.hidden, "layer_norm": size.norms, "input_norm": size.norms}
 
     torch.manual_seed(n_agents)  # the networks' initial weights
-    space = spaces.Box(-1.0, 1.0, (ACTION_DIM,))
-    state_dim = n_agents * OBS_DIM
-    policies = [
-        actor_cls(OBS_DIM, space, hidden=HIDDEN, dtype=dtype, device=device)
-        for _ in range(n_agents)
-    ]
-    critic = QCritic(state_dim, [ACTION_DIM] * n_agents, hidden=HIDDEN, twin=twin, dtype=dtype,
-                     device=device)
+    state_dim = size.state_dim or n_agents * size.obs_dim
     if algo == "hasac":
-        learner = SACLearner(policies, critic, HASACConfig(), gamma=0.99, sequential=True)
+        policies = [make_soft_policy(size.obs_dim, space, **nets, dtype=dtype, device=device)
+                    for _ in range(n_agents)]
+    else:
+        policies = [DeterministicPolicy(size.obs_dim, space, **nets, dtype=dtype, device=device)
+                    for _ in range(n_agents)]
+    critic = QCritic(state_dim, [n_act] * n_agents, twin=twin, dtype=dtype, device=device, **nets)
+    if algo == "hasac":
+        learner = SACLearner(policies, critic, HASACConfig(auto_alpha=discrete), gamma=0.99,
+                             sequential=True)
     elif twin:
         learner = TD3Learner(policies, critic, TD3Config(), gamma=0.99, sequential=True)
     else:
@@ -100,20 +142,41 @@ def problem(n_agents: int, device: torch.device, dtype: torch.dtype = torch.floa
     def draw(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen, dtype=dtype).to(device)
 
-    obs = tuple(draw(BATCH, OBS_DIM) for _ in range(n_agents))
-    next_obs = tuple(draw(BATCH, OBS_DIM) for _ in range(n_agents))
+    def masks() -> tuple[torch.Tensor, ...] | None:
+        if not discrete:
+            return None
+        drawn = []
+        for _ in range(n_agents):
+            mask = torch.rand(BATCH, n_act, generator=gen) < 0.6
+            mask[:, 0] = True  # SMAX's no-op: always one available action
+            drawn.append(mask.to(device))
+        return tuple(drawn)
+
+    def actions(available: tuple[torch.Tensor, ...] | None) -> tuple[torch.Tensor, ...]:
+        if available is None:
+            return tuple(draw(BATCH, n_act).clamp(-1, 1) for _ in range(n_agents))
+        return tuple(torch.multinomial(m.float().cpu(), 1, generator=gen).squeeze(1).to(device)
+                     for m in available)
+
+    obs = tuple(draw(BATCH, size.obs_dim) for _ in range(n_agents))
+    next_obs = tuple(draw(BATCH, size.obs_dim) for _ in range(n_agents))
+    action_masks, next_action_masks = masks(), masks()
     terminated = (torch.rand(BATCH, generator=gen) < 0.01).to(device=device, dtype=dtype)
+
+    def state_of(per_agent: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.cat(per_agent, dim=-1) if size.state_dim is None else draw(BATCH, state_dim)
+
     batch = types.SimpleNamespace(  # the fields of haml.buffers.replay.ReplaySample
         obs=obs,
-        state=torch.cat(obs, dim=-1),
-        actions=tuple(draw(BATCH, ACTION_DIM).clamp(-1, 1) for _ in range(n_agents)),
-        action_masks=None,
+        state=state_of(obs),
+        actions=actions(action_masks),
+        action_masks=action_masks,
         active_masks=None,
         reward=draw(BATCH),
         discount=0.99 * (1 - terminated),
         next_obs=next_obs,
-        next_state=torch.cat(next_obs, dim=-1),
-        next_action_masks=None,
+        next_state=state_of(next_obs),
+        next_action_masks=next_action_masks,
         steps=torch.ones(BATCH, dtype=torch.int64, device=device),
     )
     return learner, batch
@@ -149,11 +212,12 @@ def _cycle(update, algo: str):
 
 
 def update_products(n_agents: int, algo: str = "haddpg", side: str = "native",
-                    device: torch.device = torch.device("cpu")) -> Products:
+                    device: torch.device = torch.device("cpu"),
+                    setting: str = "mamujoco") -> Products:
     """The matrix products of one cycle of updates (:func:`updates_per_call`) of the learner
     (``side="native"``) or of the reference, on a fresh problem, after one unrecorded cycle so
     that lazily built state (the optimisers' moments) is in place."""
-    learner, batch = problem(n_agents, device, algo=algo)
+    learner, batch = problem(n_agents, device, algo=algo, setting=setting)
     if side == "native":
         cycle = _cycle(lambda: learner.update(batch), algo)
     elif side == "reference":
@@ -170,32 +234,37 @@ def _flops_per_update(products: dict[str, Products], algo: str) -> dict[str, flo
 
 
 def matmul_flops(n_agents: int, algo: str = "haddpg",
-                 device: torch.device = torch.device("cpu")) -> dict[str, float]:
+                 device: torch.device = torch.device("cpu"),
+                 setting: str = "mamujoco") -> dict[str, float]:
     """Matrix-product FLOPs of one update (the mean over a cycle): ``{"native": ...,
     "reference": ...}``."""
     return _flops_per_update(
-        {side: update_products(n_agents, algo, side, device) for side in ("native", "reference")},
+        {side: update_products(n_agents, algo, side, device, setting)
+         for side in ("native", "reference")},
         algo,
     )
 
 
 def haddpg_cases(device: torch.device, options: Options, algo: str = "haddpg",
-                 flops: dict[int, dict[str, float]] | None = None) -> list[Case]:
+                 flops: dict[int, dict[str, float]] | None = None,
+                 setting: str = "mamujoco") -> list[Case]:
     """One case per agent count: "native" is the learner's ``update``, "reference" is its
     module's ``reference_update``, each on its own copy of the same learner. Building a case
     records both sides' products once: the learner's become the floor, and their FLOPs per
     update (:func:`matmul_flops`'s numbers) go into ``flops`` under the agent count."""
     reference_update = _reference_update(algo)
     flops = {} if flops is None else flops
+    size = SETTINGS[setting]
+    problem(size.agents[0], torch.device("cpu"), algo=algo, setting=setting)  # refuses a bad pair
 
     cases = []
-    for n_agents in AGENTS[:1] if options.quick else AGENTS:
+    for n_agents in size.agents[:1] if options.quick else size.agents:
 
         def build(n_agents=n_agents) -> Callables:
-            products = {side: update_products(n_agents, algo, side, device)
+            products = {side: update_products(n_agents, algo, side, device, setting)
                         for side in ("native", "reference")}
             flops[n_agents] = _flops_per_update(products, algo)
-            learner, batch = problem(n_agents, device, algo=algo)
+            learner, batch = problem(n_agents, device, algo=algo, setting=setting)
             twin = copy.deepcopy(learner)
             return Callables(
                 reference=_cycle(lambda: reference_update(twin, batch), algo),
@@ -206,8 +275,10 @@ def haddpg_cases(device: torch.device, options: Options, algo: str = "haddpg",
         cases.append(
             Case(
                 op=f"{algo}_update",
-                shape={"agents": n_agents, "B": BATCH, "hidden": "x".join(map(str, HIDDEN)),
-                       "obs": OBS_DIM, "actions": ACTION_DIM, "updates": updates_per_call(algo)},
+                shape={"setting": setting, "agents": n_agents, "B": BATCH,
+                       "hidden": "x".join(map(str, size.hidden)), "norms": size.norms,
+                       "obs": size.obs_dim, "actions": "{}{}".format(*size.action),
+                       "updates": updates_per_call(algo)},
                 device=device,
                 build=build,
                 native_op=f"{algo}_update",
@@ -215,7 +286,8 @@ def haddpg_cases(device: torch.device, options: Options, algo: str = "haddpg",
                     options, "not compiled: an update is n + 1 optimiser steps"
                 ),
                 floor="the learner's matrix products alone, recorded from its update and replayed",
-                targets=TARGETS.get((device.type, n_agents), ()),
+                targets=(TARGETS.get((device.type, n_agents), ()) if setting == "mamujoco"
+                         else ()),
             )
         )
     return cases
@@ -238,7 +310,7 @@ def _line(record: dict[str, Any]) -> str:
                 f"(IQR {format_seconds(t['iqr'] / updates)})")
 
     return (
-        f"{record['device']:4} agents={record['shape']['agents']}  "
+        f"{record['device']:4} {record['shape']['setting']} agents={record['shape']['agents']}  "
         + ("" if updates == 1 else f"(per update, timed {updates} at a time)  ")
         + f"fast {per_update(fast)}  reference {per_update(ref)}  ref/fast {ratio:.2f}x{met}"
         + ("" if load is None else f"  (other processes: {load:.0%} of the CPUs)")
@@ -251,8 +323,8 @@ def _line(record: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m haml.bench.haddpg [--algo haddpg|hatd3|hasac] [--device cpu|cuda|all] [--quick]
-    [--threads N] [--out PATH]``."""
+    """``python -m haml.bench.haddpg [--algo haddpg|hatd3|hasac] [--setting mamujoco|smax]
+    [--device cpu|cuda|all] [--quick] [--threads N] [--out PATH]``."""
     from haml.bench import (
         DEVICE_CHOICES,
         BenchUsageError,
@@ -268,10 +340,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--algo", choices=ALGOS, default="haddpg",
                         help="whose update to time (default haddpg)")
+    parser.add_argument("--setting", choices=list(SETTINGS), default="mamujoco",
+                        help="the sizes: mamujoco (batch 1000, [256, 256], 2 and 6 agents, Box "
+                        "actions; default) or smax (discrete HASAC at SMAX 3m's sizes: 3 agents, "
+                        "8 masked actions, [64] with LayerNorms)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu")
-    parser.add_argument("--quick", action="store_true", help="2 agents only, short timings")
+    parser.add_argument("--quick", action="store_true", help="the smallest agent count only, short timings")
     add_threads_and_out_arguments(parser)
     args = parser.parse_args(argv)
+    if args.algo not in SETTINGS[args.setting].algos:
+        parser.error(f"--setting {args.setting} times {', '.join(SETTINGS[args.setting].algos)} "
+                     f"only, not --algo {args.algo}")
     apply_threads(parser, args)
     try:
         devices = resolve_devices(args.device)
@@ -279,20 +358,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(err))
     options = Options.make(quick=args.quick, compile=False)
     env = report.environment(devices)
-    print(f"haml bench haddpg --algo {args.algo}: {env['num_threads']} threads, torch {env['torch']}, "
+    print(f"haml bench haddpg --algo {args.algo} --setting {args.setting}: "
+          f"{env['num_threads']} threads, torch {env['torch']}, "
           + ", ".join(f"{d.type} ({env['device_names'][d.type]})" for d in devices), flush=True)
     start = time.perf_counter()
     records = []
     for device in devices:
         flops: dict[int, dict[str, float]] = {}
-        for case in haddpg_cases(device, options, args.algo, flops):
+        for case in haddpg_cases(device, options, args.algo, flops, args.setting):
             record = run_case(case, options)
             record["matmul_flops"] = flops[case.shape["agents"]]
             records.append(record)
             print(_line(record), flush=True)
     if args.out is not None:
         report.write_json(
-            {"benchmark": f"haml bench haddpg --algo {args.algo}", "schema_version": 1, "environment": env,
+            {"benchmark": f"haml bench haddpg --algo {args.algo} --setting {args.setting}",
+             "schema_version": 1, "environment": env,
              "cases": records, "total_seconds": time.perf_counter() - start},
             args.out,
         )

@@ -72,3 +72,26 @@ def test_the_counted_products_match_a_hand_count_of_haddpgs_update():
     actor_phase = mm(state, h) + n * per_agent + (n - 1) * actor  # + the predecessors' actions
     expected = critic_step + actor_phase
     assert matmul_flops(2, "haddpg")["native"] == pytest.approx(expected, rel=0.01)
+
+
+def test_the_smax_setting_times_discrete_hasac_with_input_norms(capsys):
+    learner, batch = problem(3, torch.device("cpu"), algo="hasac", setting="smax")
+    assert [p.kind for p in learner.policies] == ["categorical"] * 3
+    assert learner.critic.input_norm and learner.cfg.auto_alpha
+    assert batch.state.shape == (1000, 72) and batch.obs[0].shape == (1000, 75)
+    for actions, mask in zip(batch.actions, batch.action_masks):
+        assert mask.shape == (1000, 8) and mask[torch.arange(1000), actions].all()
+    cases = haddpg_cases(torch.device("cpu"), Options.make(compile=False), "hasac", setting="smax")
+    assert [c.shape["agents"] for c in cases] == [3] and not cases[0].targets
+    assert main(["--algo", "hasac", "--setting", "smax", "--quick", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "--setting smax" in out and "smax agents=3" in out and "ref/fast" in out
+
+
+def test_the_smax_setting_refuses_the_box_only_updates(capsys):
+    with pytest.raises(ValueError, match="smax setting times"):
+        problem(3, torch.device("cpu"), algo="hatd3", setting="smax")
+    with pytest.raises(SystemExit) as err:
+        main(["--algo", "haddpg", "--setting", "smax"])
+    assert err.value.code == 2
+    assert "--setting smax times hasac only" in capsys.readouterr().err
