@@ -127,6 +127,12 @@ def parse_task(task: str) -> str:
 
 # -- options ------------------------------------------------------------------------------------
 
+
+def action_kind_option(kind: str) -> str | None:
+    """Registry hook: the override that gives every MPE task ``kind`` actions."""
+    return {"continuous": "env.options.continuous_actions=true",
+            "discrete": "env.options.continuous_actions=false"}.get(kind)
+
 _VECTORIZATIONS = ("sync", "async")
 _TEAM_REWARDS = ("mean", "sum")
 

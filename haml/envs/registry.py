@@ -20,6 +20,9 @@ code asks for a capability and never for a family by name):
 - ``jax_random_steps_per_second(task, num_envs, steps, seed=0, options=None) -> float``: the
   steps/s of the family's own jitted program stepped with random actions in JAX alone
   (``haml bench train``'s "JAX only" row). SMAX has it.
+- ``action_kind_option(kind) -> str | None``: the ``key=value`` override that gives the
+  family's tasks ``kind`` actions (``"discrete"`` or ``"continuous"``), or None where none does;
+  an algorithm refused for the env's action kind names it. MPE has it.
 
 Importing this module (or ``haml``) imports no family and no simulator. A family whose simulator
 package is missing is still listed; using it raises an ``ImportError`` naming the pip extra.
@@ -159,6 +162,8 @@ FAMILY_HOOKS: dict[str, str] = {
     "episode_frames": "draws one deterministic episode as RGB frames (haml eval --render)",
     "jax_random_steps_per_second": "times the family's jitted program stepped in JAX alone "
     "(haml bench train's JAX-only row)",
+    "action_kind_option": "names the option that switches the family's action kind (the "
+    "refusal of an algorithm that cannot act in the env's actions)",
 }
 """The optional hooks a family module may define, by name, with what each does (the module
 docstring gives their signatures)."""

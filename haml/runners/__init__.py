@@ -57,6 +57,18 @@ def acting_policies(cfg: ExperimentConfig, espec: EnvSpec, device: Any) -> list[
     return _runner_class(cfg.algo_name).build_acting_policies(cfg, espec, device)
 
 
+def _other_action_kind_hint(family: str, kinds: Any) -> str:
+    """``"; or ..."``: the env family's option that gives actions of a kind in ``kinds``, where its
+    ``action_kind_option`` hook has one (nothing for an env that is not a registered family)."""
+    from haml.envs.registry import env_names, family_hook
+
+    if family not in env_names():
+        return ""
+    hook = family_hook(family, "action_kind_option")
+    options = [option for option in map(hook, sorted(kinds)) if option] if hook else []
+    return f"; or switch the env's actions with {' or '.join(options)}" if options else ""
+
+
 def make_runner(
     cfg: ExperimentConfig,
     env: VectorMultiAgentEnv,
@@ -81,5 +93,6 @@ def make_runner(
             raise ValueError(
                 f"{spec.name} cannot act in {kind} action spaces ({env.spec.env} {env.spec.task}); "
                 f"algorithms that can: {', '.join(algos_for_action_kind(kind))}"
+                + _other_action_kind_hint(env.spec.env, spec.action_kinds)
             )
     return _runner_class(spec.name)(cfg, env, eval_env, **options)

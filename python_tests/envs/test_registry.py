@@ -167,10 +167,19 @@ def test_smax_has_the_jax_only_hook():
     assert registry.family_hook("smax", "jax_random_steps_per_second") is smax.jax_random_steps_per_second
 
 
+def test_mpe_names_the_option_that_switches_its_action_kind():
+    hook = registry.family_hook("mpe", "action_kind_option")
+    assert hook("continuous") == "env.options.continuous_actions=true"
+    assert hook("discrete") == "env.options.continuous_actions=false"
+    assert hook("other") is None
+    assert registry.families_with_hook("action_kind_option") == ["mpe"]
+
+
 def test_an_unknown_hook_name_is_an_error_listing_the_hooks():
     with pytest.raises(ValueError, match="unknown env-family hook 'render'.*episode_frames"):
         registry.family_hook("mamujoco", "render")
-    assert set(registry.FAMILY_HOOKS) == {"episode_frames", "jax_random_steps_per_second"}
+    assert set(registry.FAMILY_HOOKS) == {"episode_frames", "jax_random_steps_per_second",
+                                          "action_kind_option"}
 
 
 def test_a_hook_that_is_not_a_function_is_an_error(monkeypatch):

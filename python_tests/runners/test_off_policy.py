@@ -138,8 +138,16 @@ def test_resume_continues_exactly(algo, tmp_path):
 
 def test_a_discrete_task_names_the_algorithms_that_fit(tmp_path):
     game = MatrixGame(torch.eye(2), num_envs=8)
-    with pytest.raises(ValueError, match=r"haddpg cannot act in discrete action spaces .*happo"):
+    with pytest.raises(ValueError, match=r"haddpg cannot act in discrete action spaces .*happo") as err:
         haml.train("haddpg", game, steps=64, out=tmp_path, quiet=True, overrides=["eval.every=0"])
+    assert "switch" not in str(err.value)  # the toy family has no option that gives Box actions
+
+
+def test_a_family_that_can_switch_its_action_kind_says_how(tmp_path):
+    pytest.importorskip("mpe2")
+    with pytest.raises(ValueError, match=r"hatd3 cannot act in discrete action spaces .*; or switch "
+                       r"the env's actions with env\.options\.continuous_actions=true$"):
+        haml.train("hatd3", "mpe", "simple_spread_v3", steps=64, out=tmp_path, quiet=True)
 
 
 @pytest.mark.parametrize(
