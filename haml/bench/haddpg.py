@@ -62,9 +62,14 @@ __all__ = ["AGENTS", "ALGOS", "SETTINGS", "TARGETS", "Setting", "haddpg_cases", 
 
 AGENTS = (2, 6)
 OBS_DIM, ACTION_DIM, BATCH, HIDDEN = 17, 3, 1000, (256, 256)
-TARGETS = {("cpu", 6): (Target("reference/native", ">=", 2.0),)}
-"""Issue 20's goal: at least twice the plain update's speed at 6 agents on the CPU (MaMuJoCo
-setting)."""
+TARGETS = {("mamujoco", "cpu", 6): (Target("reference/native", ">=", 2.0),)}
+"""Issue 20's goal, by (setting, device, agents): at least twice the plain update's speed at 6
+agents on the CPU, at the MaMuJoCo sizes."""
+
+ALGOS = ("haddpg", "hatd3", "hasac")
+"""The updates this bench times: HADDPG's; HATD3's (twin critic, smoothing, actors and targets
+every 2nd update: one timed update is the mean of the two kinds); HASAC's (tanh-Gaussian actors,
+soft twin critic, the authors' default fixed temperature)."""
 
 
 @dataclass(frozen=True)
@@ -83,16 +88,20 @@ class Setting:
 
 
 SETTINGS = {
-    "mamujoco": Setting(AGENTS, OBS_DIM, None, ("box", ACTION_DIM), HIDDEN, False,
-                        ("haddpg", "hatd3", "hasac")),
+    "mamujoco": Setting(AGENTS, OBS_DIM, None, ("box", ACTION_DIM), HIDDEN, False, ALGOS),
     "smax": Setting((3,), 75, 72, ("discrete", 8), (64,), True, ("hasac",)),
 }
 
 
-ALGOS = ("haddpg", "hatd3", "hasac")
-"""The updates this bench times: HADDPG's; HATD3's (twin critic, smoothing, actors and targets
-every 2nd update: one timed update is the mean of the two kinds); HASAC's (tanh-Gaussian actors,
-soft twin critic, the authors' default fixed temperature)."""
+def _check_pair(algo: str, setting: str) -> None:
+    """ValueError unless this bench times ``algo`` at ``setting``."""
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algorithm {algo!r}; this bench times {list(ALGOS)}")
+    if setting not in SETTINGS:
+        raise ValueError(f"unknown setting {setting!r}; this bench has {list(SETTINGS)}")
+    if algo not in SETTINGS[setting].algos:
+        raise ValueError(f"the {setting} setting times {list(SETTINGS[setting].algos)}, "
+                         f"not {algo!r}")
 
 
 def problem(n_agents: int, device: torch.device, dtype: torch.dtype = torch.float32,
@@ -107,13 +116,8 @@ def problem(n_agents: int, device: torch.device, dtype: torch.dtype = torch.floa
     from haml.models import DeterministicPolicy, QCritic
     from haml.models.soft_policy import make_soft_policy
 
-    if algo not in ALGOS:
-        raise ValueError(f"unknown algorithm {algo!r}; this bench times {list(ALGOS)}")
-    if setting not in SETTINGS:
-        raise ValueError(f"unknown setting {setting!r}; this bench has {list(SETTINGS)}")
+    _check_pair(algo, setting)
     size = SETTINGS[setting]
-    if algo not in size.algos:
-        raise ValueError(f"the {setting} setting times {list(size.algos)}, not {algo!r}")
     twin = algo != "haddpg"
     kind, n_act = size.action
     discrete = kind == "discrete"
@@ -254,8 +258,8 @@ def haddpg_cases(device: torch.device, options: Options, algo: str = "haddpg",
     update (:func:`matmul_flops`'s numbers) go into ``flops`` under the agent count."""
     reference_update = _reference_update(algo)
     flops = {} if flops is None else flops
+    _check_pair(algo, setting)
     size = SETTINGS[setting]
-    problem(size.agents[0], torch.device("cpu"), algo=algo, setting=setting)  # refuses a bad pair
 
     cases = []
     for n_agents in size.agents[:1] if options.quick else size.agents:
@@ -286,8 +290,7 @@ def haddpg_cases(device: torch.device, options: Options, algo: str = "haddpg",
                     options, "not compiled: an update is n + 1 optimiser steps"
                 ),
                 floor="the learner's matrix products alone, recorded from its update and replayed",
-                targets=(TARGETS.get((device.type, n_agents), ()) if setting == "mamujoco"
-                         else ()),
+                targets=TARGETS.get((setting, device.type, n_agents), ()),
             )
         )
     return cases
@@ -345,12 +348,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "actions; default) or smax (discrete HASAC at SMAX 3m's sizes: 3 agents, "
                         "8 masked actions, [64] with LayerNorms)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu")
-    parser.add_argument("--quick", action="store_true", help="the smallest agent count only, short timings")
+    parser.add_argument("--quick", action="store_true",
+                        help="the smallest agent count only, short timings")
     add_threads_and_out_arguments(parser)
     args = parser.parse_args(argv)
-    if args.algo not in SETTINGS[args.setting].algos:
-        parser.error(f"--setting {args.setting} times {', '.join(SETTINGS[args.setting].algos)} "
-                     f"only, not --algo {args.algo}")
+    try:
+        _check_pair(args.algo, args.setting)
+    except ValueError as err:
+        parser.error(f"--setting {args.setting} --algo {args.algo}: {err}")
     apply_threads(parser, args)
     try:
         devices = resolve_devices(args.device)

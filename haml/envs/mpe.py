@@ -133,6 +133,7 @@ def action_kind_option(kind: str) -> str | None:
     return {"continuous": "env.options.continuous_actions=true",
             "discrete": "env.options.continuous_actions=false"}.get(kind)
 
+
 _VECTORIZATIONS = ("sync", "async")
 _TEAM_REWARDS = ("mean", "sum")
 

@@ -91,7 +91,10 @@ def test_the_smax_setting_times_discrete_hasac_with_input_norms(capsys):
 def test_the_smax_setting_refuses_the_box_only_updates(capsys):
     with pytest.raises(ValueError, match="smax setting times"):
         problem(3, torch.device("cpu"), algo="hatd3", setting="smax")
+    with pytest.raises(ValueError, match="smax setting times"):
+        haddpg_cases(torch.device("cpu"), Options.make(compile=False), "hatd3", setting="smax")
     with pytest.raises(SystemExit) as err:
         main(["--algo", "haddpg", "--setting", "smax"])
     assert err.value.code == 2
-    assert "--setting smax times hasac only" in capsys.readouterr().err
+    assert "--setting smax --algo haddpg: the smax setting times ['hasac'], not 'haddpg'" in (
+        capsys.readouterr().err)
