@@ -136,13 +136,18 @@ class QCritic(nn.Module):
                              f"or None, got {which!r}")
         return [self.nets[which]]
 
-    def _first_linear(self, net: nn.Sequential) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(W_γ, W β + b)`` of a network's input LayerNorm and first Linear, or ``(W, b)`` of
-        the first Linear without input norm."""
+    def _first_weight(self, net: nn.Sequential) -> torch.Tensor:
+        """``W_γ = W diag(γ)`` of a network's input LayerNorm and first Linear, or the first
+        Linear's ``W`` without input norm."""
         if not self.input_norm:
-            return net[0].weight, net[0].bias
-        norm, linear = net[0], net[1]
-        return linear.weight * norm.weight, torch.addmv(linear.bias, linear.weight, norm.bias)
+            return net[0].weight
+        return net[1].weight * net[0].weight
+
+    def _first_bias(self, net: nn.Sequential) -> torch.Tensor:
+        """``W β + b`` of a network's input LayerNorm and first Linear, or ``b`` without."""
+        if not self.input_norm:
+            return net[0].bias
+        return torch.addmv(net[1].bias, net[1].weight, net[0].bias)
 
     def _rest(self, net: nn.Sequential) -> nn.Sequential:
         """The modules after the first Linear."""
@@ -155,12 +160,12 @@ class QCritic(nn.Module):
         s = self.state_dim
         nets = self._chosen(which)
         if not self.input_norm:
-            return StateTerm(tuple(F.linear(state, net[0].weight[:, :s], net[0].bias)
-                                   for net in nets))
+            return StateTerm(tuple(F.linear(state, self._first_weight(net)[:, :s],
+                                            self._first_bias(net)) for net in nets))
         mean = state.mean(-1, keepdim=True)
         centred = state - mean
         m2 = (centred * centred).sum(-1, keepdim=True)
-        first = tuple(F.linear(centred, self._first_linear(net)[0][:, :s]) for net in nets)
+        first = tuple(F.linear(centred, self._first_weight(net)[:, :s]) for net in nets)
         return StateTerm(first, mean, m2)
 
     def q_from(
@@ -193,7 +198,7 @@ class QCritic(nn.Module):
             a_with_delta = torch.cat((a_centred, delta.expand(*a_centred.shape[:-1], 1)), -1)
         qs = []
         for net, h in zip(nets, h_s.first):
-            weight, bias = self._first_linear(net)
+            weight = self._first_weight(net)
             if not self.input_norm:
                 first = _add_product(h, joint, weight[:, s:])
             else:
@@ -202,7 +207,7 @@ class QCritic(nn.Module):
                 # rides in the actions' product as one more column.
                 shift = (s / d) * w_a.sum(1) - (a_dim / d) * weight[:, :s].sum(1)
                 centred = _add_product(h, a_with_delta, torch.cat((w_a, shift[:, None]), 1))
-                first = torch.addcmul(bias, centred, inv_std)
+                first = torch.addcmul(self._first_bias(net), centred, inv_std)
             qs.append(self._rest(net)(first))
         return self._out(qs) if which is None else qs[0].squeeze(-1)
 
