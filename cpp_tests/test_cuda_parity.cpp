@@ -61,4 +61,21 @@ TEST(CudaParity, ClipSurrogate) {
   }
 }
 
+TEST(CudaParity, LayerNorm) {
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(0);
+  for (auto dtype : {at::kFloat, at::kDouble}) {
+    auto opts = at::TensorOptions().dtype(dtype);
+    for (int64_t d : {1, 31, 64, 257}) {
+      auto x = at::randn({1003, d}, opts) + 2.0, w = at::randn({d}, opts), b = at::randn({d}, opts);
+      auto [out_cpu, mean_cpu, rstd_cpu] = haml::layer_norm_fwd_cpu(x, w, b, 1e-5);
+      auto [out_gpu, mean_gpu, rstd_gpu] = haml::layer_norm_fwd_cuda(x.cuda(), w.cuda(), b.cuda(), 1e-5);
+      const double tol = dtype == at::kFloat ? 1e-5 : 1e-12;
+      EXPECT_TRUE(at::allclose(out_cpu, out_gpu.cpu(), tol, tol)) << "d = " << d;
+      EXPECT_TRUE(at::allclose(mean_cpu, mean_gpu.cpu(), tol, tol)) << "d = " << d;
+      EXPECT_TRUE(at::allclose(rstd_cpu, rstd_gpu.cpu(), tol, tol)) << "d = " << d;
+    }
+  }
+}
+
 }  // namespace

@@ -19,6 +19,9 @@ TORCH_LIBRARY(haml, m) {
       "clip_surrogate_bwd(Tensor grad_loss, Tensor ratio, Tensor advantages, Tensor? factor, "
       "Tensor? mask, Tensor weight_sum, float? clip, float entropy_coef, bool entropy_grad) "
       "-> (Tensor grad_logp_new, Tensor grad_entropy)");
+  m.def(
+      "layer_norm_fwd(Tensor input, Tensor weight, Tensor bias, float eps) -> (Tensor out, "
+      "Tensor mean, Tensor rstd)");
   // The exact Fisher-vector product of an MLP policy: a class, because its cached activations and
   // workspace live across the ~10 products of one conjugate-gradient solve.
   m.class_<haml::FisherOperator>("FisherOperator")
@@ -45,7 +48,7 @@ TORCH_LIBRARY(haml, m) {
 
 namespace haml {
 std::vector<std::string> native_op_names() {
-  return {"gae", "clip_surrogate_fwd", "clip_surrogate_bwd"};
+  return {"gae", "clip_surrogate_fwd", "clip_surrogate_bwd", "layer_norm_fwd"};
 }
 std::vector<std::string> native_class_names() {
   // Device-generic: written with ATen operations, they run wherever the tensors live.

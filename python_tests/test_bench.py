@@ -30,6 +30,7 @@ _POLICY = {"policy": "halfcheetah 2x64", "N": 4000, "obs": 17, "actions": 6}
 QUICK_SHAPES = {
     "gae": [{"T": 200, "B": 20}],
     "clip_surrogate": [{"N": 4000}],
+    "layer_norm": [{"rows": 1000, "width": 64}],
     "fvp": [_POLICY],
     "fvp[recomputed]": [_POLICY],
     "fvp[torch.func]": [_POLICY],
@@ -43,7 +44,7 @@ KERNELS = {
     if module.ispkg
 }
 """Every op package under haml/ops: each must have a benchmark entry (docs/DESIGN.md, item 5)."""
-NATIVE_OPS = {"gae": "gae", "clip_surrogate": "clip_surrogate_fwd"}
+NATIVE_OPS = {"gae": "gae", "clip_surrogate": "clip_surrogate_fwd", "layer_norm": "layer_norm_fwd"}
 
 
 def native_in_use(op: str) -> bool:
@@ -72,7 +73,7 @@ def test_quick_run_writes_the_json_it_returns(quick_run):
 
 def test_every_op_and_quick_shape_is_measured(quick_run):
     document, _ = quick_run
-    assert KERNELS == {"gae", "clip_surrogate", "fvp", "line_search", "value_gradient"}
+    assert KERNELS == {"gae", "clip_surrogate", "fvp", "layer_norm", "line_search", "value_gradient"}
     assert KERNELS <= set(REGISTRY)
     measured = {}
     for case in document["cases"]:
@@ -97,7 +98,13 @@ def test_times_are_positive_and_ratios_follow_from_them(quick_run):
         else:
             assert times["native"] is None and case["skipped"]["native"]
             assert ratios["reference/native"] is None
-        if case["op"] == "gae":
+        if case["op"] == "layer_norm":
+            assert times["pytorch"]["median"] > 0
+            if times["native"] is not None:
+                assert ratios["pytorch/native"] == pytest.approx(
+                    times["pytorch"]["median"] / times["native"]["median"]
+                )
+        if case["op"] in ("gae", "layer_norm"):
             assert times["floor"]["median"] > 0
             if times["native"] is not None:
                 assert ratios["native/floor"] == pytest.approx(
@@ -111,7 +118,7 @@ def test_table_names_every_column(tmp_path, capsys):
     bench_ops(ops="gae", quick=True, compile=False, out=tmp_path / "t.json", progress=False)
     table = capsys.readouterr().out
     for header in ("native", "reference", "ref/native", "compiled ref", "compiled/native",
-                   "floor", "native/floor", "T=200, B=20", "skipped"):
+                   "floor", "native/floor", "pytorch", "pytorch/native", "T=200, B=20", "skipped"):
         assert header in table
 
 
@@ -129,6 +136,7 @@ def test_full_case_table_and_compile_limit():
     assert set(shapes) == {
         ("gae", (200, 20)), ("gae", (1000, 1024)), ("gae", (128, 4096)),
         ("clip_surrogate", (4000,)), ("clip_surrogate", (65536,)),
+        ("layer_norm", (1000, 64)), ("layer_norm", (8000, 64)), ("layer_norm", (1000, 256)),
     } | {(op, policy) for op in trust_region_ops for policy in policies} | {
         ("value_gradient", ("halfcheetah 3x128 LN", 4000, 17)),
         ("value_gradient", ("ant 3x128 LN", 4000, 113)),

@@ -34,11 +34,13 @@ def test_info_names_every_op_and_the_backend(capsys):
     out = capsys.readouterr().out
     assert f"torch {torch.__version__}" in out
     rows = _info_rows(capsys)
-    assert set(rows) == {"gae", "clip_surrogate", "fvp", "line_search", "value_gradient"}
+    assert set(rows) == {"gae", "clip_surrogate", "fvp", "layer_norm", "line_search",
+                         "value_gradient"}
     for kernel, public, native in (
         ("gae", "gae", "torch.ops.haml.gae"),
         ("clip_surrogate", "clipped_surrogate", "torch.ops.haml.clip_surrogate_fwd"),
         ("fvp", "FisherOperator", "torch.classes.haml.FisherOperator"),
+        ("layer_norm", "layer_norm", "torch.ops.haml.layer_norm_fwd"),
         ("line_search", "trust_region_step", "torch.classes.haml.FisherOperator"),
         ("value_gradient", "value_loss_gradient", "torch.classes.haml.FisherOperator"),
     ):
@@ -65,24 +67,28 @@ def test_info_says_what_dispatch_runs(capsys, monkeypatch):
     from torch import nn
 
     from haml.models import MLPPolicy
-    from haml.ops import FisherOperator, clipped_surrogate, gae, trust_region_step
+    from haml.ops import FisherOperator, clipped_surrogate, gae, layer_norm, trust_region_step
 
     # The packages (haml.ops re-exports functions of the same names).
-    gae_package, clip_package, line_search_package = (
-        importlib.import_module(f"haml.ops.{name}") for name in ("gae", "clip_surrogate", "line_search")
+    gae_package, clip_package, line_search_package, layer_norm_package = (
+        importlib.import_module(f"haml.ops.{name}")
+        for name in ("gae", "clip_surrogate", "line_search", "layer_norm")
     )
     rows = _info_rows(capsys)
     says_native = {kernel: row[2].startswith("native") for kernel, row in rows.items()}
 
-    # gae and the clipped surrogate: native means the reference is never called.
+    # gae, the clipped surrogate and layer_norm: native means the reference (PyTorch's own kernel
+    # for layer_norm) is never called.
     monkeypatch.setattr(gae_package.reference, "gae", _raise)
     monkeypatch.setattr(clip_package.reference, "clipped_surrogate", _raise)
+    monkeypatch.setattr(layer_norm_package.torch.nn.functional, "layer_norm", _raise)
     x = torch.randn(5, 3)
     flags = torch.zeros(5, 3, dtype=torch.bool)
     logp = torch.randn(5, 3, requires_grad=True)
     for kernel, call in (
         ("gae", lambda: gae(x, x, x, flags, flags, gamma=0.99, lam=0.95)),
         ("clip_surrogate", lambda: clipped_surrogate(logp, logp.detach(), x, clip=0.2)),
+        ("layer_norm", lambda: layer_norm(x, x[0], x[0])),
     ):
         try:
             call()

@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "haml/cpu_isa.h"
+#include "layer_norm/layer_norm_kernel.h"
 
 #if defined(__GNUC__) && defined(__linux__)
 // The Fortran BLAS that torch links (MKL, OpenBLAS) and exports. Weak: where torch exports none
@@ -183,33 +184,6 @@ HAML_KERNEL_BODY void rows_tanh_grad(const T* __restrict a, T* __restrict act_gr
   for (int64_t i = 0; i < count; ++i) act_grad[i] = T(1) - a[i] * a[i];
 }
 
-template <typename T>
-HAML_KERNEL_BODY void rows_layer_norm(const T* __restrict x, const T* __restrict gamma,
-                                      const T* __restrict beta, T eps, T* __restrict mean,
-                                      T* __restrict rstd, T* __restrict xhat, T* __restrict out,
-                                      int64_t rows, int64_t d) {
-  const T inv_d = T(1) / static_cast<T>(d);
-  for (int64_t i = 0; i < rows; ++i) {
-    const T* __restrict xi = x + i * d;
-    T sum = T(0);
-#pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < d; ++j) sum += xi[j];
-    const T m = sum * inv_d;
-    T squares = T(0);  // two passes: the variance without cancellation
-#pragma omp simd reduction(+ : squares)
-    for (int64_t j = 0; j < d; ++j) squares += (xi[j] - m) * (xi[j] - m);
-    const T r = T(1) / std::sqrt(squares * inv_d + eps);
-    mean[i] = m;
-    rstd[i] = r;
-    T* __restrict hi = xhat + i * d;
-    T* __restrict oi = out + i * d;
-    for (int64_t j = 0; j < d; ++j) {
-      hi[j] = (xi[j] - m) * r;
-      oi[j] = gamma[j] * hi[j] + beta[j];
-    }
-  }
-}
-
 // The Gaussian head on a block, [A, nb] with row stride ld_u: u ← (u + db) ⊙ scale (scale: the
 // block's columns of [A, N], row stride ld_s); acc[a] += Σ_i of the new u[a][i].
 template <typename T>
@@ -353,10 +327,9 @@ void layer_norm_forward(const at::Tensor& x, const at::Tensor& gamma, const at::
     scalar_t* p_xhat = xhat.data_ptr<scalar_t>();
     scalar_t* p_out = out.data_ptr<scalar_t>();
     at::parallel_for(0, n, std::max<int64_t>(1, kRowGrainElements / d), [&](int64_t b, int64_t e) {
-      cpu::dispatch(HAML_KERNEL(rows_layer_norm<scalar_t>), p_x + b * d,
-                    gamma.const_data_ptr<scalar_t>(), beta.const_data_ptr<scalar_t>(),
-                    static_cast<scalar_t>(eps), p_mean + b, p_rstd + b, p_xhat + b * d,
-                    p_out + b * d, e - b, d);
+      detail::layer_norm_row_range<scalar_t, /*KeepXhat=*/true>(
+          p_x, gamma.const_data_ptr<scalar_t>(), beta.const_data_ptr<scalar_t>(),
+          static_cast<scalar_t>(eps), p_mean, p_rstd, p_xhat, p_out, b, e, d);
     });
   });
 }

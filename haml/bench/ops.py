@@ -7,7 +7,9 @@ Every case times up to four callables on the same inputs:
 - **reference**: ``haml.ops.<op>.reference``, the pure-PyTorch specification, run eagerly;
 - **compiled**: ``torch.compile`` of that reference (static shapes, compiled afresh per case; the
   compile time is reported apart and only steady-state calls are timed);
-- **floor** (where it applies): a bandwidth floor, e.g. one copy of the op's inputs.
+- **floor** (where it applies): a bandwidth floor, e.g. one copy of the op's inputs;
+- **pytorch** (where it applies): PyTorch's own fused kernel of the same function, which the native
+  one replaces (``torch.nn.functional.layer_norm`` for ``layer_norm``).
 
 The native, reference and floor columns of a case are timed together, their blocks interleaved
 (:func:`haml.bench.timing.measure_interleaved`), so that the machine's drift does not enter their
@@ -128,6 +130,7 @@ class Callables:
     compile: Callable[[], Callable[[], object]] | None = None
     """Returns a steady-state closure around ``torch.compile(reference)``; its first call compiles."""
     floor: Callable[[], object] | None = None
+    pytorch: Callable[[], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -351,6 +354,59 @@ def clip_surrogate_cases(device: torch.device, options: Options) -> list[Case]:
 
 
 # ----------------------------------------------------------------------------------------------
+# LayerNorm
+
+
+LAYER_NORM_SHAPES = ((1000, 64), (8000, 64), (1000, 256))
+"""(rows, width): a [64] network's hidden layer at batch 1000; the same at each of 8 candidate
+actions (a discrete HASAC critic at SMAX 3m's sizes); a [256] layer at batch 1000."""
+LAYER_NORM_TARGETS: dict[tuple[str, int, int], tuple[Target, ...]] = {
+    ("cpu", 8000, 64): (Target("pytorch/native", ">=", 2.0),),
+}
+"""The native CPU forward at least twice PyTorch's at SMAX's critic sizes (the reason it exists)."""
+
+
+def layer_norm_cases(device: torch.device, options: Options) -> list[Case]:
+    shapes = LAYER_NORM_SHAPES[:1] if options.quick else LAYER_NORM_SHAPES
+    reference = _reference("layer_norm")
+    native_skip = _native_skip("layer_norm_fwd", device)
+    cases = []
+    for rows, width in shapes:
+
+        def build(rows: int = rows, width: int = width) -> Callables:
+            gen = _generator(7)
+            x, weight, bias = (torch.randn(*shape, generator=gen).to(device)
+                               for shape in ((rows, width), (width,), (width,)))
+            x = torch.relu(x)  # as the networks normalise it: after the activation
+
+            def compile_reference() -> Callable[[], object]:
+                compiled = torch.compile(reference.layer_norm, dynamic=False)
+                return lambda: compiled(x, weight, bias)
+
+            return Callables(
+                reference=lambda: reference.layer_norm(x, weight, bias),
+                native=None if native_skip else (lambda: haml.ops.layer_norm(x, weight, bias)),
+                compile=compile_reference,
+                floor=_copy_floor((x,)),
+                pytorch=lambda: torch.nn.functional.layer_norm(x, (width,), weight, bias),
+            )
+
+        cases.append(
+            Case(
+                op="layer_norm",
+                shape={"rows": rows, "width": width},
+                device=device,
+                build=build,
+                native_op="layer_norm_fwd",
+                compile_skip=compile_skip_reason(options),
+                floor=f"one copy_ of the input's {rows * width * 4 / 1e6:.3g} MB",
+                targets=LAYER_NORM_TARGETS.get((device.type, rows, width), ()),
+            )
+        )
+    return cases
+
+
+# ----------------------------------------------------------------------------------------------
 # Registry and runner
 
 
@@ -366,6 +422,7 @@ def _trust_region_factories() -> dict[str, CaseFactory]:
 REGISTRY: dict[str, CaseFactory] = {
     "gae": gae_cases,
     "clip_surrogate": clip_surrogate_cases,
+    "layer_norm": layer_norm_cases,
     **_trust_region_factories(),
 }
 """Kernel name (as in ``csrc/<k>`` and ``haml/ops/<k>``) -> the cases that benchmark it."""
@@ -508,12 +565,16 @@ def run_case(
         callables["native"] = fns.native
     if fns.floor is not None:
         callables["floor"] = fns.floor
+    if fns.pytorch is not None:
+        callables["pytorch"] = fns.pytorch
     levels = _isa_levels(case, fns, options)
     for level in levels:
         callables[f"native@{level}"] = _at_isa_level(fns.native, level)
     timings = _measure(callables, case.device, options)
     at_level = {level: timings[f"native@{level}"] for level in levels}
-    native, reference, floor = (timings.get(name) for name in ("native", "reference", "floor"))
+    native, reference, floor, pytorch = (
+        timings.get(name) for name in ("native", "reference", "floor", "pytorch")
+    )
     compiled, compile_info, compile_skip = _compile_and_time(case, fns, options, log)
     if compile_skip is not None:
         skipped["compiled"] = compile_skip
@@ -523,10 +584,12 @@ def run_case(
         "reference/native": _ratio(reference, native),
         "compiled/native": _ratio(compiled, native),
         "native/floor": _ratio(native, floor),
+        "pytorch/native": _ratio(pytorch, native),
         # How much slower the baseline build of the kernel is than the highest level run here.
         "baseline/best_isa": _ratio(at_level["baseline"], at_level[levels[-1]]) if levels else None,
     }
-    times = {"native": native, "reference": reference, "compiled": compiled, "floor": floor}
+    times = {"native": native, "reference": reference, "compiled": compiled, "floor": floor,
+             "pytorch": pytorch}
     return {
         "op": case.op,
         "shape": dict(case.shape),
@@ -560,6 +623,10 @@ def _progress_line(index: int, total: int, record: dict[str, Any]) -> str:
     parts.append(f"compiled {show('compiled')}")
     if times["floor"] is not None:
         parts.append(f"floor {show('floor')}")
+    if times.get("pytorch") is not None:
+        parts.append(f"pytorch {show('pytorch')}")
+        if record["ratios"].get("pytorch/native") is not None:
+            parts[-1] += f" ({record['ratios']['pytorch/native']:.3g}x)"
     for level, t in record.get("isa_times", {}).items():
         parts.append(f"native@{level} {format_seconds(t['median'])}" + "*" * disturbed(t))
     if record["ratios"].get("baseline/best_isa") is not None:

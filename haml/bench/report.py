@@ -126,6 +126,8 @@ def print_table(
         ("compile", "right"),
         ("floor", "right"),
         ("native/floor", "right"),
+        ("pytorch", "right"),
+        ("pytorch/native", "right"),
     ):
         table.add_column(header, justify=justify, no_wrap=True)
     for record in records:
@@ -143,6 +145,8 @@ def print_table(
             "-" if compile_info is None else f"{compile_info['seconds']:.1f} s",
             _time_cell(record, "floor"),
             _ratio_cell(ratios["native/floor"]),
+            _time_cell(record, "pytorch") if record["times"].get("pytorch") else "-",
+            _ratio_cell(ratios.get("pytorch/native")),
         )
     console.print(table)
 

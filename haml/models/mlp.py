@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from haml.models.layer_norm import LayerNorm
+
 __all__ = ["ACTIVATIONS", "MLP", "activation_gain", "init_linear"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -79,13 +81,13 @@ class MLP(nn.Module):
         gain = activation_gain(activation)
         modules: list[nn.Module] = []
         if self.input_norm:
-            modules.append(nn.LayerNorm(in_dim, eps=self.layer_norm_eps))
+            modules.append(LayerNorm(in_dim, eps=self.layer_norm_eps))
         width = in_dim
         for out in self.hidden:
             modules.append(init_linear(nn.Linear(width, out), gain))
             modules.append(ACTIVATIONS[activation]())
             if self.layer_norm:
-                modules.append(nn.LayerNorm(out, eps=self.layer_norm_eps))
+                modules.append(LayerNorm(out, eps=self.layer_norm_eps))
             width = out
         self.layers = nn.Sequential(*modules)
         self.out_dim = width

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Normal
 
+from haml.models.layer_norm import LayerNorm
 from haml.models.mlp import MLP, init_linear
 from haml.models.policies import (
     HEAD_GAIN,
@@ -64,7 +65,7 @@ class GRUCore(nn.Module):
                 nn.init.orthogonal_(param)
             else:
                 nn.init.zeros_(param)
-        self.norm = nn.LayerNorm(hidden_size)
+        self.norm = LayerNorm(hidden_size)
 
     def initial_state(self, batch: int, like: torch.Tensor) -> torch.Tensor:
         """Zeros ``[batch, layers, H]`` with ``like``'s dtype and device."""

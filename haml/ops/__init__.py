@@ -21,10 +21,12 @@ if BUILD_INFO is not None:
     # Fake kernels and autograd formulas of the native ops: registered only once the ops exist.
     from haml.ops.clip_surrogate import _meta as _clip_surrogate_meta  # noqa: F401
     from haml.ops.gae import _meta as _gae_meta  # noqa: F401
+    from haml.ops.layer_norm import _meta as _layer_norm_meta  # noqa: F401
 
 from haml.ops.clip_surrogate import SurrogateOut, clipped_surrogate
 from haml.ops.fvp import FisherOperator, conjugate_gradient, fisher_vector_product
 from haml.ops.gae import gae
+from haml.ops.layer_norm import layer_norm
 from haml.ops.line_search import TrustRegionInfo, backtracking_line_search, trust_region_step
 from haml.ops.value_gradient import value_loss_gradient
 
@@ -39,6 +41,7 @@ __all__ = [
     "trust_region_step",
     "TrustRegionInfo",
     "value_loss_gradient",
+    "layer_norm",
     "backend",
     "has_native",
     "BUILD_INFO",

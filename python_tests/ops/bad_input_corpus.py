@@ -297,6 +297,38 @@ def _line_search_call(a: dict) -> Any:
     return info.accepted, info.step_fraction, info.kl, info.improvement
 
 
+def _layer_norm_valid() -> dict:
+    g = torch.Generator().manual_seed(0)
+    return dict(input=torch.randn(11, 9, generator=g, dtype=DTYPE),
+                weight=torch.randn(9, generator=g, dtype=DTYPE),
+                bias=torch.randn(9, generator=g, dtype=DTYPE), eps=1e-5)
+
+
+def _layer_norm_call(a: dict) -> Any:
+    from haml.ops import layer_norm
+
+    return layer_norm(**a)
+
+
+def _layer_norm_raw(a: dict) -> Any:
+    return torch.ops.haml.layer_norm_fwd(a["input"], a["weight"], a["bias"], a["eps"])[0]
+
+
+def _layer_norm_reference(a: dict) -> Any:
+    from haml.ops.layer_norm import reference
+
+    return reference.layer_norm(**a)
+
+
+def _no_row(a: dict) -> dict:
+    return dict(a, input=a["input"][:0])
+
+
+# More rows, or a batch dimension, are valid LayerNorm inputs.
+_LAYER_NORM_EXPECT = {"input:shape": OK, "input:extra_dim": OK, "empty": OK}
+_EPS = [("nan", math.nan), ("inf", math.inf), ("negative", -1.0)]
+
+
 _POSITIVE = [("nan", math.nan), ("inf", math.inf), ("negative", -1.0), ("str", "1"), ("none", None)]
 _COUNT = [("negative", -1), ("float", 2.5), ("bool", True), ("none", None)]
 
@@ -327,6 +359,14 @@ OPS: dict[str, tuple[str, OpSpec]] = {
     "torch.ops.haml.clip_surrogate_bwd": ("clip_surrogate", OpSpec(
         _clip_bwd_raw, _clip_bwd_valid,
         floats=("ratio", "advantages", "factor", "mask"), anchor="ratio", scalars={"clip": [("nan", math.nan), ("negative", -0.1)]}, raw=True)),
+    "layer_norm": ("layer_norm", OpSpec(
+        _layer_norm_call, _layer_norm_valid, floats=("input", "weight", "bias"), anchor="input",
+        scalars={"eps": _EPS + [("str", "1e-5")]}, reference=_layer_norm_reference,
+        empty=_no_row, expect=_LAYER_NORM_EXPECT)),
+    "torch.ops.haml.layer_norm_fwd": ("layer_norm", OpSpec(
+        _layer_norm_raw, _layer_norm_valid, floats=("input", "weight", "bias"), anchor="input",
+        scalars={"eps": _EPS}, reference=_layer_norm_reference, raw=True, empty=_no_row,
+        expect=_LAYER_NORM_EXPECT)),
     "FisherOperator": ("fvp", OpSpec(
         _fisher_call, _fisher_valid, floats=("obs",), flags=("mask", "action_mask"),
         others=("vector",), anchor="obs",

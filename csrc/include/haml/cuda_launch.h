@@ -40,4 +40,10 @@ cudaError_t clip_surrogate_bwd(const scalar_t* grad_loss, const scalar_t* ratio,
                                scalar_t* grad_logp_new, scalar_t* grad_entropy,
                                cudaStream_t stream);
 
+// LayerNorm over the last dimension of row-major [rows, d]: out = γ ⊙ (x − μ)/√(σ² + eps) + β,
+// with each row's μ and 1/√(σ² + eps) written to mean[rows] and rstd[rows]. One warp per row.
+template <typename T>
+cudaError_t layer_norm_fwd(const T* x, const T* gamma, const T* beta, int64_t rows, int64_t d,
+                           T eps, T* mean, T* rstd, T* out, cudaStream_t stream);
+
 }  // namespace haml::cuda

@@ -51,6 +51,17 @@ std::tuple<at::Tensor, at::Tensor> clip_surrogate_bwd_cuda(
     const at::Tensor& weight_sum, std::optional<double> clip, double entropy_coef,
     bool entropy_grad);
 
+// LayerNorm forward over the last dimension: (out, mean, rstd), mean and rstd shaped [*B, 1] as
+// at::native_layer_norm returns them (its backward takes them).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cpu(const at::Tensor& input,
+                                                                  const at::Tensor& weight,
+                                                                  const at::Tensor& bias,
+                                                                  double eps);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_fwd_cuda(const at::Tensor& input,
+                                                                   const at::Tensor& weight,
+                                                                   const at::Tensor& bias,
+                                                                   double eps);
+
 // Names of the ops and of the custom classes (torch.classes.haml.*) registered by this build, for
 // build_info().
 std::vector<std::string> native_op_names();
