@@ -26,18 +26,19 @@ struct LnVec<double> {
   static constexpr int kLanes = 4;
 };
 
+// The vectors travel by reference, never by value: a 32-byte vector passed or returned by value
+// has a different ABI with and without AVX (GCC and clang warn), and these inline functions are
+// compiled at every level.
 template <typename V, typename T>
-HAML_KERNEL_BODY V ln_load(const T* p) {
-  V v;
+HAML_KERNEL_BODY void ln_load(V& v, const T* p) {
   std::memcpy(&v, p, sizeof(V));  // an unaligned vector load
-  return v;
 }
 
 // The lane sums of kLanes vectors side by side: lane k of the result is the sum of acc[k]'s
 // lanes. Pairwise shuffles and adds (a transpose that adds as it goes): log2(kLanes) rounds of
 // vector operations instead of one horizontal sum per row, whose serial latency was most of a
 // row's time when each row was summed on its own.
-HAML_KERNEL_BODY LnVec<float>::type ln_lane_sums(const LnVec<float>::type (&a)[8]) {
+HAML_KERNEL_BODY void ln_lane_sums(const LnVec<float>::type (&a)[8], LnVec<float>::type& sums) {
   using V = LnVec<float>::type;
   V p[4], q[2];
   for (int k = 0; k < 4; ++k)
@@ -46,17 +47,17 @@ HAML_KERNEL_BODY LnVec<float>::type ln_lane_sums(const LnVec<float>::type (&a)[8
   for (int k = 0; k < 2; ++k)
     q[k] = __builtin_shufflevector(p[2 * k], p[2 * k + 1], 0, 1, 8, 9, 4, 5, 12, 13) +
            __builtin_shufflevector(p[2 * k], p[2 * k + 1], 2, 3, 10, 11, 6, 7, 14, 15);
-  return __builtin_shufflevector(q[0], q[1], 0, 1, 2, 3, 8, 9, 10, 11) +
+  sums = __builtin_shufflevector(q[0], q[1], 0, 1, 2, 3, 8, 9, 10, 11) +
          __builtin_shufflevector(q[0], q[1], 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
-HAML_KERNEL_BODY LnVec<double>::type ln_lane_sums(const LnVec<double>::type (&a)[4]) {
+HAML_KERNEL_BODY void ln_lane_sums(const LnVec<double>::type (&a)[4], LnVec<double>::type& sums) {
   using V = LnVec<double>::type;
   const V p0 = __builtin_shufflevector(a[0], a[1], 0, 4, 2, 6) +
                __builtin_shufflevector(a[0], a[1], 1, 5, 3, 7);
   const V p1 = __builtin_shufflevector(a[2], a[3], 0, 4, 2, 6) +
                __builtin_shufflevector(a[2], a[3], 1, 5, 3, 7);
-  return __builtin_shufflevector(p0, p1, 0, 1, 4, 5) + __builtin_shufflevector(p0, p1, 2, 3, 6, 7);
+  sums = __builtin_shufflevector(p0, p1, 0, 1, 4, 5) + __builtin_shufflevector(p0, p1, 2, 3, 6, 7);
 }
 
 // Writes one row's x̂ (when KeepXhat) and y = γ ⊙ x̂ + β.
@@ -65,13 +66,11 @@ HAML_KERNEL_BODY void ln_write_row(const T* __restrict xi, const T* __restrict g
                                    const T* __restrict beta, T m, T r, T* __restrict hi,
                                    T* __restrict oi, int64_t d) {
   if constexpr (KeepXhat) {
-#pragma omp simd
     for (int64_t j = 0; j < d; ++j) {
       hi[j] = (xi[j] - m) * r;
       oi[j] = gamma[j] * hi[j] + beta[j];
     }
   } else {
-#pragma omp simd
     for (int64_t j = 0; j < d; ++j) oi[j] = gamma[j] * ((xi[j] - m) * r) + beta[j];
   }
 }
@@ -102,13 +101,20 @@ HAML_KERNEL_BODY void layer_norm_rows(const T* __restrict x, const T* __restrict
     T tail[W];
     for (int k = 0; k < W; ++k) acc[k] = V{};
     for (int64_t j = 0; j < d_vec; j += W)
-      for (int k = 0; k < W; ++k) acc[k] += ln_load<V>(xb + k * d + j);
+      for (int k = 0; k < W; ++k) {
+        V v;
+        ln_load(v, xb + k * d + j);
+        acc[k] += v;
+      }
     for (int k = 0; k < W; ++k) {
       T t = T(0);
       for (int64_t j = d_vec; j < d; ++j) t += xb[k * d + j];
       tail[k] = t;
     }
-    const V m = (ln_lane_sums(acc) + ln_load<V>(tail)) * inv_d;
+    V m, tails;
+    ln_lane_sums(acc, m);
+    ln_load(tails, tail);
+    m = (m + tails) * inv_d;
     V mk[W];
     for (int k = 0; k < W; ++k) {
       mk[k] = V{} + m[k];  // m[k] in every lane
@@ -116,7 +122,9 @@ HAML_KERNEL_BODY void layer_norm_rows(const T* __restrict x, const T* __restrict
     }
     for (int64_t j = 0; j < d_vec; j += W)
       for (int k = 0; k < W; ++k) {
-        const V c = ln_load<V>(xb + k * d + j) - mk[k];
+        V c;
+        ln_load(c, xb + k * d + j);
+        c -= mk[k];
         acc[k] += c * c;
       }
     for (int k = 0; k < W; ++k) {
@@ -124,24 +132,24 @@ HAML_KERNEL_BODY void layer_norm_rows(const T* __restrict x, const T* __restrict
       for (int64_t j = d_vec; j < d; ++j) t += (xb[k * d + j] - m[k]) * (xb[k * d + j] - m[k]);
       tail[k] = t;
     }
-    const V variance = (ln_lane_sums(acc) + ln_load<V>(tail)) * inv_d;
+    V variance;
+    ln_lane_sums(acc, variance);
+    ln_load(tails, tail);
+    variance = (variance + tails) * inv_d;
     std::memcpy(mean + i, &m, sizeof(V));
     T* __restrict r = rstd + i;
     std::memcpy(r, &variance, sizeof(V));
-#pragma omp simd
-    for (int k = 0; k < W; ++k) r[k] = T(1) / std::sqrt(r[k] + eps);  // one vector sqrt
+    for (int k = 0; k < W; ++k) r[k] = T(1) / std::sqrt(r[k] + eps);
     for (int k = 0; k < W; ++k)
       ln_write_row<T, KeepXhat>(xb + k * d, gamma, beta, m[k], r[k],
                                 KeepXhat ? xhat + (i + k) * d : xhat, out + (i + k) * d, d);
   }
-  for (; i < rows; ++i) {  // the last rows % kLanes rows, one at a time
+  for (; i < rows; ++i) {  // the last rows % kLanes rows, one at a time (in order: few rows)
     const T* __restrict xi = x + i * d;
     T sum = T(0);
-#pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < d; ++j) sum += xi[j];
     const T m = sum * inv_d;
     T squares = T(0);
-#pragma omp simd reduction(+ : squares)
     for (int64_t j = 0; j < d; ++j) squares += (xi[j] - m) * (xi[j] - m);
     const T r = T(1) / std::sqrt(squares * inv_d + eps);
     mean[i] = m;

@@ -34,8 +34,8 @@ def _differentiable_backward(ctx, grad_out):
     wanted = ctx.needs_input_grad[:3]
     leaves = [t for t, want in zip((input, weight, bias), wanted) if want]
     with torch.enable_grad():
-        # Fresh leaves that share the saved tensors' graph: the reference's output as a function
-        # of them, differentiated with a graph so that the gradient is differentiable too.
+        # The reference's output as a function of the saved inputs (which carry the caller's
+        # graph), differentiated with a graph so that the gradient is differentiable too.
         out = reference.layer_norm(input, weight, bias, ctx.eps)
         grads = iter(torch.autograd.grad(out, leaves, grad_out, create_graph=True))
     return tuple(next(grads) if want else None for want in wanted)
