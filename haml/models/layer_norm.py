@@ -1,12 +1,17 @@
 """The LayerNorm module of haml's networks: ``torch.nn.LayerNorm`` whose CPU forward runs haml's
-native kernel (:func:`haml.ops.layer_norm`) on inputs large enough for it to pay.
+native kernel (:func:`haml.ops.layer_norm`) on large inputs that need no gradient.
 
 PyTorch's CPU LayerNorm forward costs about 45 ns per row of 64 entries (torch 2.13); the native
-kernel normalises 8 rows at a time and takes 40 % of that on large inputs, but a call through the
-dispatcher from Python costs about 6 µs more than ``F.layer_norm``'s, so small inputs (a rollout
-step's few rows) keep PyTorch's. The module is an ``nn.LayerNorm``, with the same
-parameters and state-dict keys, so checkpoints and code that inspects a network's layers are
-unaffected. On CUDA it runs PyTorch's kernel.
+kernel normalises 8 rows at a time and takes 40 % of that on large inputs. Two costs decide where
+it is used. A call through the dispatcher from Python costs about 6 µs more than
+``F.layer_norm``'s, so small inputs (a rollout step's few rows) keep PyTorch's. And where a
+gradient is wanted (in grad mode, the module's own weights want one), the native op's autograd
+formula is a Python function whose node costs 50-90 µs per call, more than the forward saves:
+those calls keep PyTorch's too. What is left are the evaluations without a gradient (targets,
+acting, a critic's values at every candidate action).
+
+The module is an ``nn.LayerNorm``, with the same parameters and state-dict keys, so checkpoints
+and code that inspects a network's layers are unaffected. On CUDA it runs PyTorch's kernel.
 """
 
 from __future__ import annotations
@@ -32,14 +37,20 @@ def _native_cpu() -> bool:
     return has_native("layer_norm_fwd", "cpu")
 
 
+def _needs_gradient(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 class LayerNorm(nn.LayerNorm):
     """``nn.LayerNorm(normalized_shape, eps)`` (with its elementwise affine) whose forward over
-    the last dimension takes the native CPU kernel where it is faster; see the module doc."""
+    the last dimension takes the native CPU kernel where it is faster: large inputs that need no
+    gradient; see the module doc."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if (
             input.device.type == "cpu"
             and input.numel() >= NATIVE_MIN_ELEMENTS
+            and not _needs_gradient(input, self.weight, self.bias)
             and len(self.normalized_shape) == 1
             and self.weight is not None
             and self.bias is not None

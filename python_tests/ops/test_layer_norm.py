@@ -189,16 +189,23 @@ def _pair(width, dtype=torch.float32):
 
 @pytest.mark.parametrize("rows", [3, layer_norm_module.NATIVE_MIN_ELEMENTS // 64 + 5])
 def test_module_is_nn_layer_norm(rows, record_ops):
-    """Below the size threshold PyTorch's kernel runs, above it the native one; both give
-    nn.LayerNorm's output and gradients, with its parameter names."""
+    """Below the size threshold PyTorch's kernel runs, above it (without a gradient) the native
+    one; both give nn.LayerNorm's output and gradients, with its parameter names."""
     ours, theirs = _pair(64)
     assert isinstance(ours, torch.nn.LayerNorm)
     assert list(ours.state_dict()) == list(theirs.state_dict())
-    x = torch.randn(rows, 64, requires_grad=True)
+    x = torch.randn(rows, 64)
+    big = rows * 64 >= layer_norm_module.NATIVE_MIN_ELEMENTS
+    with torch.no_grad(), record_ops() as rec:
+        out = ours(x)
+    assert rec.called("haml.layer_norm_fwd") == (big and haml.ops.has_native("layer_norm_fwd", "cpu"))
+    torch.testing.assert_close(out, theirs(x), **TOL[torch.float32])
+    # Wanting a gradient (here of the input and, in grad mode, of the weights) sends every size to
+    # PyTorch's kernel, whose backward is the cheaper to reach; the gradients are nn.LayerNorm's.
+    x.requires_grad_()
     with record_ops() as rec:
         out = ours(x)
-    big = rows * 64 >= layer_norm_module.NATIVE_MIN_ELEMENTS
-    assert rec.called("haml.layer_norm_fwd") == (big and haml.ops.has_native("layer_norm_fwd", "cpu"))
+    assert not rec.called("haml.layer_norm_fwd")
     want = theirs(x)
     torch.testing.assert_close(out, want, **TOL[torch.float32])
     grad_out = torch.randn_like(out)
@@ -208,11 +215,23 @@ def test_module_is_nn_layer_norm(rows, record_ops):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
 
 
+def test_module_takes_the_native_kernel_for_frozen_weights_in_grad_mode(record_ops):
+    """What needs a gradient decides, not grad mode: a frozen network's large evaluation (a
+    critic during its actors' step) runs natively with grad mode on."""
+    ours, theirs = _pair(64)
+    ours.requires_grad_(False)
+    x = torch.randn(layer_norm_module.NATIVE_MIN_ELEMENTS // 64, 64)
+    with record_ops() as rec:
+        out = ours(x)
+    assert rec.called("haml.layer_norm_fwd") == haml.ops.has_native("layer_norm_fwd", "cpu")
+    torch.testing.assert_close(out, theirs(x), **TOL[torch.float32])
+
+
 def test_module_keeps_pytorchs_kernel_for_a_reference_backend(monkeypatch, record_ops):
     monkeypatch.setattr(layer_norm_module, "_native_cpu", lambda: False)
     ours, theirs = _pair(64)
     x = torch.randn(layer_norm_module.NATIVE_MIN_ELEMENTS // 64, 64)
-    with record_ops() as rec:
+    with torch.no_grad(), record_ops() as rec:
         out = ours(x)
     assert not rec.called("haml.layer_norm_fwd")
     torch.testing.assert_close(out, theirs(x))
