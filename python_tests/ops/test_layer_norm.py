@@ -237,6 +237,12 @@ def test_module_keeps_pytorchs_kernel_for_a_reference_backend(monkeypatch, recor
     torch.testing.assert_close(out, theirs(x))
 
 
+def test_module_native_dtypes_are_the_ops():
+    from haml.ops import _validate
+
+    assert layer_norm_module._NATIVE_DTYPES == _validate.NATIVE_DTYPES
+
+
 def test_mlp_normalises_with_the_module():
     mlp = MLP(10, (64, 64), "relu", layer_norm=True, input_norm=True)
     norms = [m for m in mlp.layers if isinstance(m, torch.nn.LayerNorm)]
