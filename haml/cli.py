@@ -361,13 +361,16 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from haml.logging.plot import plot_runs
+    from haml.logging.summary import final_values, format_table
 
     try:
         path = plot_runs(args.run_dirs, args.out, metric=args.metric, x=args.x)
+        table = format_table(final_values(args.run_dirs, args.metric), args.metric)
     except (ValueError, FileNotFoundError) as err:
         print(f"haml plot: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
+    print(table)
     return 0
 
 
@@ -377,7 +380,8 @@ def _add_plot(subparsers: argparse._SubParsersAction) -> None:
         help="learning curves of runs (mean ± std across seeds)",
         description="Plot the evaluation return against environment steps (or training time) for "
         "the given run directories (or directories holding runs), mean ± std across seeds per "
-        "algorithm, one PNG.",
+        "algorithm, one PNG; then print where each run ended (its last value, training hours, "
+        "median steps/s) and each algorithm's mean ± std, as a Markdown table.",
     )
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     parser.add_argument("--out", default="curves.png", help="the PNG to write")
