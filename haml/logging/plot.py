@@ -17,8 +17,9 @@ population standard deviation (``ddof=0``) across the runs at each grid point.
 :func:`plot_runs` draws one panel per (env, task), titled ``env/task``, with one curve per algo (and override set).
 Axes and legends say in words what is drawn (:func:`metric_label`: "evaluation return, mean of 40
 deterministic episodes", not ``charts/eval_return``), and step ticks are compact (200k, 1M).
-A note (for example :data:`MAMUJOCO_NOTE`) can be set under the figure; which runs need it is
-the caller's decision. Figures are built on matplotlib's object API (``Figure``), never through
+A note can be set under the figure. By default (``note="auto"``) a figure with a MaMuJoCo run
+carries :data:`MAMUJOCO_NOTE`, so that no MaMuJoCo curve is read against the papers' v2 figures
+without the caveat; ``note=None`` draws none. Figures are built on matplotlib's object API (``Figure``), never through
 pyplot, so no global backend is chosen and nothing opens a window; matplotlib is imported only
 when a figure is drawn.
 """
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CURVE_FILE",
+    "AUTO_NOTE",
     "MAMUJOCO_NOTE",
     "Curve",
     "NoDataError",
@@ -54,6 +56,7 @@ __all__ = [
     "compact_number",
     "find_run_dirs",
     "metric_label",
+    "note_for",
     "plot_run",
     "plot_runs",
     "read_curve",
@@ -71,6 +74,16 @@ CURVE_FILE = "curve.png"
 
 MAMUJOCO_NOTE = "gymnasium-robotics MaMuJoCo (MuJoCo v5) is not the papers' v2 environment"
 """The caption for MaMuJoCo curves, which are not comparable one-to-one with the papers' figures."""
+
+AUTO_NOTE = "auto"
+"""``note`` of :func:`plot_runs` and :func:`plot_run`: the caption the runs need
+(:func:`note_for`)."""
+
+
+def note_for(envs: Iterable[str]) -> str | None:
+    """The caption a figure of runs of these env families needs: :data:`MAMUJOCO_NOTE` if one
+    of them is MaMuJoCo, else none."""
+    return MAMUJOCO_NOTE if "mamujoco" in set(envs) else None
 
 
 TRAINING_HOURS = "training_hours"
@@ -328,14 +341,15 @@ def plot_runs(
     out: str | os.PathLike[str],
     metric: str = M.EVAL_RETURN,
     x: str = M.STEP,
-    note: str | None = None,
+    note: str | None = AUTO_NOTE,
 ) -> Path:
     """One image of ``metric`` vs ``x``: a panel per (env, task), a mean ± std curve per algo.
 
     ``run_dirs`` may be run directories or parents of them (searched recursively). ``out`` is the
     image file, or a directory (no suffix) that receives ``<metric>.png``. Runs without rows of
     ``metric`` yet are skipped with a warning; if no run has any, :class:`NoDataError` says so.
-    Returns the path written.
+    ``note`` is the caption under the figure: by default the one the runs' env families need
+    (:func:`note_for`), None for none. Returns the path written.
     """
     paths = list(map(Path, run_dirs))
     dirs = find_run_dirs(paths)
@@ -372,6 +386,8 @@ def plot_runs(
         _decorate(ax, f"{env}/{task}", ylabel, x)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
+    if note == AUTO_NOTE:
+        note = note_for(env for env, _ in panels)
     return _save(figure, _output_path(Path(out), metric), note)
 
 
@@ -380,12 +396,12 @@ def plot_run(
     out: str | os.PathLike[str] | None = None,
     metric: str = M.EVAL_RETURN,
     x: str = M.STEP,
-    note: str | None = None,
+    note: str | None = AUTO_NOTE,
 ) -> Path | None:
     """The learning curve of one run (``metric``, plus the training return), ``curve.png`` by default.
 
-    Returns the path written, or ``None`` with a warning when the run has neither ``metric`` nor
-    training-return rows (a run stopped before its first iteration must not fail at the plot).
+    ``note`` as in :func:`plot_runs`. Returns the path written, or ``None`` with a warning when the
+    run has neither ``metric`` nor training-return rows (a run stopped before its first iteration must not fail at the plot).
     """
     run_dir = Path(run_dir)
     # The training return beside the evaluation return: a run with no evaluation yet still has a curve.
@@ -416,6 +432,8 @@ def plot_run(
     # Both returns share the axis: name what they have in common; the legend says which is which.
     ylabel = "episode return (undiscounted)" if len(curves) > 1 else metric_label(metric, episodes)
     _decorate(ax, f"{key.env}/{key.task}: {key.algo}{seed}", ylabel, x, legend_below=True)
+    if note == AUTO_NOTE:
+        note = note_for([key.env])
     return _save(figure, Path(out) if out is not None else run_dir / CURVE_FILE, note)
 
 

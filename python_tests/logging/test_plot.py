@@ -197,6 +197,19 @@ def test_plot_runs_draws_the_note_and_a_panel_per_task(tmp_path, monkeypatch):
     assert seen["texts"] == ["gymnasium-robotics MaMuJoCo (MuJoCo v5) is not the papers' v2 environment"]
 
 
+def test_mamujoco_figures_carry_the_v5_caveat_by_default(tmp_path, monkeypatch):
+    figures = _capture_figures(monkeypatch)
+    mujoco = make_run(tmp_path, "mamujoco", "Ant-4x2", "happo", 0, {0: 1.0, 10: 2.0})
+    toy = make_run(tmp_path, "toy", "matrix", "happo", 0, {0: 1.0, 10: 2.0})
+    plot_runs([tmp_path], tmp_path / "both.png")  # a MaMuJoCo panel beside a toy one
+    plot_runs([toy], tmp_path / "toy.png")
+    plot_runs([mujoco], tmp_path / "none.png", note=None)
+    plot_run(mujoco)
+    plot_run(toy)
+    texts = [[t.get_text() for t in figure.texts] for figure in figures]
+    assert texts == [[plot.MAMUJOCO_NOTE], [], [], [plot.MAMUJOCO_NOTE], []]
+
+
 def test_plot_runs_skips_runs_without_eval_rows_and_says_when_none_has_any(tmp_path):
     make_run(tmp_path / "runs", "toy", "t", "happo", 0, {0: 1.0, 10: 2.0})
     make_run(tmp_path / "runs", "toy", "t", "happo", 1, {}, train={10: 1.0})
