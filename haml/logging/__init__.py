@@ -1,6 +1,6 @@
 """What a training run writes: fixed metric names (:mod:`.metrics`), the run logger
-(:mod:`.logger`: config.yaml, metrics.csv, TensorBoard, progress) and learning curves
-(:mod:`.plot`). matplotlib, TensorBoard and rich are imported only when used."""
+(:mod:`.logger`: config.yaml, metrics.csv, TensorBoard, progress), learning curves
+(:mod:`.plot`) and where runs ended (:mod:`.summary`). matplotlib, TensorBoard and rich are imported only when used."""
 
 from haml.logging import metrics
 from haml.logging.logger import (
@@ -18,6 +18,7 @@ from haml.logging.plot import (
     plot_run,
     plot_runs,
 )
+from haml.logging.summary import final_values, format_table
 
 __all__ = [
     "CONFIG_FILE",
@@ -28,7 +29,9 @@ __all__ = [
     "RunLogger",
     "agent_metric",
     "aggregate_seeds",
+    "final_values",
     "find_run_dirs",
+    "format_table",
     "metrics",
     "plot_run",
     "plot_runs",
