@@ -1,6 +1,7 @@
 """What a training run writes: fixed metric names (:mod:`.metrics`), the run logger
 (:mod:`.logger`: config.yaml, metrics.csv, TensorBoard, progress), learning curves
-(:mod:`.plot`) and where runs ended (:mod:`.summary`). matplotlib, TensorBoard and rich are imported only when used."""
+(:mod:`.plot`) and where runs ended (:mod:`.summary`). matplotlib, TensorBoard and rich are
+imported only when used."""
 
 from haml.logging import metrics
 from haml.logging.logger import (

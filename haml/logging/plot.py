@@ -19,9 +19,9 @@ Axes and legends say in words what is drawn (:func:`metric_label`: "evaluation r
 deterministic episodes", not ``charts/eval_return``), and step ticks are compact (200k, 1M).
 A note can be set under the figure. By default (``note="auto"``) a figure with a MaMuJoCo run
 carries :data:`MAMUJOCO_NOTE`, so that no MaMuJoCo curve is read against the papers' v2 figures
-without the caveat; ``note=None`` draws none. Figures are built on matplotlib's object API (``Figure``), never through
-pyplot, so no global backend is chosen and nothing opens a window; matplotlib is imported only
-when a figure is drawn.
+without the caveat; ``note=None`` draws none. Figures are built on matplotlib's object API
+(``Figure``), never through pyplot, so no global backend is chosen and nothing opens a window;
+matplotlib is imported only when a figure is drawn.
 """
 
 from __future__ import annotations
@@ -401,7 +401,8 @@ def plot_run(
     """The learning curve of one run (``metric``, plus the training return), ``curve.png`` by default.
 
     ``note`` as in :func:`plot_runs`. Returns the path written, or ``None`` with a warning when the
-    run has neither ``metric`` nor training-return rows (a run stopped before its first iteration must not fail at the plot).
+    run has neither ``metric`` nor training-return rows (a run stopped before its first iteration
+    must not fail at the plot).
     """
     run_dir = Path(run_dir)
     # The training return beside the evaluation return: a run with no evaluation yet still has a curve.

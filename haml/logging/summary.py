@@ -71,11 +71,13 @@ class GroupFinal:
 def _run_final(run_dir: Path, metric: str) -> RunFinal:
     curve = read_curve(run_dir, metric)
     try:
-        rates = read_curve(run_dir, M.STEPS_PER_SECOND).y
-        hours = float(read_curve(run_dir, M.STEPS_PER_SECOND, x=TRAINING_HOURS).x[-1])
-        median_rate = float(statistics.median(rates[rates > 0])) if (rates > 0).any() else math.nan
+        # One reading gives both: the rates are its values, the hours summed up to them its x.
+        rates = read_curve(run_dir, M.STEPS_PER_SECOND, x=TRAINING_HOURS)
     except (NoDataError, ValueError):  # an old or hand-made metrics.csv without the rate column
         hours, median_rate = math.nan, math.nan
+    else:
+        hours = float(rates.x[-1])
+        median_rate = float(statistics.median(rates.y))
     return RunFinal(run_dir, curve.key, float(curve.x[-1]), float(curve.y[-1]), hours, median_rate)
 
 
